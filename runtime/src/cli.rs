@@ -1,20 +1,219 @@
-//! The runtime's command-line surface, flattened into the `wepoq` CLI.
+//! The runtime's command-line surface, flattened into the `wepoq` CLI and `wepoq-runtime`.
 
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::example_worker::ExampleMode;
+use crate::process_backend::ProcessBackend;
+use crate::shim::ShimMode;
+use crate::stub::control::CredentialPolicy;
+use crate::stub::{Protocol, StubConfig};
 
 /// Commands that run on the data plane (inside an endpoint's namespace or a container).
 #[derive(Debug, clap::Subcommand)]
 pub enum RuntimeCommand {
-    /// Accept connections and hand them to warm workers (not implemented yet)
-    Stub,
+    /// Accept connections and hand them to warm workers
+    Stub(StubArgs),
+    /// Run an unmodified program per connection (systemd socket activation or inetd)
+    Shim(ShimArgs),
+    /// An example warm worker (echo or a small HTTP responder)
+    ExampleWorker(ExampleWorkerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StubArgs {
+    /// Address to accept on, IP:port (repeatable)
+    #[arg(long, required = true)]
+    pub listen: Vec<SocketAddr>,
+    /// The service's fully qualified name, passed to workers
+    #[arg(long, default_value = "service.local")]
+    pub fqdn: String,
+    /// How to refuse when the queue is full
+    #[arg(long, value_enum, default_value_t = Protocol::Tcp)]
+    pub protocol: Protocol,
+    /// Directory of the worker socket (created 0700)
+    #[arg(long, default_value = "/run/wepoq")]
+    pub socket_dir: PathBuf,
+    /// uid allowed to register as a worker (repeatable; default: our own)
+    #[arg(long)]
+    pub allow_uid: Vec<u32>,
+    /// gid allowed to register as a worker (repeatable)
+    #[arg(long)]
+    pub allow_gid: Vec<u32>,
+    /// Connections one worker takes at a time
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: u32,
+    /// Connections that may wait for a worker before the stub refuses
+    #[arg(long, default_value_t = 1024)]
+    pub queue: usize,
+    #[arg(long, default_value_t = 0)]
+    pub min_workers: usize,
+    #[arg(long, default_value_t = 8)]
+    pub max_workers: usize,
+    /// Idle time before a worker is marked for sweeping (e.g. 60s, 500ms)
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// Time a marked idle worker survives before it is stopped
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub sweep_grace: Duration,
+    /// Longest wait in the queue
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub queue_timeout: Duration,
+    /// Deadline handed to the worker, from accept
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub conn_timeout: Duration,
+    /// Longest time for a started worker to register
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub start_timeout: Duration,
+    /// Longest graceful drain on SIGTERM
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+    /// Local address for Prometheus metrics (GET /metrics)
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// File for per-connection JSON lines (`-` for stdout)
+    #[arg(long)]
+    pub records: Option<PathBuf>,
+    /// Keep workers in the stub's network namespace even when root
+    #[arg(long)]
+    pub no_isolate_network: bool,
+    /// The worker command, after `--`
+    #[arg(last = true, required = true)]
+    pub worker: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShimArgs {
+    /// Where the program finds its connection
+    #[arg(long, value_enum, default_value_t = ShimMode::Systemd)]
+    pub mode: ShimMode,
+    /// The program and its arguments, after `--`
+    #[arg(last = true, required = true)]
+    pub program: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExampleWorkerArgs {
+    #[arg(long, value_enum, default_value_t = ExampleMode::Echo)]
+    pub mode: ExampleMode,
+    /// Pretend each connection takes this long (e.g. 200ms)
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub delay: Duration,
+}
+
+/// Parses `250ms`, `2s`, `1m` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (us, ms, s, m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Runs one runtime command to completion.
 pub fn run(command: RuntimeCommand) -> ExitCode {
     match command {
-        RuntimeCommand::Stub => {
-            eprintln!("error: stub is not implemented yet");
-            ExitCode::FAILURE
+        RuntimeCommand::Stub(args) => run_stub(args),
+        RuntimeCommand::Shim(args) => match crate::shim::run(args.mode, &args.program) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(&e),
+        },
+        RuntimeCommand::ExampleWorker(args) => {
+            match crate::example_worker::run(args.mode, args.delay) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => report(&e),
+            }
         }
+    }
+}
+
+fn report(e: &dyn std::error::Error) -> ExitCode {
+    let mut msg = format!("error: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    eprintln!("{msg}");
+    ExitCode::FAILURE
+}
+
+fn run_stub(args: StubArgs) -> ExitCode {
+    let mut policy = CredentialPolicy {
+        uids: args.allow_uid,
+        gids: args.allow_gid,
+    };
+    if policy.uids.is_empty() && policy.gids.is_empty() {
+        policy.uids.push(nix::unistd::geteuid().as_raw());
+    }
+    let config = StubConfig {
+        listen: args.listen,
+        fqdn: args.fqdn,
+        protocol: args.protocol,
+        socket_dir: args.socket_dir,
+        policy,
+        concurrency: args.concurrency,
+        queue_limit: args.queue,
+        min_workers: args.min_workers,
+        max_workers: args.max_workers,
+        idle_timeout: args.idle_timeout,
+        sweep_grace: args.sweep_grace,
+        queue_timeout: args.queue_timeout,
+        conn_timeout: args.conn_timeout,
+        start_timeout: args.start_timeout,
+        drain_timeout: args.drain_timeout,
+        admin: args.admin,
+        records: args.records,
+    };
+    let mut worker = args.worker.into_iter();
+    let program = PathBuf::from(worker.next().expect("clap requires a worker command"));
+    let isolate = !args.no_isolate_network && ProcessBackend::can_isolate_network();
+    let backend = Arc::new(ProcessBackend::new(program, worker.collect(), isolate));
+    // One thread: accept, dispatch and handoff stay on one core with no cross-thread wakeups.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return report(&e),
+    };
+    let result = runtime.block_on(crate::stub::run(config, backend, |ready| {
+        let listen: Vec<String> = ready.listen.iter().map(|a| a.to_string()).collect();
+        let admin = ready.admin.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        // Machine-readable, so whoever started us (tests, scripts) learns the bound ports.
+        eprintln!(
+            "wepoq-stub ready listen={} admin={admin} socket={}",
+            listen.join(","),
+            ready.socket.display()
+        );
+        let _ = std::io::stderr().flush();
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("5h").is_err());
     }
 }

@@ -1,6 +1,18 @@
 //! wepoq's runtime: the socket-activation stub, the warm pool and the worker contract.
 //!
 //! Architecture invariant: this crate runs inside containers; it never depends on bollard,
-//! the OVSDB client or the compiler.
+//! the OVSDB client or the compiler. Workers never get a network: they only ever see the
+//! sockets the stub hands them.
 
+pub mod backend;
 pub mod cli;
+pub mod example_worker;
+pub mod frame;
+pub mod histogram;
+pub mod metrics;
+pub mod process_backend;
+pub mod record;
+pub mod seqpacket;
+pub mod shim;
+pub mod stub;
+pub mod worker;

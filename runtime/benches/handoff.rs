@@ -1,0 +1,3 @@
+//! Handoff benchmark: direct accept against stub + warm worker (filled in next).
+
+fn main() {}

@@ -1,0 +1,105 @@
+//! Workers as local child processes, each in a fresh empty network namespace when root.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::backend::{BackendError, BoxFuture, ExitNotice, SpawnRequest, WorkerBackend};
+use crate::worker::{ENV_CONCURRENCY, ENV_SOCKET, ENV_WORKER_ID};
+
+/// Starts `program args...` per worker, passing the socket and id through the environment.
+#[derive(Debug)]
+pub struct ProcessBackend {
+    program: PathBuf,
+    args: Vec<OsString>,
+    isolate_network: bool,
+    /// Worker id to pid, for stop; a std mutex since it is held only for a map operation.
+    pids: Arc<Mutex<HashMap<String, i32>>>,
+}
+
+impl ProcessBackend {
+    /// `isolate_network` puts every worker in a new, empty network namespace (needs root):
+    /// a worker then only ever sees the sockets handed to it.
+    pub fn new(program: PathBuf, args: Vec<OsString>, isolate_network: bool) -> ProcessBackend {
+        ProcessBackend {
+            program,
+            args,
+            isolate_network,
+            pids: Arc::default(),
+        }
+    }
+
+    /// Whether this process may create network namespaces (root, in practice).
+    pub fn can_isolate_network() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+}
+
+impl WorkerBackend for ProcessBackend {
+    fn spawn(
+        &self,
+        request: SpawnRequest,
+        exited: ExitNotice,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut command = tokio::process::Command::new(&self.program);
+            command
+                .args(&self.args)
+                .env(ENV_SOCKET, &request.socket)
+                .env(ENV_WORKER_ID, &request.worker_id)
+                .env(ENV_CONCURRENCY, request.concurrency.to_string())
+                .stdin(Stdio::null());
+            let isolate = self.isolate_network;
+            // SAFETY: the closure runs between fork and exec and only makes two syscalls.
+            unsafe {
+                command.pre_exec(move || {
+                    // A worker must not outlive a stub killed without a chance to stop it.
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+                    if isolate {
+                        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    }
+                    Ok(())
+                });
+            }
+            let mut child = command.spawn().map_err(|e| BackendError::Spawn {
+                worker_id: request.worker_id.clone(),
+                source: Box::new(e),
+            })?;
+            let pid = child.id().map(|p| p as i32).unwrap_or(-1);
+            self.pids
+                .lock()
+                .unwrap()
+                .insert(request.worker_id.clone(), pid);
+            let pids = self.pids.clone();
+            tokio::spawn(async move {
+                let why = match child.wait().await {
+                    Ok(status) => format!("process {pid} ended: {status}"),
+                    Err(e) => format!("process {pid} lost: {e}"),
+                };
+                pids.lock().unwrap().remove(&request.worker_id);
+                exited.exited(why);
+            });
+            Ok(())
+        })
+    }
+
+    fn stop(&self, worker_id: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+        let pid = self.pids.lock().unwrap().get(worker_id).copied();
+        let worker_id = worker_id.to_owned();
+        Box::pin(async move {
+            let Some(pid) = pid else { return Ok(()) };
+            match kill(Pid::from_raw(pid), Signal::SIGTERM) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                Err(e) => Err(BackendError::Stop {
+                    worker_id,
+                    source: Box::new(e),
+                }),
+            }
+        })
+    }
+}

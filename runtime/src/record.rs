@@ -1,0 +1,89 @@
+//! One JSON line per finished connection, written in batches off the hot path.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// How a connection ended, from the stub's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A worker took it and reported done.
+    Served,
+    /// The queue was full: HTTP 429 or a close.
+    Refused,
+    /// It waited in the queue past its deadline.
+    Expired,
+    /// Its worker went away before reporting done.
+    WorkerLost,
+    /// The stub stopped before a worker took it.
+    Shutdown,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Served,
+        Outcome::Refused,
+        Outcome::Expired,
+        Outcome::WorkerLost,
+        Outcome::Shutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Served => "served",
+            Outcome::Refused => "refused",
+            Outcome::Expired => "expired",
+            Outcome::WorkerLost => "worker_lost",
+            Outcome::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The per-connection record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record<'a> {
+    pub conn_id: u64,
+    pub fqdn: &'a str,
+    pub remote: std::net::SocketAddr,
+    pub accept_unix_ns: u64,
+    /// Accept to handoff; absent when no worker took it.
+    pub handoff_us: Option<f64>,
+    /// Whether it waited for a worker that registered after it arrived.
+    pub cold: bool,
+    pub worker: Option<&'a str>,
+    pub outcome: Outcome,
+    /// Handoff to done, as the stub saw it.
+    pub service_us: Option<f64>,
+}
+
+/// Where records go; buffered, flushed on the dispatcher's tick.
+pub struct RecordSink {
+    out: Option<std::io::BufWriter<Box<dyn Write + Send>>>,
+}
+
+impl RecordSink {
+    pub fn none() -> RecordSink {
+        RecordSink { out: None }
+    }
+
+    pub fn new(out: Box<dyn Write + Send>) -> RecordSink {
+        RecordSink {
+            out: Some(std::io::BufWriter::with_capacity(64 * 1024, out)),
+        }
+    }
+
+    pub fn write(&mut self, record: &Record<'_>) {
+        if let Some(out) = &mut self.out {
+            // A full disk must not stop connections: records are best effort.
+            let _ = serde_json::to_writer(&mut *out, record);
+            let _ = out.write_all(b"\n");
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if let Some(out) = &mut self.out {
+            let _ = out.flush();
+        }
+    }
+}

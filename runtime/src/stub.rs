@@ -1,0 +1,355 @@
+//! The socket-activation stub: accept on the service's addresses, hand each connection to a
+//! warm worker over SCM_RIGHTS, start and sweep workers through a backend.
+//!
+//! Architecture invariant: the stub never reads or writes a client's payload; the only bytes
+//! it ever writes to a client are its own refusals.
+
+pub mod admin;
+pub mod control;
+pub mod dispatcher;
+pub mod event;
+pub mod refusal;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use crate::backend::WorkerBackend;
+use crate::metrics::Metrics;
+use crate::record::RecordSink;
+use crate::seqpacket::SeqPacket;
+use control::CredentialPolicy;
+use dispatcher::Dispatcher;
+use event::{Accepted, Event};
+
+/// What the service speaks, which decides how the stub refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// Refuse with an HTTP status (429 or 503) and Retry-After.
+    Http,
+    /// Refuse by closing the connection.
+    Tcp,
+}
+
+/// Everything the stub is told.
+#[derive(Debug, Clone)]
+pub struct StubConfig {
+    pub listen: Vec<SocketAddr>,
+    pub fqdn: String,
+    pub protocol: Protocol,
+    /// Directory for the worker socket; created 0700.
+    pub socket_dir: PathBuf,
+    pub policy: CredentialPolicy,
+    /// Connections one worker takes at a time.
+    pub concurrency: u32,
+    /// Connections waiting for a worker before the stub refuses.
+    pub queue_limit: usize,
+    pub min_workers: usize,
+    pub max_workers: usize,
+    /// Idle this long, a worker is marked; marked and still idle `sweep_grace` later, stopped.
+    pub idle_timeout: Duration,
+    pub sweep_grace: Duration,
+    /// Longest wait in the queue.
+    pub queue_timeout: Duration,
+    /// The deadline given to the worker, counted from accept.
+    pub conn_timeout: Duration,
+    /// Longest time from asking for a worker to its registration.
+    pub start_timeout: Duration,
+    /// Longest graceful drain on shutdown.
+    pub drain_timeout: Duration,
+    pub admin: Option<SocketAddr>,
+    /// Where per-connection records go; `-` is stdout.
+    pub records: Option<PathBuf>,
+}
+
+impl Default for StubConfig {
+    fn default() -> StubConfig {
+        StubConfig {
+            listen: Vec::new(),
+            fqdn: "service.local".into(),
+            protocol: Protocol::Tcp,
+            socket_dir: PathBuf::from("/run/wepoq"),
+            policy: CredentialPolicy {
+                uids: vec![nix::unistd::geteuid().as_raw()],
+                gids: Vec::new(),
+            },
+            concurrency: 1,
+            queue_limit: 1024,
+            min_workers: 0,
+            max_workers: 8,
+            idle_timeout: Duration::from_secs(60),
+            sweep_grace: Duration::from_secs(5),
+            queue_timeout: Duration::from_secs(10),
+            conn_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            admin: None,
+            records: None,
+        }
+    }
+}
+
+impl StubConfig {
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket_dir.join("stub.sock")
+    }
+
+    /// How often timers are looked at: fine enough for the shortest configured timeout.
+    fn tick(&self) -> Duration {
+        (self.idle_timeout.min(self.sweep_grace) / 4)
+            .clamp(Duration::from_millis(5), Duration::from_millis(100))
+    }
+}
+
+/// What the stub bound, for whoever started it (tests bind port 0).
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub listen: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub socket: PathBuf,
+}
+
+/// Why the stub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StubError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot prepare socket directory {path}")]
+    SocketDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot listen on worker socket {path}")]
+    WorkerSocket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot listen on admin address {addr}")]
+    Admin {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open records file {path}")]
+    Records {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Runs the stub until a shutdown signal and a drain. Call inside a tokio runtime; a
+/// current-thread one is best: every hop stays on one core, which keeps handoffs short.
+pub async fn run(
+    config: StubConfig,
+    backend: Arc<dyn WorkerBackend>,
+    ready: impl FnOnce(&Ready),
+) -> Result<(), StubError> {
+    if config.listen.is_empty() {
+        return Err(StubError::Config("no listen address".into()));
+    }
+    if config.fqdn.len() > 255 {
+        return Err(StubError::Config("fqdn is longer than 255 bytes".into()));
+    }
+    if config.concurrency == 0 {
+        return Err(StubError::Config("concurrency must be at least 1".into()));
+    }
+    raise_fd_limit();
+    let dir_err = |source| StubError::SocketDir {
+        path: config.socket_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&config.socket_dir).map_err(dir_err)?;
+    // 0700: only the owner may even reach the socket; SO_PEERCRED then checks who connected.
+    std::fs::set_permissions(&config.socket_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(dir_err)?;
+    let socket_path = config.socket_path();
+    let worker_listener = SeqPacket::listen(&socket_path)
+        .and_then(register)
+        .map_err(|source| StubError::WorkerSocket {
+            path: socket_path.clone(),
+            source,
+        })?;
+
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for addr in &config.listen {
+        let listener = bind(*addr).map_err(|source| StubError::Listen {
+            addr: *addr,
+            source,
+        })?;
+        bound.push(listener.get_ref().local_addr().unwrap_or(*addr));
+        listeners.push(listener);
+    }
+    let admin = match config.admin {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StubError::Admin { addr, source })?,
+        ),
+        None => None,
+    };
+    let records = match &config.records {
+        None => RecordSink::none(),
+        Some(p) if p.as_os_str() == "-" => RecordSink::new(Box::new(io::stdout())),
+        Some(p) => RecordSink::new(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|source| StubError::Records {
+                    path: p.clone(),
+                    source,
+                })?,
+        )),
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut acceptors = Vec::new();
+    for listener in listeners {
+        acceptors.push(tasks.spawn(accept_clients(listener, tx.clone())));
+    }
+    tasks.spawn(control::accept_workers(
+        worker_listener,
+        config.policy.clone(),
+        tx.clone(),
+        metrics.clone(),
+    ));
+    let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
+    if let Some(admin) = admin {
+        tasks.spawn(admin::serve(admin, metrics.clone()));
+    }
+    tasks.spawn(tick(tx.clone(), config.tick()));
+    tasks.spawn(signals(tx.clone()));
+
+    let config = Arc::new(config);
+    let mut dispatcher = Dispatcher::new(
+        config.clone(),
+        backend,
+        tx,
+        metrics,
+        records,
+        acceptors,
+    );
+    dispatcher.start();
+    ready(&Ready {
+        listen: bound,
+        admin: admin_addr,
+        socket: socket_path.clone(),
+    });
+    while let Some(event) = rx.recv().await {
+        if dispatcher.handle(event).is_break() {
+            break;
+        }
+    }
+    // Let the stop requests the dispatcher just spawned reach the backend.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    tasks.abort_all();
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(())
+}
+
+/// Registers a descriptor-owning value with the reactor.
+pub(crate) fn register<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: every caller passes a type that owns its descriptor (OwnedFd inside), so the
+    // descriptor stays open and the same for the AsyncFd's whole life.
+    unsafe { AsyncFd::register(inner) }.map_err(|e| e.into_parts().1)
+}
+
+fn bind(addr: SocketAddr) -> io::Result<AsyncFd<std::net::TcpListener>> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // A deep kernel backlog: bursts wait there for the accept loop, not in SYN retries.
+    let listener = socket.listen(4096)?.into_std()?;
+    listener.set_nonblocking(true)?;
+    register(listener)
+}
+
+/// Accepts in batches with plain accept4: the accepted socket is never registered with the
+/// reactor, since the stub only passes it on.
+async fn accept_clients(listener: AsyncFd<std::net::TcpListener>, events: mpsc::UnboundedSender<Event>) {
+    loop {
+        let accepted = listener
+            .async_io(Interest::READABLE, |l| l.accept())
+            .await;
+        match accepted {
+            Ok((stream, remote)) => {
+                let at = Instant::now();
+                let at_unix_ns = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0);
+                let local = stream.local_addr().unwrap_or(remote);
+                let conn = Accepted {
+                    stream,
+                    remote,
+                    local,
+                    at,
+                    at_unix_ns,
+                };
+                if events.send(Event::Accepted(conn)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on a ready listener.
+                eprintln!("wepoq-stub: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn tick(events: mpsc::UnboundedSender<Event>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if events.send(Event::Tick).is_err() {
+            return;
+        }
+    }
+}
+
+async fn signals(events: mpsc::UnboundedSender<Event>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let _ = events.send(Event::Shutdown);
+}
+
+/// Queued connections are open descriptors: allow as many as the hard limit does.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}

@@ -1,0 +1,108 @@
+//! The worker socket: credential check, hello, then done reports until the worker leaves.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::frame::{Frame, MAX_FRAME};
+use crate::metrics::Metrics;
+use crate::seqpacket::SeqPacket;
+use crate::stub::event::Event;
+
+/// Who may register as a worker: a peer passes if its uid or its gid is listed.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialPolicy {
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+}
+
+impl CredentialPolicy {
+    pub fn allows(&self, uid: u32, gid: u32) -> bool {
+        self.uids.contains(&uid) || self.gids.contains(&gid)
+    }
+}
+
+/// Accepts workers on `listener` forever, each checked against `policy`.
+pub async fn accept_workers(
+    listener: AsyncFd<SeqPacket>,
+    policy: CredentialPolicy,
+    events: UnboundedSender<Event>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let accepted = listener
+            .async_io(Interest::READABLE, |l| l.accept())
+            .await;
+        let socket = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("wepoq-stub: worker accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let allowed = match socket.peer_credentials() {
+            Ok(c) => policy.allows(c.uid(), c.gid()),
+            Err(_) => false,
+        };
+        if !allowed {
+            // Dropping closes it: the peer reads end-of-stream and never gets a connection.
+            metrics.workers_refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let Ok(socket) = crate::stub::register(socket) else {
+            continue;
+        };
+        tokio::spawn(serve_worker(Arc::new(socket), events.clone()));
+    }
+}
+
+async fn recv(socket: &AsyncFd<SeqPacket>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    socket.async_io(Interest::READABLE, |s| s.recv(buf)).await
+}
+
+async fn serve_worker(socket: Arc<AsyncFd<SeqPacket>>, events: UnboundedSender<Event>) {
+    let mut buf = [0u8; MAX_FRAME];
+    let hello = tokio::time::timeout(Duration::from_secs(5), recv(&socket, &mut buf)).await;
+    let Ok(Ok((n, None))) = hello else { return };
+    let Ok(Frame::Hello {
+        worker_id,
+        concurrency,
+    }) = Frame::decode(&buf[..n])
+    else {
+        return;
+    };
+    let _ = events.send(Event::WorkerRegistered {
+        worker_id: worker_id.clone(),
+        concurrency,
+        socket: socket.clone(),
+    });
+    let why = loop {
+        match recv(&socket, &mut buf).await {
+            Ok((0, _)) => break "worker closed its socket".to_owned(),
+            // A worker has no business sending descriptors; the stray one is dropped here.
+            Ok((n, _)) => match Frame::decode(&buf[..n]) {
+                Ok(Frame::Done { conn_id }) => {
+                    let _ = events.send(Event::WorkerDone {
+                        worker_id: worker_id.clone(),
+                        conn_id,
+                    });
+                }
+                Ok(_) => break "worker sent an unexpected frame".to_owned(),
+                Err(e) => break format!("worker sent a bad frame: {e}"),
+            },
+            Err(e) => break format!("worker socket failed: {e}"),
+        }
+    };
+    let _ = nix::sys::socket::shutdown(
+        std::os::fd::AsRawFd::as_raw_fd(socket.get_ref()),
+        nix::sys::socket::Shutdown::Both,
+    );
+    let _ = events.send(Event::WorkerGone { worker_id, why });
+}

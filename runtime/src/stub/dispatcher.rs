@@ -1,0 +1,536 @@
+//! The one task that owns the stub's state: the warm pool, the queue and every decision.
+//!
+//! Single owner, no locks: every input arrives as an [`Event`], so the pool can never be seen
+//! half-updated and the order of decisions is the order of events.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::AbortHandle;
+
+use crate::backend::{ExitNotice, SpawnRequest, WorkerBackend};
+use crate::frame::{Frame, Handoff};
+use crate::metrics::Metrics;
+use crate::record::{Outcome, Record, RecordSink};
+use crate::seqpacket::SeqPacket;
+use crate::stub::StubConfig;
+use crate::stub::event::{Accepted, Event};
+use crate::stub::refusal::{Refusal, refuse};
+
+/// The dispatcher's state.
+pub struct Dispatcher {
+    config: Arc<StubConfig>,
+    backend: Arc<dyn WorkerBackend>,
+    events: UnboundedSender<Event>,
+    metrics: Arc<Metrics>,
+    records: RecordSink,
+    /// Few enough (tens) that a scan beats a map; order matters: the first free worker is
+    /// picked, so the tail of the list goes idle and gets swept.
+    workers: Vec<Slot>,
+    queue: VecDeque<Queued>,
+    next_worker: u64,
+    next_conn: u64,
+    spawn_not_before: Option<Instant>,
+    /// Exponentially weighted service time in seconds, for Retry-After.
+    service_ewma: f64,
+    drain_until: Option<Instant>,
+    acceptors: Vec<AbortHandle>,
+    lingering: Arc<AtomicUsize>,
+    frame: Vec<u8>,
+}
+
+struct Slot {
+    id: String,
+    socket: Option<Arc<AsyncFd<SeqPacket>>>,
+    concurrency: usize,
+    in_flight: HashMap<u64, InFlight>,
+    asked_at: Instant,
+    registered_at: Option<Instant>,
+    idle_since: Instant,
+    marked_at: Option<Instant>,
+    /// Started by our backend (so ours to stop), rather than registered on its own.
+    ours: bool,
+    stopping: bool,
+}
+
+struct InFlight {
+    remote: SocketAddr,
+    accept_unix_ns: u64,
+    handoff_at: Instant,
+    handoff_us: f64,
+    cold: bool,
+}
+
+struct Queued {
+    conn: Accepted,
+    deadline: Instant,
+}
+
+impl Slot {
+    fn has_room(&self) -> bool {
+        self.socket.is_some() && !self.stopping && self.in_flight.len() < self.concurrency
+    }
+
+    fn stop(&mut self, backend: &Arc<dyn WorkerBackend>) {
+        self.stopping = true;
+        if let Some(socket) = &self.socket {
+            // The worker reads end-of-stream and leaves; its reader task then reports it gone.
+            let _ = nix::sys::socket::shutdown(
+                socket.get_ref().as_raw_fd(),
+                nix::sys::socket::Shutdown::Both,
+            );
+        }
+        if self.ours {
+            let backend = backend.clone();
+            let id = self.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = backend.stop(&id).await {
+                    eprintln!("wepoq-stub: {e}");
+                }
+            });
+        }
+    }
+}
+
+fn unix_ns_after(now_unix_ns: u64, d: Duration) -> u64 {
+    now_unix_ns.saturating_add(d.as_nanos() as u64)
+}
+
+impl Dispatcher {
+    pub fn new(
+        config: Arc<StubConfig>,
+        backend: Arc<dyn WorkerBackend>,
+        events: UnboundedSender<Event>,
+        metrics: Arc<Metrics>,
+        records: RecordSink,
+        acceptors: Vec<AbortHandle>,
+    ) -> Dispatcher {
+        Dispatcher {
+            config,
+            backend,
+            events,
+            metrics,
+            records,
+            workers: Vec::new(),
+            queue: VecDeque::new(),
+            next_worker: 1,
+            next_conn: 1,
+            spawn_not_before: None,
+            service_ewma: 0.0,
+            drain_until: None,
+            acceptors,
+            lingering: Arc::default(),
+            frame: Vec::with_capacity(128),
+        }
+    }
+
+    /// Brings the pool to its minimum; called once before the first event.
+    pub fn start(&mut self) {
+        self.scale();
+        self.update_gauges();
+    }
+
+    /// Applies one event. `Break` means the stub is done.
+    pub fn handle(&mut self, event: Event) -> ControlFlow<()> {
+        match event {
+            Event::Accepted(conn) => self.on_accepted(conn),
+            Event::WorkerRegistered {
+                worker_id,
+                concurrency,
+                socket,
+            } => self.on_registered(worker_id, concurrency, socket),
+            Event::WorkerDone { worker_id, conn_id } => self.on_done(&worker_id, conn_id),
+            Event::WorkerGone { worker_id, why } => self.on_gone(&worker_id, &why),
+            Event::SpawnFailed { worker_id, why } => {
+                eprintln!("wepoq-stub: worker {worker_id} failed to start: {why}");
+                self.workers.retain(|w| w.id != worker_id);
+                self.spawn_not_before = Some(Instant::now() + Duration::from_secs(1));
+            }
+            Event::Tick => self.on_tick(),
+            Event::Shutdown => {
+                if self.drain_until.is_none() {
+                    self.drain_until = Some(Instant::now() + self.config.drain_timeout);
+                    // Dropping the listeners closes them: new clients are refused by the kernel.
+                    for a in self.acceptors.drain(..) {
+                        a.abort();
+                    }
+                }
+            }
+        }
+        self.scale();
+        self.update_gauges();
+        if let Some(until) = self.drain_until {
+            let idle = self.queue.is_empty() && self.workers.iter().all(|w| w.in_flight.is_empty());
+            if idle || Instant::now() >= until {
+                self.finish();
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn on_accepted(&mut self, conn: Accepted) {
+        self.metrics.accepted.fetch_add(1, Relaxed);
+        let conn = match self.dispatch(conn, false) {
+            None => return,
+            Some(conn) => conn,
+        };
+        if self.queue.len() < self.config.queue_limit {
+            let deadline = conn.at + self.config.queue_timeout;
+            self.queue.push_back(Queued { conn, deadline });
+        } else {
+            self.finish_unserved(conn, Outcome::Refused, Refusal::QueueFull);
+        }
+    }
+
+    /// Hands `conn` to the first worker with room; gives it back if none could take it.
+    fn dispatch(&mut self, mut conn: Accepted, queued: bool) -> Option<Accepted> {
+        loop {
+            let Some(i) = self.pick() else {
+                return Some(conn);
+            };
+            match self.hand_to(i, conn, queued) {
+                Ok(()) => return None,
+                Err(back) => conn = back,
+            }
+        }
+    }
+
+    /// The first ready worker with room, preferring ones not marked for sweeping.
+    fn pick(&self) -> Option<usize> {
+        let mut marked = None;
+        for (i, w) in self.workers.iter().enumerate() {
+            if w.has_room() {
+                if w.marked_at.is_none() {
+                    return Some(i);
+                }
+                marked.get_or_insert(i);
+            }
+        }
+        marked
+    }
+
+    fn hand_to(&mut self, i: usize, conn: Accepted, queued: bool) -> Result<(), Accepted> {
+        let conn_id = self.next_conn;
+        let now = Instant::now();
+        let slot = &mut self.workers[i];
+        let handoff = Handoff {
+            conn_id,
+            accept_unix_ns: conn.at_unix_ns,
+            deadline_unix_ns: unix_ns_after(conn.at_unix_ns, self.config.conn_timeout),
+            remote: conn.remote,
+            local: conn.local,
+            fqdn: self.config.fqdn.clone(),
+        };
+        self.frame.clear();
+        if Frame::Handoff(handoff).encode(&mut self.frame).is_err() {
+            // Only an over-long fqdn fails, and the config check prevents it.
+            return Err(conn);
+        }
+        let socket = slot.socket.as_ref().expect("picked workers are ready");
+        if let Err(e) = socket.get_ref().send(&self.frame, Some(conn.stream.as_fd())) {
+            eprintln!("wepoq-stub: handoff to {} failed: {e}", slot.id);
+            slot.stop(&self.backend);
+            return Err(conn);
+        }
+        self.next_conn += 1;
+        let cold = queued && slot.registered_at.is_some_and(|r| r > conn.at);
+        let latency = now.duration_since(conn.at);
+        self.metrics.handoff_latency.observe(latency);
+        slot.marked_at = None;
+        slot.in_flight.insert(
+            conn_id,
+            InFlight {
+                remote: conn.remote,
+                accept_unix_ns: conn.at_unix_ns,
+                handoff_at: now,
+                handoff_us: latency.as_secs_f64() * 1e6,
+                cold,
+            },
+        );
+        // Our copy goes now: the worker holds the only one, so if it dies the client sees
+        // the connection end instead of hanging on a socket nobody serves.
+        drop(conn);
+        Ok(())
+    }
+
+    fn drain_queue(&mut self) {
+        while !self.queue.is_empty() && self.pick().is_some() {
+            let q = self.queue.pop_front().expect("not empty");
+            if let Some(conn) = self.dispatch(q.conn, true) {
+                self.queue.push_front(Queued {
+                    conn,
+                    deadline: q.deadline,
+                });
+                break;
+            }
+        }
+    }
+
+    fn on_registered(&mut self, id: String, concurrency: u32, socket: Arc<AsyncFd<SeqPacket>>) {
+        let now = Instant::now();
+        let concurrency = (concurrency.max(1) as usize).min(self.config.concurrency as usize);
+        match self.workers.iter_mut().find(|w| w.id == id) {
+            Some(slot) if slot.socket.is_none() && !slot.stopping => {
+                self.metrics.cold_start.observe(now.duration_since(slot.asked_at));
+                slot.socket = Some(socket);
+                slot.concurrency = concurrency;
+                slot.registered_at = Some(now);
+                slot.idle_since = now;
+            }
+            Some(_) => {
+                // A second registration under a live id: refuse the newcomer.
+                let _ = nix::sys::socket::shutdown(
+                    socket.get_ref().as_raw_fd(),
+                    nix::sys::socket::Shutdown::Both,
+                );
+                return;
+            }
+            None => self.workers.push(Slot {
+                id,
+                socket: Some(socket),
+                concurrency,
+                in_flight: HashMap::new(),
+                asked_at: now,
+                registered_at: Some(now),
+                idle_since: now,
+                marked_at: None,
+                ours: false,
+                stopping: false,
+            }),
+        }
+        self.drain_queue();
+    }
+
+    fn on_done(&mut self, id: &str, conn_id: u64) {
+        let now = Instant::now();
+        let Some(slot) = self.workers.iter_mut().find(|w| w.id == id) else {
+            return;
+        };
+        let Some(done) = slot.in_flight.remove(&conn_id) else {
+            return;
+        };
+        if slot.in_flight.is_empty() {
+            slot.idle_since = now;
+        }
+        let service = now.duration_since(done.handoff_at).as_secs_f64();
+        self.service_ewma = if self.service_ewma == 0.0 {
+            service
+        } else {
+            0.9 * self.service_ewma + 0.1 * service
+        };
+        self.metrics.count_outcome(Outcome::Served);
+        self.records.write(&Record {
+            conn_id,
+            fqdn: &self.config.fqdn,
+            remote: done.remote,
+            accept_unix_ns: done.accept_unix_ns,
+            handoff_us: Some(done.handoff_us),
+            cold: done.cold,
+            worker: Some(&slot.id),
+            outcome: Outcome::Served,
+            service_us: Some(service * 1e6),
+        });
+        self.drain_queue();
+    }
+
+    fn on_gone(&mut self, id: &str, why: &str) {
+        let Some(i) = self.workers.iter().position(|w| w.id == id) else {
+            return;
+        };
+        let mut slot = self.workers.remove(i);
+        if !slot.stopping {
+            self.metrics.workers_lost.fetch_add(1, Relaxed);
+            eprintln!("wepoq-stub: worker {id} gone: {why}");
+            if slot.socket.is_none() {
+                // It died before registering: do not respawn in a tight loop.
+                self.spawn_not_before = Some(Instant::now() + Duration::from_millis(200));
+            }
+            // Its socket or its process may still linger; make sure both end.
+            slot.stop(&self.backend);
+        }
+        for (conn_id, f) in slot.in_flight.drain() {
+            self.metrics.count_outcome(Outcome::WorkerLost);
+            self.records.write(&Record {
+                conn_id,
+                fqdn: &self.config.fqdn,
+                remote: f.remote,
+                accept_unix_ns: f.accept_unix_ns,
+                handoff_us: Some(f.handoff_us),
+                cold: f.cold,
+                worker: Some(id),
+                outcome: Outcome::WorkerLost,
+                service_us: None,
+            });
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        while self.queue.front().is_some_and(|q| q.deadline <= now) {
+            let q = self.queue.pop_front().expect("not empty");
+            self.finish_unserved(q.conn, Outcome::Expired, Refusal::Expired);
+        }
+        let live = self.workers.iter().filter(|w| !w.stopping).count();
+        let mut removable = live.saturating_sub(self.config.min_workers);
+        for w in &mut self.workers {
+            if w.stopping {
+                continue;
+            }
+            if w.socket.is_none() {
+                if now.duration_since(w.asked_at) > self.config.start_timeout {
+                    eprintln!("wepoq-stub: worker {} did not register in time", w.id);
+                    self.metrics.workers_lost.fetch_add(1, Relaxed);
+                    w.stop(&self.backend);
+                }
+                continue;
+            }
+            if !w.in_flight.is_empty() {
+                continue;
+            }
+            match w.marked_at {
+                None if now.duration_since(w.idle_since) >= self.config.idle_timeout => {
+                    w.marked_at = Some(now);
+                }
+                Some(at) if now.duration_since(at) >= self.config.sweep_grace && removable > 0 => {
+                    removable -= 1;
+                    self.metrics.workers_swept.fetch_add(1, Relaxed);
+                    w.stop(&self.backend);
+                }
+                _ => {}
+            }
+        }
+        self.records.flush();
+    }
+
+    /// Starts workers for the queue (one per `concurrency` waiting connections) and up to the
+    /// minimum, never past the maximum.
+    fn scale(&mut self) {
+        if self.drain_until.is_some() {
+            return;
+        }
+        if self.spawn_not_before.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let conc = self.config.concurrency.max(1) as usize;
+        let live = self.workers.iter().filter(|w| !w.stopping).count();
+        let starting = self
+            .workers
+            .iter()
+            .filter(|w| !w.stopping && w.socket.is_none())
+            .count();
+        let waiting = self.queue.len().saturating_sub(starting * conc);
+        let for_queue = waiting.div_ceil(conc);
+        let for_min = self.config.min_workers.saturating_sub(live);
+        let room = self.config.max_workers.saturating_sub(live);
+        for _ in 0..for_queue.max(for_min).min(room) {
+            self.spawn_worker();
+        }
+    }
+
+    fn spawn_worker(&mut self) {
+        let id = format!("w{}", self.next_worker);
+        self.next_worker += 1;
+        let now = Instant::now();
+        self.workers.push(Slot {
+            id: id.clone(),
+            socket: None,
+            concurrency: self.config.concurrency as usize,
+            in_flight: HashMap::new(),
+            asked_at: now,
+            registered_at: None,
+            idle_since: now,
+            marked_at: None,
+            ours: true,
+            stopping: false,
+        });
+        self.metrics.workers_started.fetch_add(1, Relaxed);
+        let request = SpawnRequest {
+            worker_id: id.clone(),
+            socket: self.config.socket_path(),
+            concurrency: self.config.concurrency,
+        };
+        let events = self.events.clone();
+        let gone_id = id.clone();
+        let notice = ExitNotice::new(move |why| {
+            let _ = events.send(Event::WorkerGone {
+                worker_id: gone_id,
+                why,
+            });
+        });
+        let backend = self.backend.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            if let Err(e) = backend.spawn(request, notice).await {
+                let why = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                let _ = events.send(Event::SpawnFailed { worker_id: id, why });
+            }
+        });
+    }
+
+    fn retry_after_secs(&self) -> u64 {
+        let capacity: usize = self
+            .workers
+            .iter()
+            .filter(|w| w.socket.is_some())
+            .map(|w| w.concurrency)
+            .sum();
+        let wait = (self.queue.len() + 1) as f64 * self.service_ewma / capacity.max(1) as f64;
+        (wait.ceil() as u64).clamp(1, 60)
+    }
+
+    fn finish_unserved(&mut self, conn: Accepted, outcome: Outcome, why: Refusal) {
+        self.metrics.count_outcome(outcome);
+        self.records.write(&Record {
+            conn_id: 0,
+            fqdn: &self.config.fqdn,
+            remote: conn.remote,
+            accept_unix_ns: conn.at_unix_ns,
+            handoff_us: None,
+            cold: false,
+            worker: None,
+            outcome,
+            service_us: None,
+        });
+        let retry = self.retry_after_secs();
+        refuse(conn.stream, self.config.protocol, why, retry, &self.lingering);
+    }
+
+    fn finish(&mut self) {
+        while let Some(q) = self.queue.pop_front() {
+            self.finish_unserved(q.conn, Outcome::Shutdown, Refusal::Stopping);
+        }
+        for w in &mut self.workers {
+            if !w.stopping {
+                w.stop(&self.backend);
+            }
+        }
+        self.records.flush();
+    }
+
+    fn update_gauges(&self) {
+        let (mut starting, mut idle, mut busy, mut marked) = (0, 0, 0, 0);
+        for w in self.workers.iter().filter(|w| !w.stopping) {
+            match () {
+                _ if w.socket.is_none() => starting += 1,
+                _ if !w.in_flight.is_empty() => busy += 1,
+                _ if w.marked_at.is_some() => marked += 1,
+                _ => idle += 1,
+            }
+        }
+        self.metrics.workers_starting.store(starting, Relaxed);
+        self.metrics.workers_idle.store(idle, Relaxed);
+        self.metrics.workers_busy.store(busy, Relaxed);
+        self.metrics.workers_marked.store(marked, Relaxed);
+        self.metrics.queue_depth.store(self.queue.len() as u64, Relaxed);
+    }
+}

@@ -1,0 +1,42 @@
+//! Every input of the stub's dispatcher, as one closed enum.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::unix::AsyncFd;
+
+use crate::seqpacket::SeqPacket;
+
+/// One input for the dispatcher; it owns all state, so everything else only sends these.
+#[derive(Debug)]
+pub enum Event {
+    /// A client connection was accepted on one of the service's listeners.
+    Accepted(Accepted),
+    /// A worker passed the credential check and said hello.
+    WorkerRegistered {
+        worker_id: String,
+        concurrency: u32,
+        socket: Arc<AsyncFd<SeqPacket>>,
+    },
+    /// A worker finished a connection.
+    WorkerDone { worker_id: String, conn_id: u64 },
+    /// A worker's socket closed or its backend reported it ended (either may come first).
+    WorkerGone { worker_id: String, why: String },
+    /// The backend could not start a worker.
+    SpawnFailed { worker_id: String, why: String },
+    /// Time passed: deadlines, mark-and-sweep, gauges, record flushing.
+    Tick,
+    /// Stop accepting, drain, stop the workers, exit.
+    Shutdown,
+}
+
+/// An accepted connection the stub still holds.
+#[derive(Debug)]
+pub struct Accepted {
+    pub stream: TcpStream,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub at: Instant,
+    pub at_unix_ns: u64,
+}

@@ -1,0 +1,1 @@
+//! Integration tests of the runtime: real processes, real sockets, loopback only.
