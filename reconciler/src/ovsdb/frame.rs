@@ -1,0 +1,153 @@
+//! JSON-RPC framing: OVSDB sends JSON values back to back with no delimiter
+//!
+//! [`parse_frame`] is the pure parser: it takes one value off the front of a buffer or
+//! reports that the buffer holds only part of one ("incomplete" is a normal outcome, the
+//! caller reads more). [`FrameDecoder`] gives the same answers but remembers how far it
+//! scanned, so a large message arriving in many reads is scanned once rather than
+//! re-parsed from its start on every read.
+
+use serde_json::Value as Json;
+
+use super::error::Error;
+
+/// Takes one JSON value off the front of `buf`: `Ok(Some((value, consumed)))`, or
+/// `Ok(None)` when `buf` is empty, blank or ends inside the value.
+pub fn parse_frame(buf: &[u8]) -> Result<Option<(Json, usize)>, Error> {
+    let mut stream = serde_json::Deserializer::from_slice(buf).into_iter::<Json>();
+    match stream.next() {
+        None => Ok(None),
+        Some(Ok(value)) => Ok(Some((value, stream.byte_offset()))),
+        Some(Err(e)) if e.is_eof() => Ok(None),
+        Some(Err(e)) => Err(Error::Decode { what: "json-rpc message".into(), reason: e.to_string() }),
+    }
+}
+
+/// Incremental framing state over a growing buffer.
+///
+/// Feed it the whole unconsumed buffer each time; it resumes scanning where it stopped
+/// and only hands the bytes to serde_json once braces balance outside strings.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    scanned: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Like [`parse_frame`]; after `Some`, drop `consumed` bytes from the buffer's front
+    /// before the next call.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Json, usize)>, Error> {
+        let mut i = self.scanned;
+        while i < buf.len() {
+            let b = buf[i];
+            i += 1;
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    if self.depth == 0 {
+                        return Err(unbalanced());
+                    }
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        *self = FrameDecoder::default();
+                        return match parse_frame(&buf[..i])? {
+                            Some((value, used)) if used == i => Ok(Some((value, used))),
+                            _ => Err(unbalanced()),
+                        };
+                    }
+                }
+                b' ' | b'\t' | b'\r' | b'\n' => {}
+                // JSON-RPC messages are objects; anything else at top level is garbage.
+                _ if self.depth == 0 => {
+                    return Err(Error::Decode {
+                        what: "json-rpc message".into(),
+                        reason: format!("unexpected byte {:?} between messages", b as char),
+                    });
+                }
+                _ => {}
+            }
+        }
+        self.scanned = i;
+        Ok(None)
+    }
+}
+
+fn unbalanced() -> Error {
+    Error::Decode { what: "json-rpc message".into(), reason: "unbalanced brackets".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parse_frame_takes_one_value_and_says_incomplete() {
+        let buf = br#"{"id":1,"result":[]}{"id":2,"#;
+        let (v, used) = parse_frame(buf).unwrap().unwrap();
+        assert_eq!(v, json!({"id": 1, "result": []}));
+        assert_eq!(&buf[used..], br#"{"id":2,"#);
+        assert!(parse_frame(&buf[used..]).unwrap().is_none());
+        assert!(parse_frame(b"").unwrap().is_none());
+        assert!(parse_frame(b"  \n").unwrap().is_none());
+        assert!(parse_frame(b"{]").is_err());
+    }
+
+    /// Feeds `input` in chunks of `step` bytes, as reads would, and collects the messages.
+    fn feed(input: &[u8], step: usize) -> Vec<Json> {
+        let mut decoder = FrameDecoder::new();
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for chunk in input.chunks(step) {
+            buf.extend_from_slice(chunk);
+            while let Some((v, used)) = decoder.decode(&buf).unwrap() {
+                buf.drain(..used);
+                out.push(v);
+            }
+        }
+        assert!(buf.iter().all(u8::is_ascii_whitespace), "left over: {:?}", String::from_utf8_lossy(&buf));
+        out
+    }
+
+    #[test]
+    fn decoder_handles_every_split_point() {
+        // Brackets and escaped quotes inside strings must not confuse the scanner.
+        let msgs = [
+            json!({"method": "echo", "params": [], "id": "echo"}),
+            json!({"id": 7, "result": [{"rows": [{"name": "a}b]\"{["}]}], "error": null}),
+            json!({"method": "update2", "params": ["m", {"T": {}}], "id": null}),
+            json!({"s": "back\\slash\\", "u": "\u{e9}t\u{e9}"}),
+        ];
+        let mut wire = Vec::new();
+        for m in &msgs {
+            wire.extend_from_slice(serde_json::to_string(m).unwrap().as_bytes());
+        }
+        wire.extend_from_slice(b"\n");
+        for step in 1..=wire.len() {
+            assert_eq!(feed(&wire, step), msgs, "split every {step} bytes");
+        }
+    }
+
+    #[test]
+    fn decoder_refuses_garbage_between_messages() {
+        let mut d = FrameDecoder::new();
+        assert!(d.decode(b"x{}").is_err());
+        let mut d = FrameDecoder::new();
+        assert!(d.decode(b"}").is_err());
+    }
+}

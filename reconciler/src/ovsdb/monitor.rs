@@ -1,0 +1,307 @@
+//! A cache of rows kept current by `monitor_cond` and `update2` notifications
+//!
+//! The connection task owns the writing side: it applies the initial reply and every
+//! notification in wire order, before it hands the reply of a later request back. Since
+//! ovsdb-server sends a transaction's notifications before its reply, a caller that saw
+//! its `transact` return finds the change in the cache already.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json, json};
+use tokio::sync::watch;
+
+use super::client::Client;
+use super::error::Error;
+use super::row::Row;
+use super::schema::{ColumnKind, ColumnType, Schema};
+use super::value::{Atom, Uuid, Value, decode};
+
+/// Rows per table, by UUID. Each cached row carries its `_uuid` column.
+pub type Tables = BTreeMap<String, BTreeMap<Uuid, Row>>;
+
+/// Which tables and columns to watch.
+#[derive(Debug, Clone, Default)]
+pub struct MonitorSpec {
+    tables: Vec<(String, Option<Vec<String>>)>,
+}
+
+impl MonitorSpec {
+    pub fn new() -> MonitorSpec {
+        MonitorSpec::default()
+    }
+
+    /// Watch `columns` of `table` (`&[]` means every column).
+    pub fn table(mut self, table: &str, columns: &[&str]) -> MonitorSpec {
+        let columns = (!columns.is_empty()).then(|| columns.iter().map(|c| (*c).to_owned()).collect());
+        self.tables.push((table.to_owned(), columns));
+        self
+    }
+}
+
+/// The shared state behind a [`Monitor`]; written only by the connection task.
+#[derive(Debug)]
+pub(crate) struct MonitorState {
+    pub(crate) id: String,
+    pub(crate) db: String,
+    /// The `monitor_cond` requests object, re-sent as is after a reconnect.
+    pub(crate) requests: Json,
+    columns: HashMap<String, HashMap<String, ColumnType>>,
+    tables: RwLock<Tables>,
+    generation: watch::Sender<u64>,
+}
+
+impl MonitorState {
+    pub(crate) fn new(id: String, db: &str, schema: &Schema, spec: &MonitorSpec) -> Result<MonitorState, Error> {
+        let mut requests = Map::new();
+        let mut columns = HashMap::new();
+        for (table, cols) in &spec.tables {
+            let ts = schema.tables.get(table).ok_or_else(|| Error::Decode {
+                what: "monitor request".into(),
+                reason: format!("no table {table} in {}", schema.name),
+            })?;
+            let mut types = HashMap::new();
+            let names: Vec<&String> = match cols {
+                Some(cols) => cols.iter().collect(),
+                None => ts.columns.keys().collect(),
+            };
+            for name in names {
+                let ty = ts.columns.get(name).ok_or_else(|| Error::Decode {
+                    what: "monitor request".into(),
+                    reason: format!("no column {name} in {table}"),
+                })?;
+                types.insert(name.clone(), ty.clone());
+            }
+            let request = match cols {
+                Some(cols) => json!([{"columns": cols}]),
+                None => json!([{}]),
+            };
+            requests.insert(table.clone(), request);
+            columns.insert(table.clone(), types);
+        }
+        Ok(MonitorState {
+            id,
+            db: db.to_owned(),
+            requests: Json::Object(requests),
+            columns,
+            tables: RwLock::new(Tables::new()),
+            generation: watch::channel(0).0,
+        })
+    }
+
+    /// Replaces the whole cache with the reply to (re-)issuing the monitor.
+    pub(crate) fn reset(&self, initial: &Json) -> Result<(), Error> {
+        let mut fresh = Tables::new();
+        for table in self.columns.keys() {
+            fresh.insert(table.clone(), BTreeMap::new());
+        }
+        apply_updates(&self.columns, &mut fresh, initial)?;
+        *self.tables.write().expect("monitor lock") = fresh;
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// Applies one `update2` notification's table-updates.
+    pub(crate) fn apply(&self, updates: &Json) -> Result<(), Error> {
+        let result = apply_updates(&self.columns, &mut self.tables.write().expect("monitor lock"), updates);
+        self.generation.send_modify(|g| *g += 1);
+        result
+    }
+}
+
+fn apply_updates(
+    columns: &HashMap<String, HashMap<String, ColumnType>>,
+    tables: &mut Tables,
+    updates: &Json,
+) -> Result<(), Error> {
+    let updates = updates.as_object().ok_or_else(|| decode("table-updates2", updates))?;
+    for (table, rows) in updates {
+        let (Some(types), Some(cache)) = (columns.get(table), tables.get_mut(table)) else {
+            continue;
+        };
+        let rows = rows.as_object().ok_or_else(|| decode("table-update2", rows))?;
+        for (uuid, update) in rows {
+            let uuid = Uuid::parse(uuid).ok_or_else(|| decode("row uuid", &json!(uuid)))?;
+            let update = update.as_object().ok_or_else(|| decode("row-update2", &json!(update)))?;
+            if let Some(row) = update.get("initial").or_else(|| update.get("insert")) {
+                cache.insert(uuid.clone(), full_row(types, &uuid, row)?);
+            } else if let Some(diff) = update.get("modify") {
+                let Some(row) = cache.get_mut(&uuid) else {
+                    return Err(decode("modify of an unknown row", &json!(uuid.as_str())));
+                };
+                apply_diff(types, row, diff)?;
+            } else if update.contains_key("delete") {
+                cache.remove(&uuid);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// update2 leaves out columns that hold their default value: fill them in, so a cached row
+/// has every monitored column.
+fn full_row(types: &HashMap<String, ColumnType>, uuid: &Uuid, json: &Json) -> Result<Row, Error> {
+    let mut row = Row::from_json(json)?;
+    for (name, ty) in types {
+        if !row.contains_key(name) {
+            row.insert(name, ty.default_value());
+        }
+    }
+    row.insert("_uuid", Value::uuid(uuid.clone()));
+    Ok(row)
+}
+
+/// Applies an update2 `modify` diff: scalars are replaced, set elements toggled, map
+/// pairs removed when equal, replaced when the key exists, inserted otherwise.
+pub(crate) fn apply_diff(types: &HashMap<String, ColumnType>, row: &mut Row, diff: &Json) -> Result<(), Error> {
+    let diff = diff.as_object().ok_or_else(|| decode("modify", diff))?;
+    for (name, change) in diff {
+        let change = Value::from_json(change)?;
+        let Some(ty) = types.get(name) else { continue };
+        if ty.kind() == ColumnKind::Scalar || row.get(name).is_none() {
+            row.insert(name, change);
+            continue;
+        }
+        let current = row.get_mut(name).expect("checked above");
+        match (ty.kind(), current, change) {
+            (ColumnKind::Set, Value::Set(old), Value::Set(toggle)) => {
+                for atom in toggle {
+                    if !old.remove(&atom) {
+                        old.insert(atom);
+                    }
+                }
+            }
+            (ColumnKind::Map, old @ Value::Set(_), change) if old.is_empty() => *old = change,
+            (ColumnKind::Map, Value::Map(old), Value::Map(pairs)) => {
+                for (k, v) in pairs {
+                    match old.get(&k) {
+                        Some(existing) if *existing == v => {
+                            old.remove(&k);
+                        }
+                        _ => {
+                            old.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (ColumnKind::Map, Value::Map(_), empty) if empty.is_empty() => {}
+            (_, _, change) => return Err(decode("modify diff", &change.to_json())),
+        }
+    }
+    Ok(())
+}
+
+/// Handle on a monitored cache. Cloning the data out is cheap enough for the sizes wepoq
+/// observes; [`Monitor::with`] reads in place. Dropping the handle cancels the monitor.
+pub struct Monitor {
+    state: Arc<MonitorState>,
+    client: Client,
+    changes: watch::Receiver<u64>,
+}
+
+impl Monitor {
+    pub(crate) fn new(state: Arc<MonitorState>, client: Client) -> Monitor {
+        let changes = state.generation.subscribe();
+        Monitor { state, client, changes }
+    }
+
+    /// Runs `f` on the current cache under the read lock (do not block in it).
+    pub fn with<R>(&self, f: impl FnOnce(&Tables) -> R) -> R {
+        f(&self.state.tables.read().expect("monitor lock"))
+    }
+
+    pub fn snapshot(&self) -> Tables {
+        self.with(Clone::clone)
+    }
+
+    pub fn rows(&self, table: &str) -> Vec<Row> {
+        self.with(|t| t.get(table).map(|rows| rows.values().cloned().collect()).unwrap_or_default())
+    }
+
+    pub fn row(&self, table: &str, uuid: &Uuid) -> Option<Row> {
+        self.with(|t| t.get(table)?.get(uuid).cloned())
+    }
+
+    /// Rows of `table` whose `column` is the string `value` (e.g. by name).
+    pub fn find(&self, table: &str, column: &str, value: &str) -> Vec<Row> {
+        let want = Value::atom(Atom::from(value));
+        self.with(|t| {
+            t.get(table)
+                .map(|rows| rows.values().filter(|r| r.get(column) == Some(&want)).cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Counts every update applied (including re-syncs after a reconnect).
+    pub fn generation(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
+    /// Waits until `pred` holds on the cache, re-checking after every update.
+    pub async fn wait_for(&mut self, timeout: Duration, mut pred: impl FnMut(&Tables) -> bool) -> Result<(), Error> {
+        let wait = async {
+            loop {
+                self.changes.borrow_and_update();
+                if self.with(&mut pred) {
+                    return Ok(());
+                }
+                if self.changes.changed().await.is_err() {
+                    return Err(Error::Closed);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Timeout { what: format!("waiting on monitor of {}", self.state.db), after: timeout })?
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.client.cancel_monitor(&self.state.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovsdb::schema::{AtomicType, BaseType};
+
+    fn ty(kind: ColumnKind) -> ColumnType {
+        let base = BaseType { atomic: AtomicType::String, ref_table: None, ref_strong: false };
+        match kind {
+            ColumnKind::Scalar => ColumnType { key: base, value: None, min: 1, max: Some(1) },
+            ColumnKind::Set => ColumnType { key: base, value: None, min: 0, max: None },
+            ColumnKind::Map => ColumnType { key: base.clone(), value: Some(base), min: 0, max: None },
+        }
+    }
+
+    #[test]
+    fn update2_diffs_apply_per_column_kind() {
+        let types: HashMap<String, ColumnType> = [
+            ("name".to_owned(), ty(ColumnKind::Scalar)),
+            ("addresses".to_owned(), ty(ColumnKind::Set)),
+            ("options".to_owned(), ty(ColumnKind::Map)),
+        ]
+        .into();
+        let uuid = Uuid::parse("00000001-0000-4000-8000-000000000000").unwrap();
+        // update2 "insert" omits default columns: they come back as empty values.
+        let mut row = full_row(&types, &uuid, &json!({"name": "p1", "addresses": ["set", ["a", "b"]]})).unwrap();
+        assert_eq!(row.get("options"), Some(&Value::Map(BTreeMap::new())));
+        assert_eq!(row.uuid(), Some(&uuid));
+        apply_diff(
+            &types,
+            &mut row,
+            &json!({"name": "p2", "addresses": ["set", ["b", "c"]], "options": ["map", [["k", "v"], ["j", "w"]]]}),
+        )
+        .unwrap();
+        assert_eq!(row.str("name"), Some("p2"));
+        assert_eq!(row.get("addresses"), Some(&Value::set(["a", "c"])));
+        assert_eq!(row.get("options"), Some(&Value::map([("k", "v"), ("j", "w")])));
+        // Same pair removes; same key with another value replaces.
+        apply_diff(&types, &mut row, &json!({"options": ["map", [["k", "v"], ["j", "x"]]], "addresses": "a"})).unwrap();
+        assert_eq!(row.get("options"), Some(&Value::map([("j", "x")])));
+        assert_eq!(row.get("addresses"), Some(&Value::atom("c")));
+    }
+}

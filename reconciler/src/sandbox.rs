@@ -1,0 +1,272 @@
+//! Throwaway OVN sandboxes for tests and benches, driving `scripts/ovn-sandbox`
+//!
+//! [`Sandbox::nb_only`] starts just an NB ovsdb-server; [`Sandbox::data_plane`] starts a
+//! whole OVN on the userspace datapath and can put endpoints in network namespaces.
+//! Each sandbox lives in a fresh temporary directory with its own sockets, pidfiles, logs
+//! and `OVS_RUNDIR`, and its namespace and interface names carry an id derived from that
+//! directory, so sandboxes run side by side (tests run in parallel). Drop stops the
+//! daemons, kills processes spawned in endpoints, removes namespaces, veths and the
+//! directory.
+//!
+//! The script is the single place that knows how to start and stop OVN, so a human gets
+//! the same thing with `eval "$(scripts/ovn-sandbox up /tmp/sb)"` (docs/ovn-sandbox.md).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a test needs from the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// ovsdb-server and the OVN NB schema.
+    NbServer,
+    /// The whole OVN data plane: northd, ovs-vswitchd, ovn-controller, network namespaces.
+    DataPlane,
+}
+
+const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
+
+fn on_path(program: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+}
+
+fn missing(component: Component) -> Vec<String> {
+    let mut programs = vec!["ovsdb-server", "ovsdb-tool", "ovs-appctl", "ovn-nbctl"];
+    if component == Component::DataPlane {
+        programs.extend(["ovn-northd", "ovn-sbctl", "ovs-vswitchd", "ovs-vsctl", "ovn-controller", "ip", "ethtool"]);
+    }
+    let mut missing: Vec<String> = programs.into_iter().filter(|p| !on_path(p)).map(str::to_owned).collect();
+    if !Path::new(NB_SCHEMA).is_file() {
+        missing.push(NB_SCHEMA.to_owned());
+    }
+    if component == Component::DataPlane && std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        missing.push("root (network namespaces)".to_owned());
+    }
+    missing
+}
+
+/// `Some(())` when `component` can run here. Otherwise: panics under `CI=true` (CI must
+/// never skip), else prints why the test is skipped and returns `None`.
+pub fn require(component: Component) -> Option<()> {
+    let missing = missing(component);
+    if missing.is_empty() {
+        return Some(());
+    }
+    let reason = format!("{component:?} needs {}", missing.join(", "));
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {reason}: install ovn-central ovn-host openvswitch-switch iproute2 ethtool");
+    }
+    eprintln!("skipping: {reason}");
+    None
+}
+
+/// A network namespace wired to br-int as logical port `lsp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub lsp: String,
+    pub netns: String,
+}
+
+/// A running sandbox; see the module docs.
+#[derive(Debug)]
+pub struct Sandbox {
+    dir: PathBuf,
+    full: bool,
+    nb_tcp_port: u16,
+    children: Mutex<Vec<Child>>,
+}
+
+fn script() -> PathBuf {
+    std::env::var_os("WEPOQ_OVN_SANDBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ovn-sandbox"))
+}
+
+fn fresh_dir() -> io::Result<PathBuf> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        // Short: unix socket paths are limited to 107 bytes.
+        let dir = std::env::temp_dir().join(format!("wqsb-{}-{n}-{nanos:x}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn checked(what: &str, output: Output) -> io::Result<Output> {
+    if output.status.success() {
+        return Ok(output);
+    }
+    Err(io::Error::other(format!(
+        "{what} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim(),
+        String::from_utf8_lossy(&output.stdout).trim()
+    )))
+}
+
+impl Sandbox {
+    /// An NB ovsdb-server only (unix socket and tcp on 127.0.0.1).
+    pub fn nb_only() -> io::Result<Sandbox> {
+        Sandbox::start("nb", None)
+    }
+
+    /// Like [`Sandbox::nb_only`] with another schema file (e.g. an edited version).
+    pub fn nb_only_with_schema(schema: &Path) -> io::Result<Sandbox> {
+        Sandbox::start("nb", Some(schema))
+    }
+
+    /// NB, SB, ovn-northd, ovs-vswitchd (userspace datapath), ovn-controller, br-int.
+    pub fn data_plane() -> io::Result<Sandbox> {
+        Sandbox::start("up", None)
+    }
+
+    /// [`require`] then [`Sandbox::nb_only`]; panics if the server fails to start.
+    pub fn nb_only_or_skip() -> Option<Sandbox> {
+        require(Component::NbServer)?;
+        Some(Sandbox::nb_only().expect("start NB sandbox"))
+    }
+
+    /// [`require`] then [`Sandbox::data_plane`]; panics if it fails to start.
+    pub fn data_plane_or_skip() -> Option<Sandbox> {
+        require(Component::DataPlane)?;
+        Some(Sandbox::data_plane().expect("start data-plane sandbox"))
+    }
+
+    fn start(mode: &str, schema: Option<&Path>) -> io::Result<Sandbox> {
+        let dir = fresh_dir()?;
+        let mut sandbox = Sandbox { dir, full: mode == "up", nb_tcp_port: 0, children: Mutex::default() };
+        // From here on Drop cleans up whatever the script managed to start.
+        let mut cmd = Command::new(script());
+        cmd.arg(mode).arg(&sandbox.dir);
+        if let Some(schema) = schema {
+            cmd.env("OVN_SANDBOX_NB_SCHEMA", schema);
+        }
+        let out = checked(&format!("ovn-sandbox {mode}"), cmd.stderr(Stdio::piped()).output()?)?;
+        sandbox.nb_tcp_port = parse_port(&out.stdout)?;
+        Ok(sandbox)
+    }
+
+    fn run_script(&self, args: &[&str]) -> io::Result<Output> {
+        let out = Command::new(script()).arg(args[0]).arg(&self.dir).args(&args[1..]).output()?;
+        checked(&format!("ovn-sandbox {}", args.join(" ")), out)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn nb_sock(&self) -> PathBuf {
+        self.dir.join("nb.sock")
+    }
+
+    /// `unix:DIR/nb.sock`, for [`crate::ovsdb::Client::connect`] and `ovn-nbctl --db`.
+    pub fn nb_unix_url(&self) -> String {
+        format!("unix:{}", self.nb_sock().display())
+    }
+
+    pub fn nb_tcp_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.nb_tcp_port))
+    }
+
+    pub fn nb_tcp_url(&self) -> String {
+        format!("tcp:{}", self.nb_tcp_addr())
+    }
+
+    /// The SB socket of a data-plane sandbox.
+    pub fn sb_sock(&self) -> Option<PathBuf> {
+        self.full.then(|| self.dir.join("sb.sock"))
+    }
+
+    /// Runs `ovn-nbctl --db=unix:... ARGS` and returns its stdout; an error carries stderr.
+    pub fn nbctl(&self, args: &[&str]) -> io::Result<String> {
+        let out = Command::new("ovn-nbctl").arg(format!("--db={}", self.nb_unix_url())).args(args).output()?;
+        let out = checked(&format!("ovn-nbctl {}", args.join(" ")), out)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Stops the NB server, keeping its database (to test reconnects).
+    pub fn stop_nb(&self) -> io::Result<()> {
+        self.run_script(&["stop-nb"]).map(drop)
+    }
+
+    /// Starts the NB server again on the same database and unix socket; the tcp port is
+    /// new.
+    pub fn start_nb(&mut self) -> io::Result<()> {
+        let out = self.run_script(&["nb"])?;
+        self.nb_tcp_port = parse_port(&out.stdout)?;
+        Ok(())
+    }
+
+    /// Creates a network namespace with a veth pair: `eth0` inside gets `mac`, `ip_cidr`
+    /// and a default route via `gateway`; the host end joins br-int with
+    /// `external_ids:iface-id=lsp`. TX checksum offload is off on both ends, or TCP fails
+    /// silently on the userspace datapath.
+    pub fn add_endpoint(&self, lsp: &str, mac: &str, ip_cidr: &str, gateway: &str) -> io::Result<Endpoint> {
+        let out = self.run_script(&["endpoint", lsp, mac, ip_cidr, gateway])?;
+        let netns = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok(Endpoint { lsp: lsp.to_owned(), netns })
+    }
+
+    /// Runs `argv` inside the endpoint's namespace and waits for it.
+    pub fn exec(&self, endpoint: &Endpoint, argv: &[&str]) -> io::Result<Output> {
+        Command::new("ip").args(["netns", "exec", &endpoint.netns]).args(argv).output()
+    }
+
+    /// Starts `argv` inside the endpoint's namespace in the background; it is killed when
+    /// the sandbox drops (deleting a namespace does not end its processes).
+    pub fn spawn(&self, endpoint: &Endpoint, argv: &[&str]) -> io::Result<()> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &endpoint.netns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.children.lock().expect("children lock").push(child);
+        Ok(())
+    }
+
+    /// Waits (up to `timeout`) until ovn-controller reports `lsp` up: bound to a chassis.
+    pub fn wait_port_up(&self, lsp: &str, timeout: std::time::Duration) -> io::Result<()> {
+        let secs = timeout.as_secs().max(1).to_string();
+        self.nbctl(&["--timeout", &secs, "wait-until", "Logical_Switch_Port", lsp, "up=true"]).map(drop)
+    }
+
+    /// Text of one of the sandbox's daemon logs (`nb`, `northd`, `controller`, ...).
+    pub fn log(&self, daemon: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{daemon}.log"))).unwrap_or_default()
+    }
+}
+
+fn parse_port(stdout: &[u8]) -> io::Result<u16> {
+    let text = String::from_utf8_lossy(stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("export OVN_SANDBOX_NB_TCP_PORT='")?.strip_suffix('\'')?.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no NB tcp port in ovn-sandbox output: {text}")))
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for mut child in self.children.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        match self.run_script(&["down"]) {
+            Ok(_) => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            // Keep the directory: its logs say what went wrong.
+            Err(e) => eprintln!("ovn-sandbox down {}: {e}", self.dir.display()),
+        }
+    }
+}

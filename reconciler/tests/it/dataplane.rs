@@ -1,0 +1,1 @@
+//! Part of the data-plane probe (filled in below)

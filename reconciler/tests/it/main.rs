@@ -1,0 +1,4 @@
+//! The reconciler's integration tests: one binary, against real OVN servers started by the sandbox harness
+
+mod dataplane;
+mod ovsdb_client;
