@@ -1,12 +1,20 @@
 //! Argument parsing and dispatch to one module per command.
 
+mod check;
+mod graph;
+mod load;
+mod output;
+mod plan;
+mod zone;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-/// wepoq: compile an application network spec into OVN and keep it that way.
+/// wepoq: compile an application network spec into OVN, and keep it that way.
 #[derive(Debug, Parser)]
-#[command(name = "wepoq", version, about, long_about = None, propagate_version = true)]
+#[command(name = "wepoq", version, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,13 +22,36 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check specs and report every problem at once (exit 1 on any error)
+    Check(SpecArgs),
+    /// Show what would change to make OVN match the specs
+    Plan(plan::PlanArgs),
+    /// Print the DNS zone (RFC 1035 master file) of a namespace
+    Zone(zone::ZoneArgs),
+    /// Draw the topology as Graphviz DOT or SVG
+    Graph(graph::GraphArgs),
     #[command(flatten)]
     Runtime(wepoq_runtime::cli::RuntimeCommand),
+}
+
+/// The specs a command reads, and how it treats their lockfiles.
+#[derive(Debug, Clone, Args)]
+pub struct SpecArgs {
+    /// Spec files, one namespace each; the lockfile is `wepoq.lock` next to each
+    #[arg(value_name = "SPEC", default_value = "wepoq.yaml")]
+    pub specs: Vec<PathBuf>,
+    /// Fail instead of writing a lockfile that would change (for CI)
+    #[arg(long)]
+    pub locked: bool,
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Zone(args) => zone::run(&args),
+        Command::Graph(args) => graph::run(&args),
         Command::Runtime(command) => wepoq_runtime::cli::run(command),
     }
 }

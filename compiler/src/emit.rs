@@ -1,0 +1,343 @@
+//! Emits the desired NB rows, endpoint list and runtime units of one namespace from its model
+//! and address allocation.
+//!
+//! Topology: one Logical_Router per namespace; a Logical_Switch per service side with its own
+//! subnet, joined to the router by a port whose address is the side's gateway and DNS server;
+//! a Load_Balancer per service and protocol on every switch whose ports may call the service
+//! (a load balancer acts on traffic entering from its switch's ports, before routing); one DNS
+//! row with every name, on every switch (OVN answers only from the asking port's switch);
+//! port groups and ACLs that deny by default and open exactly the declared paths.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::alloc::{endpoint_port_name, Allocation};
+use crate::lock::{format_mac, mac_for};
+use crate::model::{Namespace, Port, Proto, Runtime, Service, ServiceId, SideKind};
+use crate::names::ovn_identifier;
+use crate::nb::{Row, Table, Value, NAME_KEY, OWNER_KEY};
+
+pub const ACL_DENY_PRIORITY: i64 = 1000;
+pub const ACL_DNS_PRIORITY: i64 = 1100;
+pub const ACL_ALLOW_PRIORITY: i64 = 1200;
+
+/// An endpoint as the data plane sees it: what to configure inside its network namespace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub fqdn: String,
+    /// The Logical_Switch_Port name, also the `iface-id` that binds an interface to it.
+    pub port: String,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub service: String,
+    pub side: &'static str,
+}
+
+/// What runs on a server endpoint: wepoq's stub plus a warm pool of workers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuntimeUnit {
+    pub endpoint: String,
+    pub port: String,
+    pub ip: Ipv4Addr,
+    pub listen: Vec<String>,
+    pub image: String,
+    pub min_warm: u32,
+    pub max_workers: u32,
+    pub concurrency: u32,
+    pub idle_timeout_ms: u64,
+    pub queue: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    pub rows: Vec<Row>,
+    pub endpoints: Vec<Endpoint>,
+    pub runtime: Vec<RuntimeUnit>,
+}
+
+struct Emitter<'a> {
+    ns: &'a Namespace,
+    alloc: &'a Allocation,
+    owner: String,
+    rows: Vec<Row>,
+}
+
+impl Emitter<'_> {
+    fn ids(&self, name: &str, extra: &[(&str, String)]) -> Value {
+        let mut map: BTreeMap<String, String> = extra.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        map.insert(OWNER_KEY.to_string(), self.owner.clone());
+        map.insert(NAME_KEY.to_string(), name.to_string());
+        Value::map(map)
+    }
+
+    fn router_name(&self) -> String {
+        format!("router.{}", self.ns.name)
+    }
+
+    fn dns_name(&self) -> String {
+        format!("dns.{}", self.ns.name)
+    }
+
+    fn all_group(&self) -> String {
+        ovn_identifier(&format!("all.{}", self.ns.name))
+    }
+
+    fn vip(&self, service: &Service) -> Option<Ipv4Addr> {
+        let side = self.ns.side_name(service, SideKind::Svr);
+        self.alloc.subnets.get(&side).map(Allocation::vip)
+    }
+
+    fn lb_name(&self, service: &Service, proto: Proto) -> String {
+        format!("lb.{}.{}.{}", proto.as_str(), service.dotted(), self.ns.name)
+    }
+}
+
+/// `tcp.dst == 80 || udp.dst == {53, 5353}`, grouped by protocol.
+fn ports_match(ports: &[Port]) -> String {
+    let mut by_proto: BTreeMap<Proto, Vec<u16>> = BTreeMap::new();
+    for p in ports {
+        by_proto.entry(p.proto).or_default().push(p.number);
+    }
+    let terms: Vec<String> = by_proto
+        .iter()
+        .map(|(proto, nums)| match nums.as_slice() {
+            [one] => format!("{}.dst == {one}", proto.as_str()),
+            many => format!("{}.dst == {{{}}}", proto.as_str(), many.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")),
+        })
+        .collect();
+    if terms.len() == 1 { terms[0].clone() } else { format!("({})", terms.join(" || ")) }
+}
+
+pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
+    let mut e = Emitter { ns, alloc, owner: ns.fqdn(), rows: Vec::new() };
+    let mut endpoints = Vec::new();
+    let mut runtime = Vec::new();
+    let mut dns_records: BTreeMap<String, String> = BTreeMap::new();
+    let sides: Vec<(ServiceId, &Service, SideKind)> = ns.sides().collect();
+
+    // Which sides call which services: own clients, then declared calls.
+    let mut callers: BTreeMap<ServiceId, Vec<(ServiceId, SideKind)>> = BTreeMap::new();
+    for (id, service, kind) in &sides {
+        let side = service.side(*kind);
+        let mut targets = side.calls.clone();
+        if *kind == SideKind::Cli && !targets.contains(id) {
+            targets.push(*id);
+        }
+        for t in targets {
+            callers.entry(t).or_default().push((*id, *kind));
+        }
+    }
+
+    let mut router_ports = Vec::new();
+    let mut all_ports = Vec::new();
+    for (id, service, kind) in &sides {
+        let side_name = ns.side_name(service, *kind);
+        let net = alloc.subnets[&side_name];
+        let gateway = Allocation::gateway(&net);
+        let side = service.side(*kind);
+        let ports_text: String = service.ports.iter().map(|p| format!(" {p}")).collect();
+
+        let mut switch_ports = Vec::new();
+        let mut group_ports = Vec::new();
+        for n in 1..=side.replicas {
+            let port = endpoint_port_name(&side_name, *kind, n);
+            let (ip, mac) = alloc.endpoints[&port];
+            let ip = Ipv4Addr::from(ip);
+            let mac = format_mac(&mac);
+            let fqdn = format!("{port}.{}", ns.domain);
+            let address = format!("{mac} {ip}");
+            e.rows.push(
+                Row::new(Table::LogicalSwitchPort, port.clone())
+                    .with("name", Value::str(port.clone()))
+                    .with("addresses", Value::set([address.clone()]))
+                    .with("port_security", Value::set([address.clone()]))
+                    .with("external_ids", e.ids(&port, &[("wepoq-name", fqdn.clone()), ("wepoq-addr", format!("{address}{ports_text}"))])),
+            );
+            dns_records.insert(fqdn.clone(), ip.to_string());
+            endpoints.push(Endpoint {
+                fqdn: fqdn.clone(),
+                port: port.clone(),
+                mac,
+                ip,
+                prefix: net.prefix(),
+                gateway,
+                service: service.path(),
+                side: kind.as_str(),
+            });
+            if let (SideKind::Svr, Some(rt)) = (kind, &service.runtime) {
+                runtime.push(runtime_unit(&fqdn, &port, ip, &service.ports, rt));
+            }
+            switch_ports.push(port.clone());
+            group_ports.push(port);
+        }
+
+        // The router port and its peer on the switch.
+        let lrp = format!("lrp.{side_name}");
+        let rtr = format!("rtr.{side_name}");
+        e.rows.push(
+            Row::new(Table::LogicalRouterPort, lrp.clone())
+                .with("name", Value::str(lrp.clone()))
+                .with("mac", Value::str(format_mac(&mac_for(u32::from(gateway)))))
+                .with("networks", Value::set([format!("{gateway}/{}", net.prefix())]))
+                .with("external_ids", e.ids(&lrp, &[])),
+        );
+        e.rows.push(
+            Row::new(Table::LogicalSwitchPort, rtr.clone())
+                .with("name", Value::str(rtr.clone()))
+                .with("type", Value::str("router"))
+                .with("addresses", Value::set(["router"]))
+                .with("options", Value::map([("router-port", lrp.clone())]))
+                .with("external_ids", e.ids(&rtr, &[])),
+        );
+        router_ports.push(lrp);
+        switch_ports.push(rtr);
+
+        // Load balancers of every service this side may call.
+        let mut lbs = Vec::new();
+        for target in side.calls.iter().chain((*kind == SideKind::Cli).then_some(id)) {
+            let t = ns.service(*target);
+            for proto in protos(&t.ports) {
+                lbs.push(e.lb_name(t, proto));
+            }
+        }
+        lbs.sort();
+        lbs.dedup();
+
+        e.rows.push(
+            Row::new(Table::LogicalSwitch, side_name.clone())
+                .with("name", Value::str(side_name.clone()))
+                .with("ports", Value::refs(Table::LogicalSwitchPort, switch_ports))
+                .with("load_balancer", Value::refs(Table::LoadBalancer, lbs))
+                .with("dns_records", Value::refs(Table::Dns, [e.dns_name()]))
+                .with("external_ids", e.ids(&side_name, &[("wepoq.net/subnet", net.to_string())])),
+        );
+
+        // The side's port group, with the ACLs that let it call out.
+        let group = ovn_identifier(&side_name);
+        let mut acls = Vec::new();
+        let mut targets = side.calls.clone();
+        if *kind == SideKind::Cli && !targets.contains(id) {
+            targets.push(*id);
+        }
+        targets.sort();
+        for target in targets {
+            let t = ns.service(target);
+            let Some(vip) = e.vip(t) else { continue };
+            let name = format!("call:{side_name}:{}", ns.side_name(t, SideKind::Svr));
+            e.rows.push(acl(&e, &name, "from-lport", ACL_ALLOW_PRIORITY, format!("inport == @{group} && ip4.dst == {vip} && {}", ports_match(&t.ports)), "allow-related"));
+            acls.push(name);
+        }
+        if *kind == SideKind::Svr {
+            for (caller, caller_kind) in callers.get(id).into_iter().flatten() {
+                let c = ns.service(*caller);
+                let caller_group = ovn_identifier(&ns.side_name(c, *caller_kind));
+                let name = format!("accept:{side_name}:{}", ns.side_name(c, *caller_kind));
+                e.rows.push(acl(&e, &name, "to-lport", ACL_ALLOW_PRIORITY, format!("outport == @{group} && ip4.src == ${caller_group}_ip4 && {}", ports_match(&service.ports)), "allow-related"));
+                acls.push(name);
+            }
+        }
+        e.rows.push(
+            Row::new(Table::PortGroup, group.clone())
+                .with("name", Value::str(group.clone()))
+                .with("ports", Value::refs(Table::LogicalSwitchPort, group_ports.iter().cloned()))
+                .with("acls", Value::refs(Table::Acl, acls))
+                .with("external_ids", e.ids(&group, &[])),
+        );
+        all_ports.extend(group_ports);
+    }
+
+    // Load balancers, one per service and protocol, with the VIP in the server subnet.
+    let mut router_lbs = Vec::new();
+    for service in &ns.services {
+        let Some(vip) = e.vip(service) else { continue };
+        let svr_side = ns.side_name(service, SideKind::Svr);
+        dns_records.insert(format!("vip.{svr_side}.{}", ns.domain), vip.to_string());
+        for proto in protos(&service.ports) {
+            let name = e.lb_name(service, proto);
+            let mut vips = BTreeMap::new();
+            for port in service.ports.iter().filter(|p| p.proto == proto) {
+                let backends: Vec<String> = (1..=service.svr.replicas)
+                    .map(|n| {
+                        let (ip, _) = alloc.endpoints[&endpoint_port_name(&svr_side, SideKind::Svr, n)];
+                        format!("{}:{}", Ipv4Addr::from(ip), port.number)
+                    })
+                    .collect();
+                vips.insert(format!("{vip}:{}", port.number), backends.join(","));
+            }
+            e.rows.push(
+                Row::new(Table::LoadBalancer, name.clone())
+                    .with("name", Value::str(name.clone()))
+                    .with("protocol", Value::set([proto.as_str()]))
+                    .with("vips", Value::map(vips))
+                    .with("external_ids", e.ids(&name, &[])),
+            );
+            router_lbs.push(name);
+        }
+    }
+
+    let router = e.router_name();
+    e.rows.push(
+        Row::new(Table::LogicalRouter, router.clone())
+            .with("name", Value::str(router.clone()))
+            .with("ports", Value::refs(Table::LogicalRouterPort, router_ports))
+            .with("load_balancer", Value::refs(Table::LoadBalancer, router_lbs))
+            .with("external_ids", e.ids(&router, &[])),
+    );
+    let dns = e.dns_name();
+    e.rows.push(Row::new(Table::Dns, dns.clone()).with("records", Value::map(dns_records)).with("external_ids", e.ids(&dns, &[])));
+
+    // Default deny for every endpoint of the namespace, and DNS to the router port.
+    let all = e.all_group();
+    let deny_from = format!("deny-from:{}", ns.name);
+    let deny_to = format!("deny-to:{}", ns.name);
+    let dns_acl = format!("dns:{}", ns.name);
+    e.rows.push(acl(&e, &deny_from, "from-lport", ACL_DENY_PRIORITY, format!("inport == @{all} && ip"), "drop"));
+    e.rows.push(acl(&e, &deny_to, "to-lport", ACL_DENY_PRIORITY, format!("outport == @{all} && ip"), "drop"));
+    e.rows.push(acl(&e, &dns_acl, "from-lport", ACL_DNS_PRIORITY, format!("inport == @{all} && udp.dst == 53"), "allow-related"));
+    e.rows.push(
+        Row::new(Table::PortGroup, all.clone())
+            .with("name", Value::str(all.clone()))
+            .with("ports", Value::refs(Table::LogicalSwitchPort, all_ports))
+            .with("acls", Value::refs(Table::Acl, [deny_from, deny_to, dns_acl]))
+            .with("external_ids", e.ids(&all, &[])),
+    );
+
+    e.rows.sort_by(|a, b| a.key.cmp(&b.key));
+    endpoints.sort_by(|a, b| a.port.cmp(&b.port));
+    runtime.sort_by(|a, b| a.port.cmp(&b.port));
+    Emitted { rows: e.rows, endpoints, runtime }
+}
+
+fn acl(e: &Emitter<'_>, name: &str, direction: &str, priority: i64, matches: String, action: &str) -> Row {
+    Row::new(Table::Acl, name)
+        .with("direction", Value::str(direction))
+        .with("priority", Value::int(priority))
+        .with("match", Value::str(matches))
+        .with("action", Value::str(action))
+        .with("external_ids", e.ids(name, &[]))
+}
+
+fn protos(ports: &[Port]) -> Vec<Proto> {
+    let mut protos: Vec<Proto> = ports.iter().map(|p| p.proto).collect();
+    protos.dedup();
+    protos
+}
+
+fn runtime_unit(fqdn: &str, port: &str, ip: Ipv4Addr, ports: &[Port], rt: &Runtime) -> RuntimeUnit {
+    RuntimeUnit {
+        endpoint: fqdn.to_string(),
+        port: port.to_string(),
+        ip,
+        listen: ports.iter().map(|p| format!("{ip}:{}/{}", p.number, p.proto.as_str())).collect(),
+        image: rt.image.clone(),
+        min_warm: rt.min_warm,
+        max_workers: rt.max_workers,
+        concurrency: rt.concurrency,
+        idle_timeout_ms: rt.idle_timeout_ms,
+        queue: rt.queue,
+    }
+}

@@ -1,0 +1,162 @@
+//! The checked, lowered form of a spec: what every later stage reads.
+
+use std::fmt;
+
+use crate::cidr::Ipv4Net;
+use crate::source::{FileId, Span};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port {
+    pub proto: Proto,
+    pub number: u16,
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.number, self.proto.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SideKind {
+    Svr,
+    Cli,
+}
+
+impl SideKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SideKind::Svr => "svr",
+            SideKind::Cli => "cli",
+        }
+    }
+
+    /// Endpoint label prefix: `s1`, `c1`.
+    pub fn endpoint_prefix(&self) -> char {
+        match self {
+            SideKind::Svr => 's',
+            SideKind::Cli => 'c',
+        }
+    }
+}
+
+/// Index of a service in [`Namespace::services`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceId(pub usize);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runtime {
+    pub image: String,
+    pub min_warm: u32,
+    pub max_workers: u32,
+    pub concurrency: u32,
+    pub idle_timeout_ms: u64,
+    pub queue: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Side {
+    pub kind: SideKind,
+    pub replicas: u32,
+    /// Services this side may call besides its own (resolved, deduplicated, sorted).
+    pub calls: Vec<ServiceId>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    /// Enclosing scopes, outermost first (e.g. `["roominator", "room3"]`).
+    pub scopes: Vec<String>,
+    pub ports: Vec<Port>,
+    pub svr: Side,
+    pub cli: Side,
+    pub runtime: Option<Runtime>,
+    /// The service's key in the spec, for diagnostics.
+    pub span: Option<Span>,
+}
+
+impl Service {
+    /// `result.ovn-vote` style: service, then scopes innermost first (no namespace).
+    pub fn dotted(&self) -> String {
+        let mut name = self.name.clone();
+        for scope in self.scopes.iter().rev() {
+            name.push('.');
+            name.push_str(scope);
+        }
+        name
+    }
+
+    /// `ovn-vote/result` style: the path a `calls` entry uses.
+    pub fn path(&self) -> String {
+        let mut path = self.scopes.join("/");
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push_str(&self.name);
+        path
+    }
+
+    pub fn side(&self, kind: SideKind) -> &Side {
+        match kind {
+            SideKind::Svr => &self.svr,
+            SideKind::Cli => &self.cli,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Namespace {
+    pub name: String,
+    pub domain: String,
+    pub network: Ipv4Net,
+    /// Sorted by path, so everything derived from it is deterministic.
+    pub services: Vec<Service>,
+    pub file: FileId,
+    pub network_span: Option<Span>,
+    pub namespace_span: Option<Span>,
+}
+
+impl Namespace {
+    /// `ns.wepoq.net`: the owner mark on every row and the zone's origin.
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}", self.name, self.domain)
+    }
+
+    pub fn service(&self, id: ServiceId) -> &Service {
+        &self.services[id.0]
+    }
+
+    /// `svr.result.ovn-vote.ns`: the name of a side's switch and the base of its ports' names.
+    pub fn side_name(&self, service: &Service, kind: SideKind) -> String {
+        format!("{}.{}.{}", kind.as_str(), service.dotted(), self.name)
+    }
+
+    /// Every side that exists (a client side with no replicas has no switch).
+    pub fn sides(&self) -> impl Iterator<Item = (ServiceId, &Service, SideKind)> {
+        self.services.iter().enumerate().flat_map(|(i, s)| {
+            [SideKind::Svr, SideKind::Cli]
+                .into_iter()
+                .filter(move |k| s.side(*k).replicas > 0)
+                .map(move |k| (ServiceId(i), s, k))
+        })
+    }
+
+    pub fn endpoint_count(&self) -> u64 {
+        self.services.iter().map(|s| u64::from(s.svr.replicas) + u64::from(s.cli.replicas)).sum()
+    }
+}

@@ -1,0 +1,105 @@
+//! The human plan: `+`/`~`/`-` per row with its field values and a Terraform-style summary.
+//! Colour only when the caller asks (the CLI asks on a terminal without NO_COLOR).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::nb::{Atom, Value};
+use crate::plan::{Action, Change, FieldChange, Observed, Plan};
+
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+pub fn human(plan: &Plan, color: bool) -> String {
+    let paint = |code: &str, text: &str| if color { format!("{code}{text}{RESET}") } else { text.to_string() };
+    let mut out = String::new();
+    let against = match &plan.observed {
+        Observed::Nothing => "an empty state (offline)".to_string(),
+        Observed::Live { .. } => "the live Northbound database".to_string(),
+    };
+    let _ = writeln!(out, "wepoq plan for {} against {against}", plan.namespaces.join(", "));
+    let _ = writeln!(out);
+    let width = plan.changes.iter().flat_map(|c| c.fields.iter().map(|f| f.column.len())).max().unwrap_or(0);
+    for change in &plan.changes {
+        let (symbol, code) = match change.action {
+            Action::Create => ("+", GREEN),
+            Action::Update => ("~", YELLOW),
+            Action::Destroy => ("-", RED),
+        };
+        let _ = writeln!(out, "  {} {} {}", paint(code, symbol), paint(BOLD, change.key.table.name()), change.key.name);
+        match change.action {
+            Action::Create => {
+                for f in &change.fields {
+                    if let Some(after) = &f.after {
+                        let _ = writeln!(out, "      {:width$} = {after}", f.column);
+                    }
+                }
+            }
+            Action::Update => {
+                for f in &change.fields {
+                    field_update(&mut out, f, width, &paint);
+                }
+            }
+            Action::Destroy => {}
+        }
+    }
+    let s = plan.summary();
+    if s.is_empty() {
+        let _ = writeln!(out, "No changes: the state matches the spec.");
+    } else {
+        if !plan.changes.is_empty() {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "Plan: {} to add, {} to change, {} to destroy.", s.add, s.change, s.destroy);
+    }
+    out
+}
+
+fn field_update(out: &mut String, f: &FieldChange, width: usize, paint: &dyn Fn(&str, &str) -> String) {
+    // Reference sets change by membership; show just the members that come and go.
+    if let (Some(Value::Set(_)) | None, Some(Value::Set(_)) | None) = (&f.before, &f.after) {
+        if let Some((added, removed)) = f.set_delta() {
+            if !added.is_empty() {
+                let _ = writeln!(out, "      {:width$} {} {}", f.column, paint(GREEN, "+="), Value::Set(added));
+            }
+            if !removed.is_empty() {
+                let _ = writeln!(out, "      {:width$} {} {}", f.column, paint(RED, "-="), Value::Set(removed));
+            }
+            return;
+        }
+    }
+    if let (Some(Value::Map(before)), Some(Value::Map(after))) = (&f.before, &f.after) {
+        map_update(out, &f.column, before, after, paint);
+        return;
+    }
+    let before = f.before.as_ref().map_or_else(|| "(none)".to_string(), ToString::to_string);
+    let after = f.after.as_ref().map_or_else(|| "(none)".to_string(), ToString::to_string);
+    let _ = writeln!(out, "      {:width$} = {before} {} {after}", f.column, paint(YELLOW, "->"));
+}
+
+fn map_update(out: &mut String, column: &str, before: &BTreeMap<Atom, Atom>, after: &BTreeMap<Atom, Atom>, paint: &dyn Fn(&str, &str) -> String) {
+    let keys: std::collections::BTreeSet<&Atom> = before.keys().chain(after.keys()).collect();
+    for k in keys {
+        match (before.get(k), after.get(k)) {
+            (Some(a), Some(b)) if a != b => {
+                let _ = writeln!(out, "      {column}[{k}] = {a} {} {b}", paint(YELLOW, "->"));
+            }
+            (None, Some(b)) => {
+                let _ = writeln!(out, "      {column}[{k}] {} {b}", paint(GREEN, "+="));
+            }
+            (Some(a), None) => {
+                let _ = writeln!(out, "      {column}[{k}] {} {a}", paint(RED, "-="));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A one-line summary for logs and pipelines.
+pub fn summary_line(changes: &[Change]) -> String {
+    let s = crate::plan::summarize(changes);
+    format!("{} to add, {} to change, {} to destroy", s.add, s.change, s.destroy)
+}

@@ -1,0 +1,215 @@
+//! Checks a YAML tree against the generated JSON Schema and reports every mismatch at once:
+//! unknown keys (with "did you mean"), missing keys, wrong types, numbers out of range.
+//!
+//! Why not let serde do it: serde stops at the first error. Driving the check from the
+//! schema keeps one source of truth: the Rust types in `spec`.
+
+use serde_json::{Map, Value};
+
+use crate::diagnostic::Diagnostic;
+use crate::suggest::nearest;
+use crate::yaml::{Node, NodeKind, ScalarType};
+
+pub fn check(root: &Node, schema: &Value) -> Vec<Diagnostic> {
+    let mut checker = Checker { schema, diagnostics: Vec::new() };
+    checker.node(root, schema, "the spec");
+    checker.diagnostics
+}
+
+struct Checker<'s> {
+    schema: &'s Value,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl<'s> Checker<'s> {
+    fn resolve(&self, mut schema: &'s Value) -> &'s Value {
+        // `$ref`s in a schemars schema point into `$defs`; follow them (no cycles reach here
+        // without passing a node, so this loop ends).
+        for _ in 0..16 {
+            match schema.get("$ref").and_then(Value::as_str) {
+                Some(r) => {
+                    let name = r.trim_start_matches("#/$defs/");
+                    schema = &self.schema["$defs"][name];
+                }
+                None => break,
+            }
+        }
+        schema
+    }
+
+    fn node(&mut self, node: &Node, schema: &'s Value, what: &str) {
+        let schema = self.resolve(schema);
+        // Option<T> comes out as anyOf [T, null].
+        if let Some(branches) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(Value::as_array) {
+            let is_null = node.scalar_type() == Some(ScalarType::Null);
+            let allows_null = branches.iter().any(|b| b.get("type") == Some(&Value::from("null")));
+            if is_null && allows_null {
+                return;
+            }
+            if let Some(branch) = branches.iter().find(|b| b.get("type") != Some(&Value::from("null"))) {
+                self.node(node, branch, what);
+            }
+            return;
+        }
+        let Some(expected) = schema.get("type") else { return };
+        let types: Vec<&str> = match expected {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => return,
+        };
+        if !types.iter().any(|t| matches_type(node, t)) {
+            if types == ["null"] {
+                return;
+            }
+            let wanted = types.iter().filter(|t| **t != "null").map(|t| type_word(t)).collect::<Vec<_>>().join(" or ");
+            self.diagnostics.push(
+                Diagnostic::error("wepoq::spec::type", format!("{what} must be {wanted}, found {}", node.type_name()))
+                    .label(node.span, format!("expected {wanted}"))
+                    .help(describe(schema).unwrap_or_else(|| format!("write {wanted} here"))),
+            );
+            return;
+        }
+        match &node.kind {
+            NodeKind::Map(entries) => self.mapping(node, entries, schema, what),
+            NodeKind::Seq(items) => {
+                if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
+                    if (items.len() as u64) < min {
+                        self.diagnostics.push(
+                            Diagnostic::error("wepoq::spec::too_few", format!("{what} needs at least {min} item(s)"))
+                                .label(node.span, "empty list")
+                                .help(describe(schema).unwrap_or_default()),
+                        );
+                    }
+                }
+                if let Some(item_schema) = schema.get("items") {
+                    for item in items {
+                        self.node(item, item_schema, &format!("an item of {what}"));
+                    }
+                }
+            }
+            NodeKind::Scalar { value, .. } => self.scalar(node, value, schema, what),
+        }
+    }
+
+    fn mapping(&mut self, node: &Node, entries: &[crate::yaml::Entry], schema: &'s Value, what: &str) {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        let properties = schema.get("properties").and_then(Value::as_object).unwrap_or_else(|| EMPTY.get_or_init(Map::new));
+        let additional = schema.get("additionalProperties");
+        for entry in entries {
+            if let Some(prop) = properties.get(&entry.key) {
+                self.node(&entry.value, prop, &format!("`{}`", entry.key));
+                continue;
+            }
+            match additional {
+                Some(Value::Bool(false)) => {
+                    let known: Vec<&str> = properties.keys().map(String::as_str).collect();
+                    let mut d = Diagnostic::error("wepoq::spec::unknown_key", format!("unknown key `{}` in {what}", entry.key))
+                        .label(entry.key_span, "not a known key");
+                    d = match nearest(&entry.key, known.iter().copied()) {
+                        Some(near) => d.help(format!("did you mean `{near}`?")),
+                        None => d.help(format!("known keys here: {}", known.join(", "))),
+                    };
+                    self.diagnostics.push(d);
+                }
+                Some(item) if item.is_object() => self.node(&entry.value, item, &format!("`{}`", entry.key)),
+                _ => {}
+            }
+        }
+        if let Some(required) = schema.get("required").and_then(Value::as_array) {
+            for key in required.iter().filter_map(Value::as_str) {
+                if !entries.iter().any(|e| e.key == key) {
+                    let help = properties.get(key).and_then(|p| describe(self.resolve(p))).unwrap_or_default();
+                    self.diagnostics.push(
+                        Diagnostic::error("wepoq::spec::missing_key", format!("{what} needs the key `{key}`"))
+                            .label(node.span, format!("`{key}` is missing here"))
+                            .help(help),
+                    );
+                }
+            }
+        }
+    }
+
+    fn scalar(&mut self, node: &Node, value: &str, schema: &Value, what: &str) {
+        if node.scalar_type() == Some(ScalarType::Integer) {
+            let Some(n) = parse_int(value) else {
+                self.diagnostics.push(
+                    Diagnostic::error("wepoq::spec::range", format!("{what} is too large"))
+                        .label(node.span, "out of range"),
+                );
+                return;
+            };
+            let min = schema.get("minimum").and_then(Value::as_i64);
+            let max = schema.get("maximum").and_then(Value::as_i64);
+            if min.is_some_and(|m| n < i128::from(m)) || max.is_some_and(|m| n > i128::from(m)) {
+                let range = match (min, max) {
+                    (Some(a), Some(b)) => format!("from {a} to {b}"),
+                    (Some(a), None) => format!("at least {a}"),
+                    (None, Some(b)) => format!("at most {b}"),
+                    (None, None) => unreachable!(),
+                };
+                self.diagnostics.push(
+                    Diagnostic::error("wepoq::spec::range", format!("{what} must be {range}, found {value}"))
+                        .label(node.span, format!("must be {range}"))
+                        .help(describe(schema).unwrap_or_default()),
+                );
+            }
+        }
+        if node.scalar_type() == Some(ScalarType::String) {
+            if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
+                if (value.chars().count() as u64) < min {
+                    self.diagnostics.push(
+                        Diagnostic::error("wepoq::spec::empty", format!("{what} must not be empty"))
+                            .label(node.span, "empty"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn parse_int(value: &str) -> Option<i128> {
+    if let Some(hex) = value.strip_prefix("0x") {
+        return i128::from_str_radix(hex, 16).ok();
+    }
+    if let Some(oct) = value.strip_prefix("0o") {
+        return i128::from_str_radix(oct, 8).ok();
+    }
+    value.parse().ok()
+}
+
+fn matches_type(node: &Node, ty: &str) -> bool {
+    match (&node.kind, ty) {
+        (NodeKind::Map(_), "object") | (NodeKind::Seq(_), "array") => true,
+        (NodeKind::Scalar { .. }, _) => {
+            let st = node.scalar_type();
+            match ty {
+                "string" => st == Some(ScalarType::String),
+                "integer" => st == Some(ScalarType::Integer),
+                "number" => matches!(st, Some(ScalarType::Integer | ScalarType::Float)),
+                "boolean" => st == Some(ScalarType::Bool),
+                "null" => st == Some(ScalarType::Null),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+fn type_word(ty: &str) -> &'static str {
+    match ty {
+        "object" => "a mapping",
+        "array" => "a list",
+        "string" => "a string",
+        "integer" => "an integer",
+        "number" => "a number",
+        "boolean" => "a boolean",
+        _ => "something else",
+    }
+}
+
+/// The first sentence of a schema description, as help text.
+fn describe(schema: &Value) -> Option<String> {
+    let text = schema.get("description")?.as_str()?;
+    let first = text.split(". ").next().unwrap_or(text).trim_end_matches('.');
+    Some(first.replace('\n', " "))
+}

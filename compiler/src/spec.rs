@@ -1,0 +1,138 @@
+//! The `wepoq.yaml` language as Rust types: what serde deserializes and what the JSON Schema
+//! is generated from. Doc comments here become the schema's descriptions.
+//!
+//! Values whose syntax needs a precise diagnostic (names, CIDRs, ports, durations) stay
+//! strings here; `lower` parses them and points at the exact text when they are wrong.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_DOMAIN: &str = "wepoq.net";
+
+/// A wepoq namespace: the application network one file describes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "wepoq.yaml", extend("$id" = "https://wepoq.net/schema/wepoq.schema.json"))]
+pub struct Spec {
+    /// The namespace: one DNS label (lower case letters, digits and `-`). It is the label
+    /// before the domain in every name, e.g. `ns` in `vip.svr.result.ovn-vote.ns.wepoq.net`.
+    pub namespace: String,
+    /// The DNS domain under which the namespace's names live.
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// The namespace's IPv4 network in CIDR notation, e.g. `10.64.0.0/16`. Every service side
+    /// gets a subnet carved out of it; its first /28 is kept for the namespace's own use.
+    pub network: String,
+    /// Services at namespace level, such as a namespace controller `ctl`.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+    /// Apps: scopes that hold services and, nested, further scopes (an app's rooms).
+    #[serde(default)]
+    pub apps: BTreeMap<String, Scope>,
+}
+
+/// A scope (an app, or a scope inside one): a DNS label holding services and sub-scopes.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Services in this scope, by name (a DNS label).
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+    /// Nested scopes, by name (a DNS label).
+    #[serde(default)]
+    pub scopes: BTreeMap<String, Scope>,
+}
+
+/// A service: servers behind a load-balanced VIP, and the clients that call it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// The server side: endpoints `s1..sN` behind `vip.svr.<service>...`.
+    pub svr: Server,
+    /// The client side: endpoints `c1..cN` that call this service. Absent means no clients.
+    #[serde(default)]
+    pub cli: Option<Client>,
+}
+
+/// The server side of a service.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// How many server endpoints (`s1..sN`) the VIP balances over.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub replicas: u32,
+    /// Ports the servers listen on, as `PORT/PROTO` with PROTO `tcp` or `udp`, e.g. `80/tcp`.
+    #[schemars(length(min = 1), inner(regex(pattern = r"^[0-9]{1,5}/(tcp|udp)$")))]
+    pub ports: Vec<String>,
+    /// Other services the servers may call (see `cli.calls` for how names resolve).
+    #[serde(default)]
+    pub calls: Vec<String>,
+    /// How the servers run as functions behind wepoq's stub; absent when the endpoints are
+    /// managed elsewhere.
+    #[serde(default)]
+    pub runtime: Option<Runtime>,
+}
+
+/// The client side of a service.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Client {
+    /// How many client endpoints (`c1..cN`).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub replicas: u32,
+    /// Other services these clients may call, besides their own. A bare name (`db`) is looked
+    /// up in the caller's scope, then in each enclosing scope; a path (`ovn-vote/db`) is taken
+    /// from the namespace.
+    #[serde(default)]
+    pub calls: Vec<String>,
+}
+
+/// Settings for the stub and warm pool that serve a server endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// The worker image (built locally; no registry is assumed).
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Workers kept warm when idle (0 allows scale to zero).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 1024))]
+    pub min_warm: u32,
+    /// The most workers one endpoint runs.
+    #[serde(default = "default_max_workers")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_workers: u32,
+    /// Connections one worker serves at once.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub concurrency: u32,
+    /// How long a worker stays idle before it is swept, e.g. `30s`, `5m`, `1h`, `250ms`.
+    #[serde(default = "default_idle_timeout")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub idle_timeout: String,
+    /// Connections queued while every worker is busy; beyond it the stub refuses (HTTP 429
+    /// or a close).
+    #[serde(default = "default_queue")]
+    #[schemars(range(min = 0, max = 65536))]
+    pub queue: u32,
+}
+
+fn default_domain() -> String {
+    DEFAULT_DOMAIN.to_string()
+}
+fn one() -> u32 {
+    1
+}
+fn default_max_workers() -> u32 {
+    8
+}
+fn default_idle_timeout() -> String {
+    "5m".to_string()
+}
+fn default_queue() -> u32 {
+    64
+}

@@ -1,0 +1,78 @@
+//! Reads specs and lockfiles, compiles them, prints diagnostics, and keeps lockfiles current.
+
+use std::path::{Path, PathBuf};
+
+use wepoq_compiler::{compile, Compiled, Input, Sources};
+
+use super::output::{print_diagnostics, write_atomically};
+use super::SpecArgs;
+
+pub struct Loaded {
+    pub sources: Sources,
+    pub compiled: Compiled,
+}
+
+/// Why a command stops; the message is already printed when this is returned.
+pub struct Failed;
+
+fn lock_path(spec: &Path) -> PathBuf {
+    spec.with_file_name("wepoq.lock")
+}
+
+/// Loads and compiles; on success writes changed lockfiles (or refuses with `--locked`).
+pub fn load(args: &SpecArgs) -> Result<Loaded, Failed> {
+    let mut sources = Sources::new();
+    let mut inputs = Vec::new();
+    let mut lock_paths = Vec::new();
+    for spec in &args.specs {
+        let text = match std::fs::read_to_string(spec) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("error: cannot read spec {}: {e}", spec.display());
+                if spec == Path::new("wepoq.yaml") {
+                    eprintln!("help: run wepoq where wepoq.yaml is, or name the spec, e.g. `wepoq plan examples/ovn-vote/wepoq.yaml`");
+                }
+                return Err(Failed);
+            }
+        };
+        let spec_id = sources.add(spec.display().to_string(), text);
+        let lock = lock_path(spec);
+        let lock_id = match std::fs::read_to_string(&lock) {
+            Ok(text) => Some(sources.add(lock.display().to_string(), text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                eprintln!("error: cannot read lockfile {}: {e}", lock.display());
+                return Err(Failed);
+            }
+        };
+        inputs.push(Input { spec: spec_id, lock: lock_id });
+        lock_paths.push(lock);
+    }
+    let compiled = match compile(&sources, &inputs) {
+        Ok(compiled) => compiled,
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics, &sources);
+            return Err(Failed);
+        }
+    };
+    print_diagnostics(&compiled.warnings, &sources);
+
+    let stale: Vec<&PathBuf> = compiled.namespaces.iter().zip(&lock_paths).filter(|(ns, _)| ns.lock_changed).map(|(_, p)| p).collect();
+    if args.locked && !stale.is_empty() {
+        for path in stale {
+            eprintln!("error: {} would change, and --locked forbids it", path.display());
+        }
+        eprintln!("help: run without --locked and commit the lockfile");
+        return Err(Failed);
+    }
+    for (ns, path) in compiled.namespaces.iter().zip(&lock_paths) {
+        if ns.lock_changed {
+            if let Err(e) = write_atomically(path, &ns.lock_text) {
+                eprintln!("error: cannot write lockfile {}: {e}", path.display());
+                return Err(Failed);
+            }
+            eprintln!("note: wrote {} (commit it next to the spec)", path.display());
+        }
+    }
+    Ok(Loaded { sources, compiled })
+}
