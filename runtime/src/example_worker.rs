@@ -65,8 +65,8 @@ fn http(conn: &mut Connection, delay: Duration, id: &str) -> std::io::Result<()>
         request.extend_from_slice(&buf[..n]);
     }
     if request.starts_with(b"GET /crash ") {
-        // Simulates a worker dying with the connection in its hands.
-        std::process::abort();
+        // Simulates a worker dying with the connection in its hands (SIGKILL: no core file).
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
     if !delay.is_zero() {
         std::thread::sleep(delay);

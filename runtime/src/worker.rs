@@ -158,8 +158,8 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // Close first, so the client sees the end before the stub sends more work our way.
-        drop(self.stream.take());
+        // Report before closing: a client that sees the close may connect again at once, and
+        // the stub should know by then that we have room, or it would start a needless worker.
         if let Ok(bytes) = (Frame::Done {
             conn_id: self.handoff.conn_id,
         })
@@ -168,6 +168,7 @@ impl Drop for Connection {
             // A failed send means the stub is gone; it no longer counts our capacity anyway.
             let _ = self.socket.send(&bytes, None);
         }
+        drop(self.stream.take());
     }
 }
 

@@ -1,1 +1,8 @@
 //! Integration tests of the runtime: real processes, real sockets, loopback only.
+
+mod handoff;
+mod lifecycle;
+mod pool;
+mod security;
+mod shim;
+mod support;
