@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum Component {
     /// ovsdb-server and the OVN NB schema.
     NbServer,
-    /// The whole OVN data plane: northd, ovs-vswitchd, ovn-controller, network namespaces.
+    /// The whole OVN data plane: northd, ovs-vswitchd, ovn-controller, network namespaces,
+    /// plus `dig` and `python3` to talk through it.
     DataPlane,
 }
 
@@ -39,6 +40,8 @@ fn missing(component: Component) -> Vec<String> {
     let mut programs = vec!["ovsdb-server", "ovsdb-tool", "ovs-appctl", "ovn-nbctl"];
     if component == Component::DataPlane {
         programs.extend(["ovn-northd", "ovn-sbctl", "ovs-vswitchd", "ovs-vsctl", "ovn-controller", "ip", "ethtool"]);
+        // What data-plane tests use inside endpoints: DNS queries and tiny TCP peers.
+        programs.extend(["dig", "python3"]);
     }
     let mut missing: Vec<String> = programs.into_iter().filter(|p| !on_path(p)).map(str::to_owned).collect();
     if !Path::new(NB_SCHEMA).is_file() {
