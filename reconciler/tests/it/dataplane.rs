@@ -10,7 +10,9 @@
 //! Findings this test pins down (see also the reconciler report):
 //! - From-lport ACLs on a switch with a load balancer are re-evaluated for established
 //!   packets *after* conntrack has already DNATed them, so a match on the VIP alone lets
-//!   the SYN through and drops the rest: match `ip4.dst == {VIP, $svr_ip4}`.
+//!   the SYN through and drops the rest. `ip4.dst == {VIP, $svr_ip4}` works but also lets
+//!   clients connect to servers directly; `(ip4.dst == VIP || (ct.est && ip4.dst ==
+//!   $svr_ip4))` allows only the VIP path.
 //! - The client's switch must carry the service's Load_Balancer, also for a declared call
 //!   from another service's clients; on the (distributed, gateway-less) router it does
 //!   nothing.
@@ -20,6 +22,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use wepoq_reconciler::ovsdb::{Client, Timeouts};
 use wepoq_reconciler::sandbox::{Endpoint, Sandbox};
 
 const PORT: &str = "8080";
@@ -164,7 +167,11 @@ fn build(sb: Sandbox) -> Probe {
 
 /// The ACL pair that lets clients of `cli` call service `svc` through its VIP.
 fn add_allow_pair(sb: &Sandbox, cli: &str, svc: &str, vip: &str) {
-    let from = format!("inport == @wepoq.cli.{cli}.ns && ip4.dst == {{{vip}, $wepoq.svr.{svc}.ns_ip4}} && tcp.dst == {PORT}");
+    // New connections only to the VIP; established ones (already DNATed by conntrack when
+    // the ACL is re-evaluated) to the servers. A direct SYN to a server stays dropped.
+    let from = format!(
+        "inport == @wepoq.cli.{cli}.ns && tcp.dst == {PORT} && (ip4.dst == {vip} || (ct.est && ip4.dst == $wepoq.svr.{svc}.ns_ip4))"
+    );
     let to = format!("outport == @wepoq.svr.{svc}.ns && ip4.src == $wepoq.cli.{cli}.ns_ip4 && tcp.dst == {PORT}");
     sb.nbctl(&["acl-add", "wepoq.ns", "from-lport", "1000", &from, "allow-related"]).unwrap();
     sb.nbctl(&["acl-add", "wepoq.ns", "to-lport", "1000", &to, "allow-related"]).unwrap();
@@ -190,6 +197,8 @@ fn topology_recipe_works_on_the_data_plane() {
     }
     assert_eq!(seen, BTreeSet::from(["x-s1".to_owned(), "x-s2".to_owned()]));
     assert_eq!(p.reaches("y-c1", VIP_Y), "y-s1");
+    // Only through the VIP: not to the servers' own addresses.
+    assert!(p.blocked("x-c1", "10.0.0.2"), "x-c1 reached a server directly");
 
     // (c) No path that was not declared: Y's client to X, X's client to Y, server to server.
     assert!(p.blocked("y-c1", VIP_X), "y-c1 reached X's VIP");
@@ -208,6 +217,16 @@ fn topology_recipe_works_on_the_data_plane() {
     assert!(p.blocked("x-c1", VIP_Y), "x-c1 reached Y's VIP");
     assert!(p.blocked("y-s1", VIP_X), "the Y server reached X");
     assert!(p.blocked("x-s1", "10.0.0.3"), "servers reach each other");
+
+    // The client's `--wait=hv`: nb_cfg bumped, hv_cfg catches up once ovn-controller
+    // has the flows.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = Client::connect(&p.sb.nb_unix_url(), Timeouts::default()).await.unwrap();
+        let before = client.sync_hv(Duration::from_secs(30)).await.unwrap();
+        p.nbctl(&["set", "Load_Balancer", "lb.y", "external_ids:touched=1"]);
+        assert!(client.sync_hv(Duration::from_secs(30)).await.unwrap() > before);
+    });
 
     // northd reported nothing wrong with what it was given.
     let northd = p.sb.log("northd");
