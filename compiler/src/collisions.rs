@@ -1,7 +1,7 @@
 //! Checks across namespaces compiled together: one owner per namespace, disjoint networks,
 //! and OVN names that stay unique once mapped to OVN's restricted identifiers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::diagnostic::Diagnostic;
 use crate::model::Namespace;
@@ -34,42 +34,49 @@ pub fn check_namespaces<'a>(namespaces: impl Iterator<Item = &'a Namespace>) -> 
 }
 
 /// OVN indexes LSP, LRP and Port_Group names (and the `_ip4`/`_ip6` address sets each port
-/// group implies): two namespaces must not produce the same one, after mapping.
+/// group implies), and wepoq guards switch and router names: two namespaces must not produce
+/// the same one, after mapping. One diagnostic per pair of namespaces, with examples.
 pub fn check_rows(namespaces: &[CompiledNamespace]) -> Vec<Diagnostic> {
-    let mut seen: HashMap<(Table, String), &CompiledNamespace> = HashMap::new();
-    let mut out = Vec::new();
-    for ns in namespaces {
+    let mut seen: HashMap<(Table, String), usize> = HashMap::new();
+    // (earlier namespace, later namespace) -> colliding names
+    let mut clashes: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
+    for (i, ns) in namespaces.iter().enumerate() {
         for row in &ns.rows {
-            if !row.key.table.name_is_indexed() && row.key.table != Table::LogicalSwitch && row.key.table != Table::LogicalRouter {
+            let table = row.key.table;
+            if !(table.name_is_indexed() || matches!(table, Table::LogicalSwitch | Table::LogicalRouter)) {
                 continue;
             }
-            let mut names = vec![(row.key.table, row.key.name.clone())];
-            if row.key.table == Table::PortGroup {
-                // Port groups and their implied address sets share one namespace of names.
-                names = vec![
-                    (Table::PortGroup, row.key.name.clone()),
-                    (Table::PortGroup, format!("{}_ip4", row.key.name)),
-                    (Table::PortGroup, format!("{}_ip6", row.key.name)),
-                ];
+            let mut names = vec![row.key.name.clone()];
+            if table == Table::PortGroup {
+                names.push(format!("{}_ip4", row.key.name));
+                names.push(format!("{}_ip6", row.key.name));
             }
-            for key in names {
-                match seen.get(&key) {
-                    Some(other) if other.owner() != ns.owner() => {
-                        out.push(
-                            Diagnostic::error("wepoq::name::ovn_collision", format!("{} `{}` of {} collides with one of {}", key.0, key.1, ns.owner(), other.owner()))
-                                .label_opt(ns.namespace.namespace_span, format!("{} produces it", ns.owner()))
-                                .label_opt(other.namespace.namespace_span, format!("{} produces it too", other.owner()))
-                                .help("OVN names drop the domain and map `-` to `_`; rename a namespace so the two stay apart"),
-                        );
-                    }
+            for name in names {
+                // Port groups and their implied address sets share one space of names.
+                let space = if table == Table::PortGroup { Table::PortGroup } else { table };
+                match seen.get(&(space, name.clone())) {
+                    Some(&other) if other != i => clashes.entry((other, i)).or_default().push(format!("{table} `{name}`")),
                     Some(_) => {}
                     None => {
-                        seen.insert(key, ns);
+                        seen.insert((space, name), i);
                     }
                 }
             }
         }
     }
-    out.truncate(20);
-    out
+    clashes
+        .into_iter()
+        .map(|((a, b), names)| {
+            let (first, second) = (&namespaces[a], &namespaces[b]);
+            let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+            let more = if names.len() > 3 { format!(" and {} more", names.len() - 3) } else { String::new() };
+            Diagnostic::error(
+                "wepoq::name::ovn_collision",
+                format!("{} and {} produce the same OVN names: {}{more}", first.owner(), second.owner(), shown.join(", ")),
+            )
+            .label_opt(second.namespace.namespace_span, format!("{} maps onto names of {}", second.owner(), first.owner()))
+            .label_opt(first.namespace.namespace_span, format!("{} is here", first.owner()))
+            .help("OVN names leave out the domain and map `-` to `_` (Port_Group `x` also implies address sets `x_ip4` and `x_ip6`); rename a namespace so the two stay apart")
+        })
+        .collect()
 }

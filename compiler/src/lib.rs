@@ -67,7 +67,7 @@ pub struct Compiled {
     pub namespaces: Vec<CompiledNamespace>,
     /// Warnings only; errors make [`compile`] fail.
     pub warnings: Vec<Diagnostic>,
-    /// `sha256:` over the spec and lock texts, in input order.
+    /// `sha256:` over the spec texts and their allocations, in input order.
     pub spec_hash: String,
 }
 
@@ -100,16 +100,26 @@ pub fn compile(sources: &Sources, inputs: &[Input]) -> Result<Compiled, Vec<Diag
             diagnostics.append(&mut found);
             continue;
         };
-        found.extend(shape::check(&root, &schema));
-        if found.iter().any(Diagnostic::is_error) {
-            diagnostics.append(&mut found);
-            continue;
-        }
-        let spec: spec::Spec = match serde_saphyr::from_str(text) {
+        let shaped = shape::check(&root, &schema);
+        found.extend(shaped.diagnostics);
+        // Duplicate keys and aliases count too: serde-saphyr would only repeat them.
+        let shape_failed = found.iter().any(Diagnostic::is_error);
+        // A sound tree goes through serde-saphyr; a tree with shape errors is read without
+        // the rejected nodes so the semantic checks below still report what they find.
+        let parsed: Result<spec::Spec, Diagnostic> = if shape_failed {
+            serde_json::from_value(shape::pruned_json(&root, &shaped.rejected))
+                .map_err(|e| Diagnostic::error("wepoq::spec::invalid", e.to_string()))
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| serde_error(input.spec, text, &e))
+        };
+        let spec = match parsed {
             Ok(spec) => spec,
             Err(e) => {
                 diagnostics.append(&mut found);
-                diagnostics.push(serde_error(input.spec, text, &e));
+                // After shape errors, serde's complaint repeats them (a required key gone).
+                if !shape_failed {
+                    diagnostics.push(e);
+                }
                 continue;
             }
         };
@@ -159,17 +169,22 @@ pub fn compile(sources: &Sources, inputs: &[Input]) -> Result<Compiled, Vec<Diag
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(diagnostics);
     }
-    Ok(Compiled { namespaces, warnings: diagnostics, spec_hash: spec_hash(sources, inputs) })
+    let spec_hash = spec_hash(sources, inputs, &namespaces);
+    Ok(Compiled { namespaces, warnings: diagnostics, spec_hash })
 }
 
-fn spec_hash(sources: &Sources, inputs: &[Input]) -> String {
+/// Hashes what the desired state is made of: the spec texts and the allocations they got
+/// (the resulting lockfiles, not the given ones, so a first run and a second agree).
+fn spec_hash(sources: &Sources, inputs: &[Input], namespaces: &[CompiledNamespace]) -> String {
     let mut hasher = Sha256::new();
     for input in inputs {
-        for file in [Some(input.spec), input.lock].into_iter().flatten() {
-            let text = sources.text(file);
-            hasher.update((text.len() as u64).to_be_bytes());
-            hasher.update(text.as_bytes());
-        }
+        let text = sources.text(input.spec);
+        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(text.as_bytes());
+    }
+    for ns in namespaces {
+        hasher.update((ns.lock_text.len() as u64).to_be_bytes());
+        hasher.update(ns.lock_text.as_bytes());
     }
     let digest = hasher.finalize();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();

@@ -4,21 +4,59 @@
 //! Why not let serde do it: serde stops at the first error. Driving the check from the
 //! schema keeps one source of truth: the Rust types in `spec`.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use crate::diagnostic::Diagnostic;
+use crate::source::Span;
 use crate::suggest::nearest;
 use crate::yaml::{Node, NodeKind, ScalarType};
 
-pub fn check(root: &Node, schema: &Value) -> Vec<Diagnostic> {
-    let mut checker = Checker { schema, diagnostics: Vec::new() };
+/// The outcome of a shape check: the problems, and the nodes they make unusable.
+pub struct Checked {
+    pub diagnostics: Vec<Diagnostic>,
+    /// Nodes to leave out when the tree is read anyway, so the later checks still run on
+    /// everything that is sound: unknown keys are dropped (`None`), bad values stand in as a
+    /// neutral value of the expected type (`Some`), so required keys stay present.
+    pub rejected: HashMap<Span, Option<Value>>,
+}
+
+pub fn check(root: &Node, schema: &Value) -> Checked {
+    let mut checker = Checker { schema, diagnostics: Vec::new(), rejected: HashMap::new() };
     checker.node(root, schema, "the spec");
-    checker.diagnostics
+    Checked { diagnostics: checker.diagnostics, rejected: checker.rejected }
+}
+
+/// The tree as JSON without the rejected nodes: what serde reads when the shape check failed,
+/// so that names, networks, ports and calls are still checked in the same run.
+pub fn pruned_json(node: &Node, rejected: &HashMap<Span, Option<Value>>) -> Value {
+    if let Some(Some(stand_in)) = rejected.get(&node.span) {
+        return stand_in.clone();
+    }
+    match &node.kind {
+        NodeKind::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .filter(|e| !rejected.contains_key(&e.key_span))
+                .map(|e| (e.key.clone(), pruned_json(&e.value, rejected)))
+                .collect(),
+        ),
+        NodeKind::Seq(items) => Value::Array(items.iter().map(|i| pruned_json(i, rejected)).collect()),
+        NodeKind::Scalar { value, .. } => match node.scalar_type() {
+            Some(ScalarType::Null) => Value::Null,
+            Some(ScalarType::Bool) => Value::Bool(value.eq_ignore_ascii_case("true")),
+            Some(ScalarType::Integer) => parse_int(value).and_then(|n| i64::try_from(n).ok()).map_or(Value::Null, Value::from),
+            Some(ScalarType::Float) => value.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
+            _ => Value::String(value.clone()),
+        },
+    }
 }
 
 struct Checker<'s> {
     schema: &'s Value,
     diagnostics: Vec<Diagnostic>,
+    rejected: HashMap<Span, Option<Value>>,
 }
 
 impl<'s> Checker<'s> {
@@ -62,6 +100,7 @@ impl<'s> Checker<'s> {
                 return;
             }
             let wanted = types.iter().filter(|t| **t != "null").map(|t| type_word(t)).collect::<Vec<_>>().join(" or ");
+            self.rejected.insert(node.span, Some(stand_in(schema, &types)));
             self.diagnostics.push(
                 Diagnostic::error("wepoq::spec::type", format!("{what} must be {wanted}, found {}", node.type_name()))
                     .label(node.span, format!("expected {wanted}"))
@@ -102,6 +141,7 @@ impl<'s> Checker<'s> {
             }
             match additional {
                 Some(Value::Bool(false)) => {
+                    self.rejected.insert(entry.key_span, None);
                     let known: Vec<&str> = properties.keys().map(String::as_str).collect();
                     let mut d = Diagnostic::error("wepoq::spec::unknown_key", format!("unknown key `{}` in {what}", entry.key))
                         .label(entry.key_span, "not a known key");
@@ -132,6 +172,7 @@ impl<'s> Checker<'s> {
     fn scalar(&mut self, node: &Node, value: &str, schema: &Value, what: &str) {
         if node.scalar_type() == Some(ScalarType::Integer) {
             let Some(n) = parse_int(value) else {
+                self.rejected.insert(node.span, Some(stand_in(schema, &["integer"])));
                 self.diagnostics.push(
                     Diagnostic::error("wepoq::spec::range", format!("{what} is too large"))
                         .label(node.span, "out of range"),
@@ -147,6 +188,7 @@ impl<'s> Checker<'s> {
                     (None, Some(b)) => format!("at most {b}"),
                     (None, None) => unreachable!(),
                 };
+                self.rejected.insert(node.span, Some(stand_in(schema, &["integer"])));
                 self.diagnostics.push(
                     Diagnostic::error("wepoq::spec::range", format!("{what} must be {range}, found {value}"))
                         .label(node.span, format!("must be {range}"))
@@ -164,6 +206,17 @@ impl<'s> Checker<'s> {
                 }
             }
         }
+    }
+}
+
+/// A harmless value of the expected type, used in place of a bad one.
+fn stand_in(schema: &Value, types: &[&str]) -> Value {
+    match types.iter().find(|t| **t != "null") {
+        Some(&"array") => Value::Array(Vec::new()),
+        Some(&"object") => Value::Object(Map::new()),
+        Some(&"integer") | Some(&"number") => schema.get("minimum").cloned().unwrap_or(Value::from(0)),
+        Some(&"boolean") => Value::Bool(false),
+        _ => Value::String(String::new()),
     }
 }
 
@@ -207,9 +260,13 @@ fn type_word(ty: &str) -> &'static str {
     }
 }
 
-/// The first sentence of a schema description, as help text.
+/// The first sentence of a schema description, as help text (a sentence ends at a period
+/// followed by a capital, so "e.g. `80/tcp`" stays whole).
 fn describe(schema: &Value) -> Option<String> {
-    let text = schema.get("description")?.as_str()?;
-    let first = text.split(". ").next().unwrap_or(text).trim_end_matches('.');
-    Some(first.replace('\n', " "))
+    let text = schema.get("description")?.as_str()?.replace('\n', " ");
+    let bytes = text.as_bytes();
+    let end = (0..bytes.len().saturating_sub(2))
+        .find(|&i| bytes[i] == b'.' && bytes[i + 1] == b' ' && bytes[i + 2].is_ascii_uppercase())
+        .unwrap_or(text.len());
+    Some(text[..end].trim_end_matches('.').to_string())
 }

@@ -8,7 +8,6 @@ use super::output::{print_diagnostics, write_atomically};
 use super::SpecArgs;
 
 pub struct Loaded {
-    pub sources: Sources,
     pub compiled: Compiled,
 }
 
@@ -74,5 +73,5 @@ pub fn load(args: &SpecArgs) -> Result<Loaded, Failed> {
             eprintln!("note: wrote {} (commit it next to the spec)", path.display());
         }
     }
-    Ok(Loaded { sources, compiled })
+    Ok(Loaded { compiled })
 }

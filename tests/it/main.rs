@@ -1,1 +1,8 @@
+//! wepoq's one integration-test binary: data-driven cases, the CLI, and the live tests.
 
+mod cases;
+mod cli;
+mod fuzz_smoke;
+mod schema;
+mod stickiness;
+mod support;

@@ -1,0 +1,115 @@
+//! Shared test helpers: loading cases, finding external programs, temp dirs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use wepoq_compiler::{compile, Compiled, Diagnostic, Input, Sources};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether an external program is there. Under CI it must be: a missing one fails the test
+/// rather than skipping it; on a developer machine the test skips with the reason printed.
+pub fn require(program: &str, why: &str) -> bool {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{program} is required under CI ({why}); .ci/run installs it");
+        }
+        eprintln!("skipping: {program} is not installed ({why})");
+    }
+    found
+}
+
+/// A case: a directory holding one or more `wepoq.yaml` (one namespace each), each with an
+/// optional `wepoq.lock` beside it.
+pub struct Case {
+    pub name: String,
+    pub dir: PathBuf,
+    pub specs: Vec<PathBuf>,
+}
+
+fn specs_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "wepoq.yaml") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for (prefix, root) in [("example-", repo().join("examples")), ("", repo().join("tests/data"))] {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+        dirs.sort();
+        for dir in dirs {
+            let name = format!("{prefix}{}", dir.file_name().unwrap().to_string_lossy());
+            cases.push(Case { name, specs: specs_under(&dir), dir });
+        }
+    }
+    cases
+}
+
+impl Case {
+    pub fn is_bad(&self) -> bool {
+        self.name.starts_with("bad-")
+    }
+
+    /// Compiles the case; file names in diagnostics are relative to the case directory, so
+    /// snapshots do not depend on where the repository lives.
+    pub fn compile(&self) -> (Sources, Result<Compiled, Vec<Diagnostic>>) {
+        let mut sources = Sources::new();
+        let mut inputs = Vec::new();
+        for spec in &self.specs {
+            let rel = spec.strip_prefix(&self.dir).unwrap().display().to_string();
+            let spec_id = sources.add(rel.clone(), std::fs::read_to_string(spec).unwrap());
+            let lock = spec.with_file_name("wepoq.lock");
+            let lock_id = lock.exists().then(|| {
+                let rel = lock.strip_prefix(&self.dir).unwrap().display().to_string();
+                sources.add(rel, std::fs::read_to_string(&lock).unwrap())
+            });
+            inputs.push(Input { spec: spec_id, lock: lock_id });
+        }
+        let result = compile(&sources, &inputs);
+        (sources, result)
+    }
+}
+
+pub fn compile_text(spec: &str, lock: Option<&str>) -> Result<Compiled, Vec<Diagnostic>> {
+    let mut sources = Sources::new();
+    let spec = sources.add("wepoq.yaml", spec);
+    let lock = lock.map(|l| sources.add("wepoq.lock", l));
+    compile(&sources, &[Input { spec, lock }])
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wepoq-test-{tag}-{}-{}", std::process::id(), unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs `named-checkzone` on a zone text; returns its output on failure.
+pub fn check_zone(origin: &str, zone: &str) -> Result<(), String> {
+    let dir = temp_dir("zone");
+    let file = dir.join("zone");
+    std::fs::write(&file, zone).unwrap();
+    let out = Command::new("named-checkzone").arg(origin).arg(&file).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    if out.status.success() { Ok(()) } else { Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))) }
+}
