@@ -1,3 +1,357 @@
-//! Handoff benchmark: direct accept against stub + warm worker (filled in next).
+//! Handoff benchmark: the same loopback client against a server that accepts directly and
+//! against stub + warm worker, measured in one run and printed side by side with targets.
+//!
+//! Run: `cargo bench -p wepoq-runtime --bench handoff`. Loopback only, about 20 seconds.
 
-fn main() {}
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wepoq-runtime");
+const LATENCY_SAMPLES: usize = 20_000;
+const BLOCK: usize = 2_000;
+const CLIENTS: usize = 4;
+/// Serving threads for direct and warm workers for the stub: one per client, both sides.
+const SERVERS: usize = CLIENTS;
+const THROUGHPUT_FOR: Duration = Duration::from_secs(2);
+const COLD_SAMPLES: usize = 40;
+const QUEUED: usize = 10_000;
+
+/// A stub process, killed on drop.
+struct Stub {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Stub {
+    fn start(name: &str, args: &[&str], worker: &[&str]) -> Stub {
+        let dir = std::env::temp_dir().join(format!("wepoq-bench-{}-{name}", std::process::id()));
+        let mut child = Command::new(BIN)
+            .args(["stub", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--socket-dir"])
+            .arg(&dir)
+            .args(args)
+            .arg("--")
+            .args(worker)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stub");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let line = loop {
+            let line = lines.next().expect("stub ready line").unwrap();
+            if line.starts_with("wepoq-stub ready") {
+                break line;
+            }
+        };
+        // Keep draining stderr so the stub never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let field = |name: &str| {
+            line.split(' ')
+                .find_map(|f| f.strip_prefix(name))
+                .unwrap()
+                .to_owned()
+        };
+        Stub {
+            child,
+            addr: field("listen=").parse().unwrap(),
+            admin: field("admin=").parse().unwrap(),
+            dir,
+        }
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let mut s = TcpStream::connect(self.admin).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .parse()
+            .unwrap()
+    }
+
+    fn workers(&self) -> f64 {
+        ["starting", "idle", "busy", "marked"]
+            .iter()
+            .map(|s| self.metric(&format!("wepoq_workers{{state=\"{s}\"}}")))
+            .sum()
+    }
+
+    fn wait_for(&self, what: &str, f: impl Fn(&Stub) -> bool) {
+        let start = Instant::now();
+        while !f(self) {
+            assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The same server logic as the example echo worker: read, write back, until the client ends.
+fn direct_server(listener: TcpListener, stop: Arc<AtomicBool>) {
+    let mut buf = [0u8; 64];
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut s) = stream else { continue };
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// connect, 1-byte request, 1-byte reply, close (reset, so no TIME_WAIT piles up).
+fn round_trip(addr: SocketAddr) -> Duration {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).unwrap();
+    nix::sys::socket::setsockopt(
+        &s,
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+    s.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).expect("one byte back");
+    drop(s);
+    t.elapsed()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn throughput(addr: SocketAddr) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + THROUGHPUT_FOR;
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                while Instant::now() < end {
+                    round_trip(addr);
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / THROUGHPUT_FOR.as_secs_f64()
+}
+
+fn start_direct() -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    for _ in 0..SERVERS {
+        let (l, stop) = (listener.try_clone().unwrap(), stop.clone());
+        std::thread::spawn(move || direct_server(l, stop));
+    }
+    (addr, stop)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let started = Instant::now();
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+    let netns = nix::unistd::geteuid().is_root();
+
+    // Latency and throughput: direct vs stub with a warm pool, twice: the stub and its
+    // workers pinned to one CPU (`--cpus`, the recommended setting), and unpinned. The
+    // direct server is never pinned. Interleaved in blocks so drift hits all sides alike.
+    let (direct, stop) = start_direct();
+    let last_cpu = (std::thread::available_parallelism().map_or(1, |n| n.get()) - 1).to_string();
+    let pool = SERVERS.to_string();
+    let warm_args = ["--min-workers", &pool, "--max-workers", &pool, "--queue", "4096"];
+    let pinned = Stub::start(
+        "pinned",
+        &[&warm_args[..], &["--cpus", &last_cpu]].concat(),
+        &[BIN, "example-worker"],
+    );
+    let free = Stub::start("free", &warm_args, &[BIN, "example-worker"]);
+    for stub in [&pinned, &free] {
+        stub.wait_for("warm pool", |s| {
+            s.metric("wepoq_workers{state=\"idle\"}") == SERVERS as f64
+        });
+    }
+    let targets = [direct, pinned.addr, free.addr];
+    for _ in 0..1000 {
+        for t in targets {
+            round_trip(t);
+        }
+    }
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    while samples[0].len() < LATENCY_SAMPLES {
+        for (t, out) in targets.iter().zip(samples.iter_mut()) {
+            for _ in 0..BLOCK {
+                out.push(round_trip(*t));
+            }
+        }
+    }
+    let [p50, p99]: [[Duration; 3]; 2] = [0.5, 0.99].map(|p| {
+        [0, 1, 2].map(|i| {
+            samples[i].sort();
+            percentile(&samples[i], p)
+        })
+    });
+    let handoff_us = pinned.metric("wepoq_handoff_latency_seconds_sum") * 1e6
+        / pinned.metric("wepoq_handoff_latency_seconds_count");
+    let tput = targets.map(throughput);
+    stop.store(true, Ordering::Relaxed);
+    drop(pinned);
+    drop(free);
+
+    // Cold start: empty pool, worker processes started on demand; accept to first byte.
+    let cold = Stub::start(
+        "cold",
+        &["--min-workers", "0", "--idle-timeout", "1ms", "--sweep-grace", "1ms"],
+        &[BIN, "example-worker"],
+    );
+    let mut c = Vec::new();
+    for _ in 0..COLD_SAMPLES {
+        cold.wait_for("empty pool", |s| s.workers() == 0.0);
+        c.push(round_trip(cold.addr));
+    }
+    let cold_starts = cold.metric("wepoq_cold_start_seconds_count");
+    drop(cold);
+    c.sort();
+    let (c50, c99) = (percentile(&c, 0.5), percentile(&c, 0.99));
+
+    // Memory: 10k connections waiting for a worker that never registers.
+    let queued_stub = Stub::start(
+        "queued",
+        &[
+            "--max-workers", "1", "--queue", "20000", "--queue-timeout", "120s",
+            "--start-timeout", "120s",
+        ],
+        &["sleep", "120"],
+    );
+    let rss_idle = queued_stub.rss_kib();
+    let mut held = Vec::with_capacity(QUEUED);
+    for _ in 0..QUEUED {
+        held.push(TcpStream::connect(queued_stub.addr).expect("connect while queueing"));
+    }
+    queued_stub.wait_for("10k queued", |s| s.metric("wepoq_queue_depth") == QUEUED as f64);
+    let rss = queued_stub.rss_kib();
+    drop(held);
+    drop(queued_stub);
+
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!();
+    println!(
+        "wepoq-runtime handoff benchmark ({LATENCY_SAMPLES} samples each, {CLIENTS} clients x {THROUGHPUT_FOR:?} for throughput, {SERVERS} direct threads / warm workers, workers {} netns)",
+        if netns { "in an empty" } else { "without" }
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>10}   {:<22} {}",
+        "figure", "direct", "stub", "added", "target", ""
+    );
+    let row = |name: &str, direct: String, stub: String, added: String, target: &str, ok: bool| {
+        println!(
+            "{name:<40} {direct:>10} {stub:>10} {added:>10}   {target:<22} {}",
+            verdict(ok)
+        );
+    };
+    for (i, how) in [(1, "pinned"), (2, "unpinned")] {
+        let added50 = us(p50[i]) - us(p50[0]);
+        let added99 = us(p99[i]) - us(p99[0]);
+        let ratio = tput[i] / tput[0];
+        row(
+            &format!("latency p50 (us), stub {how}"),
+            format!("{:.1}", us(p50[0])),
+            format!("{:.1}", us(p50[i])),
+            format!("{added50:+.1}"),
+            "added <= 10 us",
+            added50 <= 10.0,
+        );
+        row(
+            &format!("latency p99 (us), stub {how}"),
+            format!("{:.1}", us(p99[0])),
+            format!("{:.1}", us(p99[i])),
+            format!("{added99:+.1}"),
+            "added <= 50 us",
+            added99 <= 50.0,
+        );
+        row(
+            &format!("throughput (conn/s), stub {how}"),
+            format!("{:.0}", tput[0]),
+            format!("{:.0}", tput[i]),
+            format!("{:.0}%", ratio * 100.0),
+            "stub >= 80% of direct",
+            ratio >= 0.8,
+        );
+    }
+    row(
+        "cold start p50 (ms, accept->byte)",
+        "-".into(),
+        format!("{:.2}", ms(c50)),
+        "-".into(),
+        "<= 5 ms",
+        ms(c50) <= 5.0,
+    );
+    row(
+        "cold start p99 (ms, accept->byte)",
+        "-".into(),
+        format!("{:.2}", ms(c99)),
+        "-".into(),
+        "<= 20 ms",
+        ms(c99) <= 20.0,
+    );
+    row(
+        "stub RSS, 10k queued (MiB)",
+        "-".into(),
+        format!("{:.1}", rss as f64 / 1024.0),
+        format!("{:+.1}", (rss as f64 - rss_idle as f64) / 1024.0),
+        "< 32 MiB",
+        rss < 32 * 1024,
+    );
+    println!("(inside the pinned stub, accept to handoff averaged {handoff_us:.1} us)");
+    println!(
+        "(cold starts counted by the stub: {cold_starts}; anchors: Knative queue-proxy+activator ~2-3 ms, OpenFaaS watchdog ~1 ms; run took {:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -82,6 +82,10 @@ pub struct StubArgs {
     /// Keep workers in the stub's network namespace even when root
     #[arg(long)]
     pub no_isolate_network: bool,
+    /// Pin the stub and its process workers to these CPUs (e.g. 1 or 0-1 or 0,2): handoffs
+    /// then wake a worker on the stub's own core instead of another, idle one
+    #[arg(long, value_parser = parse_cpus)]
+    pub cpus: Option<CpuList>,
     /// The worker command, after `--`
     #[arg(last = true, required = true)]
     pub worker: Vec<OsString>,
@@ -104,6 +108,29 @@ pub struct ExampleWorkerArgs {
     /// Pretend each connection takes this long (e.g. 200ms)
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub delay: Duration,
+}
+
+/// A set of CPU numbers, as `taskset -c` takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Parses a CPU list such as `1`, `0-3` or `0,2`.
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in s.split(',') {
+        let bad = || format!("bad cpu list {s:?}");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(CpuList(cpus))
 }
 
 /// Parses `250ms`, `2s`, `1m` or a bare number of seconds.
@@ -178,6 +205,19 @@ fn run_stub(args: StubArgs) -> ExitCode {
         admin: args.admin,
         records: args.records,
     };
+    if let Some(CpuList(cpus)) = &args.cpus {
+        // Set before anything starts: workers inherit the mask through fork.
+        let mut set = nix::sched::CpuSet::new();
+        for &cpu in cpus {
+            if set.set(cpu).is_err() {
+                eprintln!("error: cpu {cpu} is out of range");
+                return ExitCode::FAILURE;
+            }
+        }
+        if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+            return report(&e);
+        }
+    }
     let mut worker = args.worker.into_iter();
     let program = PathBuf::from(worker.next().expect("clap requires a worker command"));
     let isolate = !args.no_isolate_network && ProcessBackend::can_isolate_network();
@@ -215,5 +255,13 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn cpu_lists_take_ranges() {
+        assert_eq!(parse_cpus("1"), Ok(CpuList(vec![1])));
+        assert_eq!(parse_cpus("0-2,5"), Ok(CpuList(vec![0, 1, 2, 5])));
+        assert!(parse_cpus("3-1").is_err());
+        assert!(parse_cpus("x").is_err());
     }
 }

@@ -290,6 +290,11 @@ fn bind(addr: SocketAddr) -> io::Result<AsyncFd<std::net::TcpListener>> {
 /// Accepts in batches with plain accept4: the accepted socket is never registered with the
 /// reactor, since the stub only passes it on.
 async fn accept_clients(listener: AsyncFd<std::net::TcpListener>, events: mpsc::UnboundedSender<Event>) {
+    let bound = listener
+        .get_ref()
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         let accepted = listener
             .async_io(Interest::READABLE, |l| l.accept())
@@ -301,7 +306,12 @@ async fn accept_clients(listener: AsyncFd<std::net::TcpListener>, events: mpsc::
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(0);
-                let local = stream.local_addr().unwrap_or(remote);
+                // A listener bound to one address (the usual case in an endpoint's namespace)
+                // tells us the local address without a getsockname per connection.
+                let local = match bound {
+                    Some(addr) => addr,
+                    None => stream.local_addr().unwrap_or(remote),
+                };
                 let conn = Accepted {
                     stream,
                     remote,
@@ -312,6 +322,9 @@ async fn accept_clients(listener: AsyncFd<std::net::TcpListener>, events: mpsc::
                 if events.send(Event::Accepted(conn)).is_err() {
                     return;
                 }
+                // Let the dispatcher hand this one off before we look for the next: the
+                // accept that finds the queue empty is then off the latency path.
+                tokio::task::yield_now().await;
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on a ready listener.
