@@ -221,6 +221,9 @@ fn run_stub(args: StubArgs) -> ExitCode {
     let mut worker = args.worker.into_iter();
     let program = PathBuf::from(worker.next().expect("clap requires a worker command"));
     let isolate = !args.no_isolate_network && ProcessBackend::can_isolate_network();
+    if !isolate && !args.no_isolate_network {
+        eprintln!("wepoq-stub: not root, so workers share the stub's network namespace");
+    }
     let backend = Arc::new(ProcessBackend::new(program, worker.collect(), isolate));
     // One thread: accept, dispatch and handoff stay on one core with no cross-thread wakeups.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
