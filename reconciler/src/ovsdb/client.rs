@@ -446,10 +446,11 @@ impl Driver {
                 let _ = reply.send(result);
             }
             None => {
-                if let Err(e) = result {
-                    if pending.monitor.is_some() {
-                        return Err(format!("re-sync of a monitor failed: {e}"));
-                    }
+                // A monitor whose re-sync fails stays stale: tell its handle rather than
+                // reconnecting in a loop against a server that keeps refusing.
+                if let (Err(e), Some(m)) = (result, &pending.monitor) {
+                    self.monitors.remove(&m.id);
+                    m.fail(format!("re-sync after reconnect failed: {e}"));
                 }
             }
         }

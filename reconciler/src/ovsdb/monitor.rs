@@ -50,6 +50,8 @@ pub(crate) struct MonitorState {
     columns: HashMap<String, HashMap<String, ColumnType>>,
     tables: RwLock<Tables>,
     generation: watch::Sender<u64>,
+    /// Set when the cache can no longer be kept current.
+    failure: std::sync::Mutex<Option<String>>,
 }
 
 impl MonitorState {
@@ -87,6 +89,7 @@ impl MonitorState {
             columns,
             tables: RwLock::new(Tables::new()),
             generation: watch::channel(0).0,
+            failure: std::sync::Mutex::default(),
         })
     }
 
@@ -100,6 +103,11 @@ impl MonitorState {
         *self.tables.write().expect("monitor lock") = fresh;
         self.generation.send_modify(|g| *g += 1);
         Ok(())
+    }
+
+    pub(crate) fn fail(&self, reason: String) {
+        *self.failure.lock().expect("monitor lock") = Some(reason);
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Applies one `update2` notification's table-updates.
@@ -238,6 +246,12 @@ impl Monitor {
         *self.changes.borrow()
     }
 
+    /// Why the cache stopped following the server, if it did (the server refused to
+    /// re-establish the monitor after a reconnect).
+    pub fn failure(&self) -> Option<String> {
+        self.state.failure.lock().expect("monitor lock").clone()
+    }
+
     /// Waits until `pred` holds on the cache, re-checking after every update.
     pub async fn wait_for(&mut self, timeout: Duration, mut pred: impl FnMut(&Tables) -> bool) -> Result<(), Error> {
         let wait = async {
@@ -245,6 +259,9 @@ impl Monitor {
                 self.changes.borrow_and_update();
                 if self.with(&mut pred) {
                     return Ok(());
+                }
+                if let Some(reason) = self.failure() {
+                    return Err(Error::ConnectionLost { url: self.client.url().to_owned(), reason });
                 }
                 if self.changes.changed().await.is_err() {
                     return Err(Error::Closed);
