@@ -224,7 +224,10 @@ fn run_stub(args: StubArgs) -> ExitCode {
     if !isolate && !args.no_isolate_network {
         eprintln!("wepoq-stub: not root, so workers share the stub's network namespace");
     }
-    let backend = Arc::new(ProcessBackend::new(program, worker.collect(), isolate));
+    let backend = match ProcessBackend::new(program, worker.collect(), isolate) {
+        Ok(b) => Arc::new(b),
+        Err(e) => return report(&e),
+    };
     // One thread: accept, dispatch and handoff stay on one core with no cross-thread wakeups.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
