@@ -257,7 +257,6 @@ impl Value {
     pub fn as_set(&self) -> Option<&BTreeSet<Atom>> {
         match self {
             Value::Set(s) => Some(s),
-            Value::Map(m) if m.is_empty() => None,
             Value::Map(_) => None,
         }
     }
