@@ -11,7 +11,7 @@
 //! The script is the single place that knows how to start and stop OVN, so a human gets
 //! the same thing with `eval "$(scripts/ovn-sandbox up /tmp/sb)"` (docs/ovn-sandbox.md).
 
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -64,7 +64,9 @@ pub fn require(component: Component) -> Option<()> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("CI=true but {reason}: install ovn-central ovn-host openvswitch-switch iproute2 ethtool");
     }
-    eprintln!("skipping: {reason}");
+    // Straight to stderr: libtest captures eprintln! of passing tests, and a skip should
+    // be seen.
+    let _ = writeln!(io::stderr(), "skipping: {reason}");
     None
 }
 
