@@ -111,6 +111,9 @@ fn exec_child(raw: i32, mode: ShimMode, file: &CString, args: &[CString], mut en
     unsafe {
         // The program must not outlive a shim that is stopped or crashes.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // Rust starts us with SIGPIPE ignored, and an ignored signal survives exec; the
+        // program expects the default.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let targets: &[i32] = match mode {
             ShimMode::Systemd => &[3],
             ShimMode::Inetd => &[0, 1],

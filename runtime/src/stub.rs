@@ -166,8 +166,10 @@ pub async fn run(
     if config.fqdn.len() > 255 {
         return Err(StubError::Config("fqdn is longer than 255 bytes".into()));
     }
-    if config.concurrency == 0 {
-        return Err(StubError::Config("concurrency must be at least 1".into()));
+    // Handoffs queue in the worker's socket, which holds at most net.unix.max_dgram_qlen
+    // (512 by default) messages; stay well below so a send never meets a full queue.
+    if !(1..=256).contains(&config.concurrency) {
+        return Err(StubError::Config("concurrency must be between 1 and 256".into()));
     }
     raise_fd_limit();
     let dir_err = |source| StubError::SocketDir {

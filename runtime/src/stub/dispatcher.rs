@@ -413,9 +413,6 @@ impl Dispatcher {
     /// Starts workers for the queue (one per `concurrency` waiting connections) and up to the
     /// minimum, never past the maximum.
     fn scale(&mut self) {
-        if self.drain_until.is_some() {
-            return;
-        }
         if self.spawn_not_before.is_some_and(|t| Instant::now() < t) {
             return;
         }
@@ -428,7 +425,12 @@ impl Dispatcher {
             .count();
         let waiting = self.queue.len().saturating_sub(starting * conc);
         let for_queue = waiting.div_ceil(conc);
-        let for_min = self.config.min_workers.saturating_sub(live);
+        // While draining, workers are still started for connections already queued, but
+        // the pool is no longer kept at its minimum.
+        let for_min = match self.drain_until {
+            Some(_) => 0,
+            None => self.config.min_workers.saturating_sub(live),
+        };
         let room = self.config.max_workers.saturating_sub(live);
         for _ in 0..for_queue.max(for_min).min(room) {
             self.spawn_worker();
@@ -436,8 +438,14 @@ impl Dispatcher {
     }
 
     fn spawn_worker(&mut self) {
-        let id = format!("w{}", self.next_worker);
-        self.next_worker += 1;
+        // Workers that registered on their own pick their ids; never reuse one of theirs.
+        let id = loop {
+            let id = format!("w{}", self.next_worker);
+            self.next_worker += 1;
+            if self.workers.iter().all(|w| w.id != id) {
+                break id;
+            }
+        };
         let now = Instant::now();
         self.workers.push(Slot {
             id: id.clone(),
