@@ -32,7 +32,14 @@ impl Stub {
     fn start(name: &str, args: &[&str], worker: &[&str]) -> Stub {
         let dir = std::env::temp_dir().join(format!("wepoq-bench-{}-{name}", std::process::id()));
         let mut child = Command::new(BIN)
-            .args(["stub", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--socket-dir"])
+            .args([
+                "stub",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--socket-dir",
+            ])
             .arg(&dir)
             .args(args)
             .arg("--")
@@ -86,7 +93,10 @@ impl Stub {
     fn wait_for(&self, what: &str, f: impl Fn(&Stub) -> bool) {
         let start = Instant::now();
         while !f(self) {
-            assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -204,7 +214,14 @@ fn main() {
     let (direct, stop) = start_direct();
     let last_cpu = (std::thread::available_parallelism().map_or(1, |n| n.get()) - 1).to_string();
     let pool = SERVERS.to_string();
-    let warm_args = ["--min-workers", &pool, "--max-workers", &pool, "--queue", "4096"];
+    let warm_args = [
+        "--min-workers",
+        &pool,
+        "--max-workers",
+        &pool,
+        "--queue",
+        "4096",
+    ];
     let pinned = Stub::start(
         "pinned",
         &[&warm_args[..], &["--cpus", &last_cpu]].concat(),
@@ -246,7 +263,14 @@ fn main() {
     // Cold start: empty pool, worker processes started on demand; accept to first byte.
     let cold = Stub::start(
         "cold",
-        &["--min-workers", "0", "--idle-timeout", "1ms", "--sweep-grace", "1ms"],
+        &[
+            "--min-workers",
+            "0",
+            "--idle-timeout",
+            "1ms",
+            "--sweep-grace",
+            "1ms",
+        ],
         &[BIN, "example-worker"],
     );
     let mut c = Vec::new();
@@ -263,8 +287,14 @@ fn main() {
     let queued_stub = Stub::start(
         "queued",
         &[
-            "--max-workers", "1", "--queue", "20000", "--queue-timeout", "120s",
-            "--start-timeout", "120s",
+            "--max-workers",
+            "1",
+            "--queue",
+            "20000",
+            "--queue-timeout",
+            "120s",
+            "--start-timeout",
+            "120s",
         ],
         &["sleep", "120"],
     );
@@ -273,7 +303,9 @@ fn main() {
     for _ in 0..QUEUED {
         held.push(TcpStream::connect(queued_stub.addr).expect("connect while queueing"));
     }
-    queued_stub.wait_for("10k queued", |s| s.metric("wepoq_queue_depth") == QUEUED as f64);
+    queued_stub.wait_for("10k queued", |s| {
+        s.metric("wepoq_queue_depth") == QUEUED as f64
+    });
     let rss = queued_stub.rss_kib();
     drop(held);
     drop(queued_stub);
@@ -287,8 +319,8 @@ fn main() {
         if netns { "in an empty" } else { "without" }
     );
     println!(
-        "{:<40} {:>10} {:>10} {:>10}   {:<22} {}",
-        "figure", "direct", "stub", "added", "target", ""
+        "{:<40} {:>10} {:>10} {:>10}   {:<22} verdict",
+        "figure", "direct", "stub", "added", "target"
     );
     let row = |name: &str, direct: String, stub: String, added: String, target: &str, ok: bool| {
         println!(

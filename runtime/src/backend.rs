@@ -64,8 +64,11 @@ pub enum BackendError {
 pub trait WorkerBackend: Send + Sync + 'static {
     /// Starts a worker; resolves once it is started, not once it registered (the stub sees
     /// that on its socket). `exited` must be called when the worker ends.
-    fn spawn(&self, request: SpawnRequest, exited: ExitNotice)
-    -> BoxFuture<'_, Result<(), BackendError>>;
+    fn spawn(
+        &self,
+        request: SpawnRequest,
+        exited: ExitNotice,
+    ) -> BoxFuture<'_, Result<(), BackendError>>;
 
     /// Asks a worker to stop. Stopping one that already ended is not an error.
     fn stop(&self, worker_id: &str) -> BoxFuture<'_, Result<(), BackendError>>;

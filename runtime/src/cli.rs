@@ -15,6 +15,8 @@ use crate::stub::control::CredentialPolicy;
 use crate::stub::{Protocol, StubConfig};
 
 /// Commands that run on the data plane (inside an endpoint's namespace or a container).
+// Parsed once per process: the size of the stub's arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, clap::Subcommand)]
 pub enum RuntimeCommand {
     /// Accept connections and hand them to warm workers
@@ -121,7 +123,8 @@ fn parse_cpus(s: &str) -> Result<CpuList, String> {
         let bad = || format!("bad cpu list {s:?}");
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                 if a > b {
                     return Err(bad());
                 }
@@ -229,13 +232,19 @@ fn run_stub(args: StubArgs) -> ExitCode {
         Err(e) => return report(&e),
     };
     // One thread: accept, dispatch and handoff stay on one core with no cross-thread wakeups.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return report(&e),
     };
     let result = runtime.block_on(crate::stub::run(config, backend, |ready| {
         let listen: Vec<String> = ready.listen.iter().map(|a| a.to_string()).collect();
-        let admin = ready.admin.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        let admin = ready
+            .admin
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
         // Machine-readable, so whoever started us (tests, scripts) learns the bound ports.
         eprintln!(
             "wepoq-stub ready listen={} admin={admin} socket={}",

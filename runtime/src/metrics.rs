@@ -43,7 +43,12 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", v.load(Relaxed));
         };
-        counter(&mut out, "wepoq_connections_accepted_total", "connections accepted", &self.accepted);
+        counter(
+            &mut out,
+            "wepoq_connections_accepted_total",
+            "connections accepted",
+            &self.accepted,
+        );
         let _ = writeln!(
             out,
             "# HELP wepoq_connections_total connections finished, by outcome\n# TYPE wepoq_connections_total counter"
@@ -61,18 +66,40 @@ impl Metrics {
             "# HELP wepoq_queue_depth connections waiting for a worker\n# TYPE wepoq_queue_depth gauge\nwepoq_queue_depth {}",
             self.queue_depth.load(Relaxed)
         );
-        let _ = writeln!(out, "# HELP wepoq_workers workers by state\n# TYPE wepoq_workers gauge");
+        let _ = writeln!(
+            out,
+            "# HELP wepoq_workers workers by state\n# TYPE wepoq_workers gauge"
+        );
         for (state, v) in [
             ("starting", &self.workers_starting),
             ("idle", &self.workers_idle),
             ("busy", &self.workers_busy),
             ("marked", &self.workers_marked),
         ] {
-            let _ = writeln!(out, "wepoq_workers{{state=\"{state}\"}} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "wepoq_workers{{state=\"{state}\"}} {}",
+                v.load(Relaxed)
+            );
         }
-        counter(&mut out, "wepoq_workers_started_total", "workers asked of the backend", &self.workers_started);
-        counter(&mut out, "wepoq_workers_swept_total", "idle workers stopped by mark-and-sweep", &self.workers_swept);
-        counter(&mut out, "wepoq_workers_lost_total", "workers that went away unasked", &self.workers_lost);
+        counter(
+            &mut out,
+            "wepoq_workers_started_total",
+            "workers asked of the backend",
+            &self.workers_started,
+        );
+        counter(
+            &mut out,
+            "wepoq_workers_swept_total",
+            "idle workers stopped by mark-and-sweep",
+            &self.workers_swept,
+        );
+        counter(
+            &mut out,
+            "wepoq_workers_lost_total",
+            "workers that went away unasked",
+            &self.workers_lost,
+        );
         counter(
             &mut out,
             "wepoq_workers_refused_total",

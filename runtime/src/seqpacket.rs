@@ -86,7 +86,10 @@ impl SeqPacket {
         )
         .map_err(io::Error::from)?;
         if sent != bytes.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "short seqpacket send"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short seqpacket send",
+            ));
         }
         Ok(())
     }
@@ -200,7 +203,11 @@ mod tests {
         assert_eq!(&one, b"x");
 
         drop(server);
-        assert_eq!(client.recv(&mut buf).unwrap().0, 0, "closed peer reads as 0");
+        assert_eq!(
+            client.recv(&mut buf).unwrap().0,
+            0,
+            "closed peer reads as 0"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

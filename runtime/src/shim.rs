@@ -43,13 +43,16 @@ pub fn run(mode: ShimMode, program: &[OsString]) -> Result<(), ShimError> {
     // The program sees our environment minus the stub's; a shim takes one connection at a time.
     let base_env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| {
-            ![ENV_SOCKET, ENV_WORKER_ID, ENV_CONCURRENCY].iter().any(|w| k == w)
+            ![ENV_SOCKET, ENV_WORKER_ID, ENV_CONCURRENCY]
+                .iter()
+                .any(|w| k == w)
                 && !k.as_bytes().starts_with(b"LISTEN_")
         })
         .collect();
     let worker = {
         let path = std::env::var_os(ENV_SOCKET).ok_or(WorkerError::Env { var: ENV_SOCKET })?;
-        let id = std::env::var(ENV_WORKER_ID).unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+        let id =
+            std::env::var(ENV_WORKER_ID).unwrap_or_else(|_| format!("pid-{}", std::process::id()));
         Worker::connect(std::path::Path::new(&path), &id, 1)?
     };
     while let Some(mut conn) = worker.accept()? {
@@ -61,12 +64,7 @@ pub fn run(mode: ShimMode, program: &[OsString]) -> Result<(), ShimError> {
             nix::unistd::ForkResult::Child => exec_child(raw, mode, &file, &args, env),
             nix::unistd::ForkResult::Parent { child } => {
                 drop(stream);
-                loop {
-                    match nix::sys::wait::waitpid(child, None) {
-                        Err(nix::errno::Errno::EINTR) => continue,
-                        _ => break,
-                    }
-                }
+                while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(child, None) {}
             }
         }
         // Dropping `conn` reports done.
@@ -106,7 +104,13 @@ fn connection_env(base: &[(OsString, OsString)], h: &Handoff, mode: ShimMode) ->
     env
 }
 
-fn exec_child(raw: i32, mode: ShimMode, file: &CString, args: &[CString], mut env: Vec<CString>) -> ! {
+fn exec_child(
+    raw: i32,
+    mode: ShimMode,
+    file: &CString,
+    args: &[CString],
+    mut env: Vec<CString>,
+) -> ! {
     // SAFETY: plain syscalls on descriptors this process owns, between fork and exec.
     unsafe {
         // The program must not outlive a shim that is stopped or crashes.

@@ -169,7 +169,9 @@ pub async fn run(
     // Handoffs queue in the worker's socket, which holds at most net.unix.max_dgram_qlen
     // (512 by default) messages; stay well below so a send never meets a full queue.
     if !(1..=256).contains(&config.concurrency) {
-        return Err(StubError::Config("concurrency must be between 1 and 256".into()));
+        return Err(StubError::Config(
+            "concurrency must be between 1 and 256".into(),
+        ));
     }
     raise_fd_limit();
     let dir_err = |source| StubError::SocketDir {
@@ -242,14 +244,7 @@ pub async fn run(
     tasks.spawn(signals(tx.clone()));
 
     let config = Arc::new(config);
-    let mut dispatcher = Dispatcher::new(
-        config.clone(),
-        backend,
-        tx,
-        metrics,
-        records,
-        acceptors,
-    );
+    let mut dispatcher = Dispatcher::new(config.clone(), backend, tx, metrics, records, acceptors);
     dispatcher.start();
     ready(&Ready {
         listen: bound,
@@ -291,16 +286,17 @@ fn bind(addr: SocketAddr) -> io::Result<AsyncFd<std::net::TcpListener>> {
 
 /// Accepts in batches with plain accept4: the accepted socket is never registered with the
 /// reactor, since the stub only passes it on.
-async fn accept_clients(listener: AsyncFd<std::net::TcpListener>, events: mpsc::UnboundedSender<Event>) {
+async fn accept_clients(
+    listener: AsyncFd<std::net::TcpListener>,
+    events: mpsc::UnboundedSender<Event>,
+) {
     let bound = listener
         .get_ref()
         .local_addr()
         .ok()
         .filter(|a| !a.ip().is_unspecified());
     loop {
-        let accepted = listener
-            .async_io(Interest::READABLE, |l| l.accept())
-            .await;
+        let accepted = listener.async_io(Interest::READABLE, |l| l.accept()).await;
         match accepted {
             Ok((stream, remote)) => {
                 let at = Instant::now();
@@ -350,8 +346,10 @@ async fn tick(events: mpsc::UnboundedSender<Event>, every: Duration) {
 
 async fn signals(events: mpsc::UnboundedSender<Event>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     tokio::select! {

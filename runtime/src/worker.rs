@@ -58,7 +58,8 @@ impl Worker {
     /// Registers using the environment a backend sets: socket path, worker id, concurrency.
     pub fn from_env() -> Result<Worker, WorkerError> {
         let path = std::env::var_os(ENV_SOCKET).ok_or(WorkerError::Env { var: ENV_SOCKET })?;
-        let id = std::env::var(ENV_WORKER_ID).unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+        let id =
+            std::env::var(ENV_WORKER_ID).unwrap_or_else(|_| format!("pid-{}", std::process::id()));
         let concurrency = std::env::var(ENV_CONCURRENCY)
             .ok()
             .and_then(|c| c.parse().ok())

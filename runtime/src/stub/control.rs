@@ -36,9 +36,7 @@ pub async fn accept_workers(
     metrics: Arc<Metrics>,
 ) {
     loop {
-        let accepted = listener
-            .async_io(Interest::READABLE, |l| l.accept())
-            .await;
+        let accepted = listener.async_io(Interest::READABLE, |l| l.accept()).await;
         let socket = match accepted {
             Ok(s) => s,
             Err(e) => {

@@ -235,7 +235,10 @@ impl Dispatcher {
             return Err(conn);
         }
         let socket = slot.socket.as_ref().expect("picked workers are ready");
-        if let Err(e) = socket.get_ref().send(&self.frame, Some(conn.stream.as_fd())) {
+        if let Err(e) = socket
+            .get_ref()
+            .send(&self.frame, Some(conn.stream.as_fd()))
+        {
             eprintln!("wepoq-stub: handoff to {} failed: {e}", slot.id);
             slot.stop(&self.backend);
             return Err(conn);
@@ -279,7 +282,9 @@ impl Dispatcher {
         let concurrency = (concurrency.max(1) as usize).min(self.config.concurrency as usize);
         match self.workers.iter_mut().find(|w| w.id == id) {
             Some(slot) if slot.socket.is_none() && !slot.stopping => {
-                self.metrics.cold_start.observe(now.duration_since(slot.asked_at));
+                self.metrics
+                    .cold_start
+                    .observe(now.duration_since(slot.asked_at));
                 slot.socket = Some(socket);
                 slot.concurrency = concurrency;
                 slot.registered_at = Some(now);
@@ -510,7 +515,13 @@ impl Dispatcher {
             service_us: None,
         });
         let retry = self.retry_after_secs();
-        refuse(conn.stream, self.config.protocol, why, retry, &self.lingering);
+        refuse(
+            conn.stream,
+            self.config.protocol,
+            why,
+            retry,
+            &self.lingering,
+        );
     }
 
     fn finish(&mut self) {
@@ -539,6 +550,8 @@ impl Dispatcher {
         self.metrics.workers_idle.store(idle, Relaxed);
         self.metrics.workers_busy.store(busy, Relaxed);
         self.metrics.workers_marked.store(marked, Relaxed);
-        self.metrics.queue_depth.store(self.queue.len() as u64, Relaxed);
+        self.metrics
+            .queue_depth
+            .store(self.queue.len() as u64, Relaxed);
     }
 }

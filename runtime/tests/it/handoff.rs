@@ -10,7 +10,12 @@ use crate::support::{BIN, Stub, http_get, parse_http};
 fn data_reaches_the_worker_and_the_peer_address_is_right() {
     let stub = Stub::start_listening(
         &["127.0.0.1:0", "127.0.0.2:0"],
-        &["--protocol", "http", "--fqdn", "vip.srv.result.ovn-vote.ns.ovn.wepoq.net"],
+        &[
+            "--protocol",
+            "http",
+            "--fqdn",
+            "vip.srv.result.ovn-vote.ns.ovn.wepoq.net",
+        ],
         &[BIN, "example-worker", "--mode", "http"],
     );
     for addr in stub.addrs.clone() {
@@ -64,9 +69,14 @@ fn every_connection_gets_a_record_and_the_metrics_count_it() {
     stub.wait_for("served count", Duration::from_secs(5), |s| {
         s.metric("wepoq_connections_total{outcome=\"served\"}") == 3.0
     });
-    stub.wait_for("records flushed", Duration::from_secs(5), |s| s.records().len() == 3);
+    stub.wait_for("records flushed", Duration::from_secs(5), |s| {
+        s.records().len() == 3
+    });
     let records = stub.records();
-    assert_eq!(records[0]["cold"], true, "the first one waited for a worker");
+    assert_eq!(
+        records[0]["cold"], true,
+        "the first one waited for a worker"
+    );
     assert_eq!(records[1]["cold"], false);
     for r in &records {
         assert_eq!(r["outcome"], "served");
@@ -75,8 +85,14 @@ fn every_connection_gets_a_record_and_the_metrics_count_it() {
         assert!(r["accept_unix_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000);
     }
     let text = stub.metrics();
-    assert!(text.contains("wepoq_handoff_latency_seconds_count 3\n"), "{text}");
-    assert!(text.contains("wepoq_cold_start_seconds_count 1\n"), "{text}");
+    assert!(
+        text.contains("wepoq_handoff_latency_seconds_count 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wepoq_cold_start_seconds_count 1\n"),
+        "{text}"
+    );
     assert!(text.contains("wepoq_workers{state=\"idle\"} 1\n"), "{text}");
     assert!(text.contains("wepoq_queue_depth 0\n"), "{text}");
 }

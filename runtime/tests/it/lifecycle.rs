@@ -23,7 +23,14 @@ fn the_stub_leaks_no_descriptors_over_100k_connections() {
     const TOTAL: usize = 100_000;
     const CLIENTS: usize = 4;
     let stub = Stub::start(
-        &["--min-workers", "4", "--max-workers", "4", "--queue", "4096"],
+        &[
+            "--min-workers",
+            "4",
+            "--max-workers",
+            "4",
+            "--queue",
+            "4096",
+        ],
         &[BIN, "example-worker"],
     );
     stub.wait_for("a warm pool", Duration::from_secs(5), |s| {
@@ -75,14 +82,25 @@ fn the_stub_leaks_no_descriptors_over_100k_connections() {
     while stub.open_fds() != before && t.elapsed() < Duration::from_secs(2) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(stub.open_fds(), before, "open descriptors before and after {made} connections");
+    assert_eq!(
+        stub.open_fds(),
+        before,
+        "open descriptors before and after {made} connections"
+    );
     assert!(stub.metric("wepoq_connections_total{outcome=\"served\"}") >= TOTAL as f64);
 }
 
 #[test]
 fn sigterm_drains_in_flight_and_queued_connections_then_exits() {
     let mut stub = Stub::start(
-        &["--protocol", "http", "--min-workers", "1", "--max-workers", "1"],
+        &[
+            "--protocol",
+            "http",
+            "--min-workers",
+            "1",
+            "--max-workers",
+            "1",
+        ],
         &[BIN, "example-worker", "--mode", "http", "--delay", "400ms"],
     );
     stub.wait_for("a warm worker", Duration::from_secs(5), |s| {
@@ -97,15 +115,29 @@ fn sigterm_drains_in_flight_and_queued_connections_then_exits() {
 
     stub.terminate();
     std::thread::sleep(Duration::from_millis(100));
-    assert!(TcpStream::connect(addr).is_err(), "no new connections while draining");
-    assert_eq!(in_flight.join().unwrap(), 200, "in-flight connection finished");
-    assert_eq!(queued.join().unwrap(), 200, "queued connection served, not dropped");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "no new connections while draining"
+    );
+    assert_eq!(
+        in_flight.join().unwrap(),
+        200,
+        "in-flight connection finished"
+    );
+    assert_eq!(
+        queued.join().unwrap(),
+        200,
+        "queued connection served, not dropped"
+    );
     let t = Instant::now();
     let status = loop {
         if let Some(status) = stub.child.try_wait().unwrap() {
             break status;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "stub did not exit after draining");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "stub did not exit after draining"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(status.success(), "{status}");

@@ -27,7 +27,16 @@ fn parallel_gets(stub: &Stub, n: usize, stagger: Duration) -> Vec<(u16, String, 
 #[test]
 fn the_per_worker_concurrency_limit_holds() {
     let stub = Stub::start(
-        &["--protocol", "http", "--concurrency", "2", "--max-workers", "1", "--min-workers", "1"],
+        &[
+            "--protocol",
+            "http",
+            "--concurrency",
+            "2",
+            "--max-workers",
+            "1",
+            "--min-workers",
+            "1",
+        ],
         &[BIN, "example-worker", "--mode", "http", "--delay", "150ms"],
     );
     stub.wait_for("a warm worker", Duration::from_secs(5), |s| {
@@ -46,13 +55,25 @@ fn the_per_worker_concurrency_limit_holds() {
     // most it ever held at once is what the stub allowed.
     assert!(maxes.iter().all(|m| *m <= 2), "{maxes:?}");
     assert!(maxes.contains(&2), "the limit of 2 was used: {maxes:?}");
-    assert!(elapsed >= Duration::from_millis(440), "6 x 150ms two at a time: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(440),
+        "6 x 150ms two at a time: {elapsed:?}"
+    );
 }
 
 #[test]
 fn a_full_queue_refuses_http_with_429_and_retry_after() {
     let stub = Stub::start(
-        &["--protocol", "http", "--max-workers", "1", "--min-workers", "1", "--queue", "2"],
+        &[
+            "--protocol",
+            "http",
+            "--max-workers",
+            "1",
+            "--min-workers",
+            "1",
+            "--queue",
+            "2",
+        ],
         &[BIN, "example-worker", "--mode", "http", "--delay", "400ms"],
     );
     stub.wait_for("a warm worker", Duration::from_secs(5), |s| {
@@ -71,9 +92,15 @@ fn a_full_queue_refuses_http_with_429_and_retry_after() {
             .parse()
             .unwrap();
         assert!(retry >= 1);
-        assert!(*took < Duration::from_millis(300), "refused at once, not after a wait: {took:?}");
+        assert!(
+            *took < Duration::from_millis(300),
+            "refused at once, not after a wait: {took:?}"
+        );
     }
-    assert_eq!(stub.metric("wepoq_connections_total{outcome=\"refused\"}"), 3.0);
+    assert_eq!(
+        stub.metric("wepoq_connections_total{outcome=\"refused\"}"),
+        3.0
+    );
 }
 
 #[test]
@@ -103,14 +130,24 @@ fn a_full_queue_closes_raw_tcp_at_once() {
     let results: Vec<(bool, Duration)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(results.iter().filter(|r| r.0).count(), 2, "{results:?}");
     for (_, took) in results.iter().filter(|r| !r.0) {
-        assert!(*took < Duration::from_millis(300), "closed at once: {took:?}");
+        assert!(
+            *took < Duration::from_millis(300),
+            "closed at once: {took:?}"
+        );
     }
 }
 
 #[test]
 fn idle_workers_are_swept_to_zero_and_come_back() {
     let stub = Stub::start(
-        &["--protocol", "http", "--idle-timeout", "100ms", "--sweep-grace", "100ms"],
+        &[
+            "--protocol",
+            "http",
+            "--idle-timeout",
+            "100ms",
+            "--sweep-grace",
+            "100ms",
+        ],
         &[BIN, "example-worker", "--mode", "http"],
     );
     let first = http_get(stub.addr(), "/");
@@ -124,7 +161,10 @@ fn idle_workers_are_swept_to_zero_and_come_back() {
     let pid = first["pid"].as_u64().unwrap();
     let gone = Instant::now();
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(gone.elapsed() < Duration::from_secs(5), "swept worker {pid} still runs");
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "swept worker {pid} still runs"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let second = http_get(stub.addr(), "/");
@@ -138,7 +178,14 @@ fn idle_workers_are_swept_to_zero_and_come_back() {
 #[test]
 fn a_connection_for_a_marked_worker_unmarks_it() {
     let stub = Stub::start(
-        &["--protocol", "http", "--idle-timeout", "150ms", "--sweep-grace", "1s"],
+        &[
+            "--protocol",
+            "http",
+            "--idle-timeout",
+            "150ms",
+            "--sweep-grace",
+            "1s",
+        ],
         &[BIN, "example-worker", "--mode", "http"],
     );
     assert_eq!(http_get(stub.addr(), "/").0, 200);
@@ -165,7 +212,11 @@ fn a_worker_that_dies_mid_connection_closes_it_and_is_replaced() {
     let t = Instant::now();
     let (status, _, _) = http_get(stub.addr(), "/crash");
     assert_eq!(status, 0, "no response from a crashed worker");
-    assert!(t.elapsed() < Duration::from_secs(3), "the client saw the end: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "the client saw the end: {:?}",
+        t.elapsed()
+    );
     stub.wait_for("the loss counted", Duration::from_secs(5), |s| {
         s.metric("wepoq_connections_total{outcome=\"worker_lost\"}") == 1.0
     });

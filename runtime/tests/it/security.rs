@@ -15,10 +15,20 @@ fn a_worker_with_the_wrong_credentials_is_refused() {
     let stranger = if me == 4242 { "4243" } else { "4242" };
     // The stub's own workers would fail the check too, so it has none: only the intruder.
     let stub = Stub::start(
-        &["--allow-uid", stranger, "--max-workers", "0", "--queue-timeout", "300ms"],
+        &[
+            "--allow-uid",
+            stranger,
+            "--max-workers",
+            "0",
+            "--queue-timeout",
+            "300ms",
+        ],
         &[BIN, "example-worker"],
     );
-    let mode = std::fs::metadata(stub.socket.parent().unwrap()).unwrap().permissions().mode();
+    let mode = std::fs::metadata(stub.socket.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o700, "socket directory is private");
 
     // The stub may close on the intruder before or after its hello went out: the hello then
@@ -49,15 +59,24 @@ fn a_worker_with_the_wrong_credentials_is_refused() {
         Err(e) => panic!("connect itself should work (the directory is ours): {e}"),
     }
     assert!(t.elapsed() < Duration::from_secs(2));
-    assert!(!client.join().unwrap(), "the client got nothing from anyone");
+    assert!(
+        !client.join().unwrap(),
+        "the client got nothing from anyone"
+    );
     assert_eq!(stub.metric("wepoq_workers_refused_total"), 1.0);
-    assert_eq!(stub.metric("wepoq_connections_total{outcome=\"expired\"}"), 1.0);
+    assert_eq!(
+        stub.metric("wepoq_connections_total{outcome=\"expired\"}"),
+        1.0
+    );
 }
 
 #[test]
 fn a_worker_with_the_right_credentials_gets_connections() {
     let me = nix::unistd::geteuid().as_raw().to_string();
-    let stub = Stub::start(&["--allow-uid", &me, "--max-workers", "0"], &[BIN, "example-worker"]);
+    let stub = Stub::start(
+        &["--allow-uid", &me, "--max-workers", "0"],
+        &[BIN, "example-worker"],
+    );
     let worker = Worker::connect(&stub.socket, "outside", 1).unwrap();
     let addr = stub.addr();
     let client = std::thread::spawn(move || {
@@ -96,7 +115,11 @@ fn process_workers_get_an_empty_network_namespace_when_root() {
     let theirs = lines.next().unwrap().to_owned();
     let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
     assert!(theirs.starts_with("net:["), "{out}");
-    assert_ne!(theirs, ours.to_string_lossy(), "the worker has its own network namespace");
+    assert_ne!(
+        theirs,
+        ours.to_string_lossy(),
+        "the worker has its own network namespace"
+    );
     let interfaces: Vec<&str> = lines
         .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
         .filter(|n| !n.contains('|') && !n.starts_with("Inter"))

@@ -34,7 +34,10 @@ printf 'pid=%s listen_pid=%s fds=%s names=%s remote=%s:%s ucspi=%s:%s\n' \
             .split(' ')
             .filter_map(|kv| kv.split_once('='))
             .collect();
-        assert_eq!(vars["listen_pid"], vars["pid"], "LISTEN_PID is the program's pid");
+        assert_eq!(
+            vars["listen_pid"], vars["pid"],
+            "LISTEN_PID is the program's pid"
+        );
         assert_eq!(vars["fds"], "1");
         assert_eq!(vars["names"], "connection");
         assert_eq!(vars["remote"], me.to_string());
@@ -45,7 +48,10 @@ printf 'pid=%s listen_pid=%s fds=%s names=%s remote=%s:%s ucspi=%s:%s\n' \
 #[test]
 fn inetd_mode_puts_the_connection_on_stdin_and_stdout() {
     let script = r#"read line; printf 'inetd %s from %s fds=%s\n' "$line" "$REMOTE_PORT" "${LISTEN_FDS:-none}""#;
-    let stub = Stub::start(&[], &[BIN, "shim", "--mode", "inetd", "--", "sh", "-c", script]);
+    let stub = Stub::start(
+        &[],
+        &[BIN, "shim", "--mode", "inetd", "--", "sh", "-c", script],
+    );
     let (out, me) = exchange(&stub, b"ping\n");
     assert_eq!(out, format!("inetd ping from {} fds=none\n", me.port()));
 }

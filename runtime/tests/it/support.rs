@@ -122,7 +122,11 @@ impl Stub {
     pub fn wait_for(&self, what: &str, within: Duration, f: impl Fn(&Stub) -> bool) {
         let start = Instant::now();
         while !f(self) {
-            assert!(start.elapsed() < within, "timed out waiting for {what}\n{}", self.metrics());
+            assert!(
+                start.elapsed() < within,
+                "timed out waiting for {what}\n{}",
+                self.metrics()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
