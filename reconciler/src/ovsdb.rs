@@ -19,6 +19,8 @@
 //!   shows a committed change when `transact` returns.
 //! - [`Client::sync_hv`]`(timeout)` does what `ovn-nbctl --wait=hv` does;
 //!   [`Client::wait_hv_cfg`]`(n, timeout)` waits for `NB_Global.hv_cfg >= n`.
+//! - [`Client::try_lock`]`(name)` / [`Client::unlock`]: ovsdb-server locks, for
+//!   [`Operation::Assert`] (one writer at a time).
 //! - Every request has a time limit ([`Timeouts::request`]); every [`Error`] says whether
 //!   it is retryable ([`Error::class`]).
 //!

@@ -211,6 +211,19 @@ impl Client {
         let _ = self.shared.commands.send(Command::CancelMonitor(id.to_owned()));
     }
 
+    /// Asks for the named lock (`[a-zA-Z_][a-zA-Z0-9_]*`); `true` when this connection
+    /// holds it now. `Operation::Assert` in a transaction then fails unless it still does.
+    /// Locks belong to the connection: after a reconnect, ask again.
+    pub async fn try_lock(&self, name: &str) -> Result<bool, Error> {
+        let result = self.call("lock", json!([name]), None).await?;
+        result.get("locked").and_then(Json::as_bool).ok_or_else(|| super::value::decode("lock result", &result))
+    }
+
+    /// Releases the named lock (or stops waiting for it).
+    pub async fn unlock(&self, name: &str) -> Result<(), Error> {
+        self.call("unlock", json!([name]), None).await.map(drop)
+    }
+
     /// Waits until NB_Global.hv_cfg reaches `target` (every chassis caught up).
     pub async fn wait_hv_cfg(&self, target: i64, timeout: Duration) -> Result<(), Error> {
         let mut global = self.monitor(NB_DB, MonitorSpec::new().table("NB_Global", &["hv_cfg"])).await?;

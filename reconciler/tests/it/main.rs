@@ -1,4 +1,5 @@
 //! The reconciler's integration tests: one binary, against real OVN servers started by the sandbox harness
 
 mod dataplane;
+mod fake_server;
 mod ovsdb_client;

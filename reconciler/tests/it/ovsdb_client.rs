@@ -287,3 +287,25 @@ async fn requests_time_out() {
     // The connection is still usable.
     client.list_dbs().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_guard_transactions() {
+    let Some(sb) = Sandbox::nb_only_or_skip() else { return };
+    let a = Client::connect(&sb.nb_unix_url(), quick()).await.unwrap();
+    let b = Client::connect(&sb.nb_unix_url(), quick()).await.unwrap();
+    assert!(a.try_lock("wepoq_reconciler").await.unwrap());
+    assert!(!b.try_lock("wepoq_reconciler").await.unwrap());
+    let guarded = |name: &str| {
+        vec![
+            Operation::Assert { lock: "wepoq_reconciler".into() },
+            Operation::insert("Logical_Switch", Row::new().with("name", name)),
+        ]
+    };
+    a.transact(NB_DB, &guarded("from-a")).await.unwrap();
+    let err = b.transact(NB_DB, &guarded("from-b")).await.unwrap_err();
+    assert!(matches!(&err, Error::OpFailed { index: 0, error, .. } if error == "not owner"), "{err}");
+    a.unlock("wepoq_reconciler").await.unwrap();
+    // b asked first, so it was queued and now holds the lock.
+    b.transact(NB_DB, &guarded("from-b")).await.unwrap();
+    assert_eq!(sb.nbctl(&["--bare", "--columns=name", "list", "Logical_Switch"]).unwrap().split_whitespace().count(), 2);
+}
