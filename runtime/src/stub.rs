@@ -8,6 +8,7 @@ pub mod admin;
 pub mod control;
 pub mod dispatcher;
 pub mod event;
+pub mod listeners;
 pub mod refusal;
 
 use std::io;
@@ -15,9 +16,8 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
@@ -27,7 +27,8 @@ use crate::record::RecordSink;
 use crate::seqpacket::SeqPacket;
 use control::CredentialPolicy;
 use dispatcher::Dispatcher;
-use event::{Accepted, Event};
+use event::Event;
+use listeners::Listeners;
 
 /// What the service speaks, which decides how the stub refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -226,10 +227,6 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut acceptors = Vec::new();
-    for listener in listeners {
-        acceptors.push(tasks.spawn(accept_clients(listener, tx.clone())));
-    }
     tasks.spawn(control::accept_workers(
         worker_listener,
         config.policy.clone(),
@@ -244,14 +241,42 @@ pub async fn run(
     tasks.spawn(signals(tx.clone()));
 
     let config = Arc::new(config);
-    let mut dispatcher = Dispatcher::new(config.clone(), backend, tx, metrics, records, acceptors);
+    let mut dispatcher = Dispatcher::new(config.clone(), backend, tx, metrics, records);
+    let mut listeners = Listeners::new(listeners);
+    // Set after an accept error such as EMFILE, so a listener that stays ready cannot spin us.
+    let mut accept_pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     dispatcher.start();
     ready(&Ready {
         listen: bound,
         admin: admin_addr,
         socket: socket_path.clone(),
     });
-    while let Some(event) = rx.recv().await {
+    loop {
+        // Biased towards the channel: done reports free capacity before new clients use it.
+        let event = tokio::select! {
+            biased;
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            () = async { accept_pause.as_mut().expect("guarded").await }, if accept_pause.is_some() => {
+                accept_pause = None;
+                continue;
+            }
+            accepted = listeners.accept(), if !listeners.is_empty() && accept_pause.is_none() => {
+                match accepted {
+                    Ok(conn) => Event::Accepted(conn),
+                    Err(e) => {
+                        eprintln!("wepoq-stub: accept failed: {e}");
+                        accept_pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(10))));
+                        continue;
+                    }
+                }
+            }
+        };
+        if matches!(event, Event::Shutdown) {
+            listeners.close();
+        }
         if dispatcher.handle(event).is_break() {
             break;
         }
@@ -282,55 +307,6 @@ fn bind(addr: SocketAddr) -> io::Result<AsyncFd<std::net::TcpListener>> {
     let listener = socket.listen(4096)?.into_std()?;
     listener.set_nonblocking(true)?;
     register(listener)
-}
-
-/// Accepts in batches with plain accept4: the accepted socket is never registered with the
-/// reactor, since the stub only passes it on.
-async fn accept_clients(
-    listener: AsyncFd<std::net::TcpListener>,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    let bound = listener
-        .get_ref()
-        .local_addr()
-        .ok()
-        .filter(|a| !a.ip().is_unspecified());
-    loop {
-        let accepted = listener.async_io(Interest::READABLE, |l| l.accept()).await;
-        match accepted {
-            Ok((stream, remote)) => {
-                let at = Instant::now();
-                let at_unix_ns = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0);
-                // A listener bound to one address (the usual case in an endpoint's namespace)
-                // tells us the local address without a getsockname per connection.
-                let local = match bound {
-                    Some(addr) => addr,
-                    None => stream.local_addr().unwrap_or(remote),
-                };
-                let conn = Accepted {
-                    stream,
-                    remote,
-                    local,
-                    at,
-                    at_unix_ns,
-                };
-                if events.send(Event::Accepted(conn)).is_err() {
-                    return;
-                }
-                // Let the dispatcher hand this one off before we look for the next: the
-                // accept that finds the queue empty is then off the latency path.
-                tokio::task::yield_now().await;
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning on a ready listener.
-                eprintln!("wepoq-stub: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
 }
 
 async fn tick(events: mpsc::UnboundedSender<Event>, every: Duration) {

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::AbortHandle;
 
 use crate::backend::{ExitNotice, SpawnRequest, WorkerBackend};
 use crate::frame::{Frame, Handoff};
@@ -41,7 +40,6 @@ pub struct Dispatcher {
     /// Exponentially weighted service time in seconds, for Retry-After.
     service_ewma: f64,
     drain_until: Option<Instant>,
-    acceptors: Vec<AbortHandle>,
     lingering: Arc<AtomicUsize>,
     frame: Vec<u8>,
 }
@@ -110,8 +108,7 @@ impl Dispatcher {
         events: UnboundedSender<Event>,
         metrics: Arc<Metrics>,
         records: RecordSink,
-        acceptors: Vec<AbortHandle>,
-    ) -> Dispatcher {
+        ) -> Dispatcher {
         Dispatcher {
             config,
             backend,
@@ -125,7 +122,6 @@ impl Dispatcher {
             spawn_not_before: None,
             service_ewma: 0.0,
             drain_until: None,
-            acceptors,
             lingering: Arc::default(),
             frame: Vec::with_capacity(128),
         }
@@ -155,12 +151,9 @@ impl Dispatcher {
             }
             Event::Tick => self.on_tick(),
             Event::Shutdown => {
+                // The run loop has closed the listeners: new clients are refused by the kernel.
                 if self.drain_until.is_none() {
                     self.drain_until = Some(Instant::now() + self.config.drain_timeout);
-                    // Dropping the listeners closes them: new clients are refused by the kernel.
-                    for a in self.acceptors.drain(..) {
-                        a.abort();
-                    }
                 }
             }
         }
