@@ -16,16 +16,19 @@ pub enum Outcome {
     Expired,
     /// Its worker went away before reporting done.
     WorkerLost,
+    /// Its worker held it past its deadline, so the stub stopped that worker.
+    TimedOut,
     /// The stub stopped before a worker took it.
     Shutdown,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Served,
         Outcome::Refused,
         Outcome::Expired,
         Outcome::WorkerLost,
+        Outcome::TimedOut,
         Outcome::Shutdown,
     ];
 
@@ -35,6 +38,7 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::Expired => "expired",
             Outcome::WorkerLost => "worker_lost",
+            Outcome::TimedOut => "timed_out",
             Outcome::Shutdown => "shutdown",
         }
     }

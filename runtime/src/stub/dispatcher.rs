@@ -59,6 +59,9 @@ struct Slot {
 }
 
 struct InFlight {
+    /// Past this the worker is stopped: the stub never trusts a worker to end a connection.
+    deadline: Instant,
+    timed_out: bool,
     remote: SocketAddr,
     accept_unix_ns: u64,
     handoff_at: Instant,
@@ -244,6 +247,8 @@ impl Dispatcher {
         slot.in_flight.insert(
             conn_id,
             InFlight {
+                deadline: conn.at + self.config.conn_timeout,
+                timed_out: false,
                 remote: conn.remote,
                 accept_unix_ns: conn.at_unix_ns,
                 handoff_at: now,
@@ -355,7 +360,12 @@ impl Dispatcher {
             slot.stop(&self.backend);
         }
         for (conn_id, f) in slot.in_flight.drain() {
-            self.metrics.count_outcome(Outcome::WorkerLost);
+            let outcome = if f.timed_out {
+                Outcome::TimedOut
+            } else {
+                Outcome::WorkerLost
+            };
+            self.metrics.count_outcome(outcome);
             self.records.write(&Record {
                 conn_id,
                 fqdn: &self.config.fqdn,
@@ -364,7 +374,7 @@ impl Dispatcher {
                 handoff_us: Some(f.handoff_us),
                 cold: f.cold,
                 worker: Some(id),
-                outcome: Outcome::WorkerLost,
+                outcome,
                 service_us: None,
             });
         }
@@ -391,6 +401,14 @@ impl Dispatcher {
                 continue;
             }
             if !w.in_flight.is_empty() {
+                let mut overdue = w.in_flight.values_mut().filter(|f| f.deadline <= now).peekable();
+                if overdue.peek().is_some() {
+                    // Stopping the worker is the only way to end a connection we no longer
+                    // hold; its other connections end with it.
+                    overdue.for_each(|f| f.timed_out = true);
+                    eprintln!("wepoq-stub: worker {} held a connection past its deadline", w.id);
+                    w.stop(&self.backend);
+                }
                 continue;
             }
             match w.marked_at {

@@ -226,3 +226,22 @@ fn a_worker_that_dies_mid_connection_closes_it_and_is_replaced() {
     assert_eq!(v["worker"], "w2", "replaced by a new worker");
     assert_eq!(stub.metric("wepoq_workers_lost_total"), 1.0);
 }
+
+#[test]
+fn a_worker_holding_a_connection_past_its_deadline_is_stopped() {
+    let stub = Stub::start(
+        &["--protocol", "http", "--min-workers", "1", "--conn-timeout", "300ms"],
+        &[BIN, "example-worker", "--mode", "http", "--delay", "30s"],
+    );
+    let t = Instant::now();
+    let (status, _, _) = http_get(stub.addr(), "/");
+    assert_eq!(status, 0, "no response from the stuck worker");
+    assert!(t.elapsed() < Duration::from_secs(3), "ended near the deadline: {:?}", t.elapsed());
+    stub.wait_for("the timeout counted", Duration::from_secs(5), |s| {
+        s.metric("wepoq_connections_total{outcome=\"timed_out\"}") == 1.0
+    });
+    stub.wait_for("a replacement worker", Duration::from_secs(5), |s| {
+        s.metric("wepoq_workers{state=\"idle\"}") == 1.0
+            && s.metric("wepoq_workers_started_total") == 2.0
+    });
+}
