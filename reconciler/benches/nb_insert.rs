@@ -10,7 +10,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wepoq_reconciler::ovsdb::{Atom, Client, Condition, Mutation, NB_DB, Operation, Row, Timeouts, Value};
+use wepoq_reconciler::ovsdb::{
+    Atom, Client, Condition, Mutation, NB_DB, Operation, Row, Timeouts, Value,
+};
 use wepoq_reconciler::sandbox::{Component, Sandbox, require};
 
 const SWITCHES: usize = 100;
@@ -19,7 +21,14 @@ const NBCTL_SAMPLE: usize = 500;
 
 fn port(sw: usize, p: usize) -> (String, String) {
     let n = sw * PORTS_PER_SWITCH + p;
-    let addresses = format!("0a:00:00:00:{:02x}:{:02x} 10.{}.{}.{}", n / 256, n % 256, sw, p / 250, p % 250 + 2);
+    let addresses = format!(
+        "0a:00:00:00:{:02x}:{:02x} 10.{}.{}.{}",
+        n / 256,
+        n % 256,
+        sw,
+        p / 250,
+        p % 250 + 2
+    );
     (format!("lsp-{sw}-{p}"), addresses)
 }
 
@@ -27,7 +36,11 @@ fn one_transaction() -> Vec<Operation> {
     let mut ops = Vec::with_capacity(SWITCHES * (PORTS_PER_SWITCH + 2));
     for sw in 0..SWITCHES {
         let sw_name = format!("sw{sw}");
-        ops.push(Operation::insert_named("Logical_Switch", Row::new().with("name", sw_name.as_str()), &sw_name));
+        ops.push(Operation::insert_named(
+            "Logical_Switch",
+            Row::new().with("name", sw_name.as_str()),
+            &sw_name,
+        ));
         let mut refs = Vec::with_capacity(PORTS_PER_SWITCH);
         for p in 0..PORTS_PER_SWITCH {
             let (name, addresses) = port(sw, p);
@@ -36,7 +49,11 @@ fn one_transaction() -> Vec<Operation> {
                 .with("name", name.as_str())
                 .with("addresses", Value::set([addresses.as_str()]))
                 .with("port_security", Value::set([addresses.as_str()]));
-            ops.push(Operation::insert_named("Logical_Switch_Port", row, &uuid_name));
+            ops.push(Operation::insert_named(
+                "Logical_Switch_Port",
+                row,
+                &uuid_name,
+            ));
             refs.push(Atom::NamedUuid(uuid_name));
         }
         ops.push(Operation::mutate(
@@ -50,18 +67,32 @@ fn one_transaction() -> Vec<Operation> {
 
 async fn client_side() -> (Duration, Duration, usize, usize) {
     let sb = Sandbox::nb_only().expect("start NB sandbox");
-    let client = Client::connect(&sb.nb_unix_url(), Timeouts::default()).await.expect("connect");
+    let client = Client::connect(&sb.nb_unix_url(), Timeouts::default())
+        .await
+        .expect("connect");
     client.nb_schema().await.expect("NB schema");
     let ops = one_transaction();
     // The client's own share: encoding the request (decoding the reply is in the total).
     let started = Instant::now();
-    let bytes = serde_json::to_vec(&ops.iter().map(Operation::to_json).collect::<Vec<_>>()).unwrap().len();
+    let bytes = serde_json::to_vec(&ops.iter().map(Operation::to_json).collect::<Vec<_>>())
+        .unwrap()
+        .len();
     let encode = started.elapsed();
     let started = Instant::now();
     let results = client.transact(NB_DB, &ops).await.expect("transact");
     let elapsed = started.elapsed();
     assert_eq!(results.len(), ops.len());
-    let check = client.transact(NB_DB, &[Operation::select_columns("Logical_Switch_Port", vec![], &["name"])]).await.unwrap();
+    let check = client
+        .transact(
+            NB_DB,
+            &[Operation::select_columns(
+                "Logical_Switch_Port",
+                vec![],
+                &["name"],
+            )],
+        )
+        .await
+        .unwrap();
     (elapsed, encode, bytes, check[0].rows().len())
 }
 
@@ -69,7 +100,11 @@ fn nbctl_side() -> (Duration, Duration, usize) {
     let sb = Sandbox::nb_only().expect("start NB sandbox");
     let db = format!("--db={}", sb.nb_unix_url());
     let run = |args: &[&str]| {
-        let status = Command::new("ovn-nbctl").arg(&db).args(args).status().expect("run ovn-nbctl");
+        let status = Command::new("ovn-nbctl")
+            .arg(&db)
+            .args(args)
+            .status()
+            .expect("run ovn-nbctl");
         assert!(status.success(), "ovn-nbctl {args:?}");
     };
     let started = Instant::now();
@@ -87,8 +122,17 @@ fn nbctl_side() -> (Duration, Duration, usize) {
             let (name, addresses) = port(sw, p);
             let sw_name = format!("sw{sw}");
             run(&[
-                "lsp-add", &sw_name, &name, "--", "lsp-set-addresses", &name, &addresses, "--",
-                "lsp-set-port-security", &name, &addresses,
+                "lsp-add",
+                &sw_name,
+                &name,
+                "--",
+                "lsp-set-addresses",
+                &name,
+                &addresses,
+                "--",
+                "lsp-set-port-security",
+                &name,
+                &addresses,
             ]);
             done += 1;
         }
@@ -101,14 +145,20 @@ fn main() {
         return;
     }
     let total = SWITCHES * PORTS_PER_SWITCH;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (client_time, encode_time, bytes, stored) = rt.block_on(client_side());
     assert_eq!(stored, total, "ports stored");
     let (switch_time, sample_time, sampled) = nbctl_side();
     let per_cmd = sample_time / sampled as u32;
     let extrapolated = switch_time + per_cmd * total as u32;
 
-    println!("nb_insert: {total} logical switch ports (addresses + port_security) on {SWITCHES} switches, empty NB");
+    println!(
+        "nb_insert: {total} logical switch ports (addresses + port_security) on {SWITCHES} switches, empty NB"
+    );
     println!(
         "  wepoq ovsdb client, one transaction ({} ops): {:>9.3} s  (of which encoding the {:.1} MB request: {:.3} s)",
         SWITCHES * (PORTS_PER_SWITCH + 2),
@@ -124,5 +174,8 @@ fn main() {
         sample_time.as_secs_f64(),
         per_cmd.as_secs_f64() * 1e3,
     );
-    println!("  ratio: {:.0}x", extrapolated.as_secs_f64() / client_time.as_secs_f64());
+    println!(
+        "  ratio: {:.0}x",
+        extrapolated.as_secs_f64() / client_time.as_secs_f64()
+    );
 }

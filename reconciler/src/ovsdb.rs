@@ -48,6 +48,7 @@
 //! ```
 
 mod client;
+mod connection;
 mod error;
 mod frame;
 mod monitor;
@@ -61,8 +62,13 @@ pub use client::{Client, Stats, Timeouts};
 pub use error::{Error, ErrorClass};
 pub use frame::{FrameDecoder, parse_frame};
 pub use monitor::{Monitor, MonitorSpec, Tables};
-pub use operation::{Condition, Function, Mutation, Mutator, OpError, OpOutcome, OpResult, Operation, TransactReply, WaitUntil};
+pub use operation::{
+    Condition, Function, Mutation, Mutator, OpError, OpOutcome, OpResult, Operation, TransactReply,
+    WaitUntil,
+};
 pub use row::Row;
-pub use schema::{AtomicType, BaseType, ColumnKind, ColumnType, NB_DB, NB_MAJOR, Schema, TableSchema, Version};
+pub use schema::{
+    AtomicType, BaseType, ColumnKind, ColumnType, NB_DB, NB_MAJOR, Schema, TableSchema, Version,
+};
 pub use target::Target;
 pub use value::{Atom, Uuid, Value};

@@ -39,15 +39,32 @@ fn on_path(program: &str) -> bool {
 fn missing(component: Component) -> Vec<String> {
     let mut programs = vec!["ovsdb-server", "ovsdb-tool", "ovs-appctl", "ovn-nbctl"];
     if component == Component::DataPlane {
-        programs.extend(["ovn-northd", "ovn-sbctl", "ovs-vswitchd", "ovs-vsctl", "ovn-controller", "ip", "ethtool"]);
+        programs.extend([
+            "ovn-northd",
+            "ovn-sbctl",
+            "ovs-vswitchd",
+            "ovs-vsctl",
+            "ovn-controller",
+            "ip",
+            "ethtool",
+        ]);
         // What data-plane tests use inside endpoints: DNS queries and tiny TCP peers.
         programs.extend(["dig", "python3"]);
     }
-    let mut missing: Vec<String> = programs.into_iter().filter(|p| !on_path(p)).map(str::to_owned).collect();
+    let mut missing: Vec<String> = programs
+        .into_iter()
+        .filter(|p| !on_path(p))
+        .map(str::to_owned)
+        .collect();
     if !Path::new(NB_SCHEMA).is_file() {
         missing.push(NB_SCHEMA.to_owned());
     }
-    if component == Component::DataPlane && std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+    if component == Component::DataPlane
+        && std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(1)
+            != 0
+    {
         missing.push("root (network namespaces)".to_owned());
     }
     missing
@@ -62,7 +79,9 @@ pub fn require(component: Component) -> Option<()> {
     }
     let reason = format!("{component:?} needs {}", missing.join(", "));
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but {reason}: install ovn-central ovn-host openvswitch-switch iproute2 ethtool");
+        panic!(
+            "CI=true but {reason}: install ovn-central ovn-host openvswitch-switch iproute2 ethtool"
+        );
     }
     // Straight to stderr: libtest captures eprintln! of passing tests, and a skip should
     // be seen.
@@ -96,7 +115,9 @@ fn fresh_dir() -> io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         // Short: unix socket paths are limited to 107 bytes.
         let dir = std::env::temp_dir().join(format!("wqsb-{}-{n}-{nanos:x}", std::process::id()));
         match std::fs::create_dir(&dir) {
@@ -149,20 +170,32 @@ impl Sandbox {
 
     fn start(mode: &str, schema: Option<&Path>) -> io::Result<Sandbox> {
         let dir = fresh_dir()?;
-        let mut sandbox = Sandbox { dir, full: mode == "up", nb_tcp_port: 0, children: Mutex::default() };
+        let mut sandbox = Sandbox {
+            dir,
+            full: mode == "up",
+            nb_tcp_port: 0,
+            children: Mutex::default(),
+        };
         // From here on Drop cleans up whatever the script managed to start.
         let mut cmd = Command::new(script());
         cmd.arg(mode).arg(&sandbox.dir);
         if let Some(schema) = schema {
             cmd.env("OVN_SANDBOX_NB_SCHEMA", schema);
         }
-        let out = checked(&format!("ovn-sandbox {mode}"), cmd.stderr(Stdio::piped()).output()?)?;
+        let out = checked(
+            &format!("ovn-sandbox {mode}"),
+            cmd.stderr(Stdio::piped()).output()?,
+        )?;
         sandbox.nb_tcp_port = parse_port(&out.stdout)?;
         Ok(sandbox)
     }
 
     fn run_script(&self, args: &[&str]) -> io::Result<Output> {
-        let out = Command::new(script()).arg(args[0]).arg(&self.dir).args(&args[1..]).output()?;
+        let out = Command::new(script())
+            .arg(args[0])
+            .arg(&self.dir)
+            .args(&args[1..])
+            .output()?;
         checked(&format!("ovn-sandbox {}", args.join(" ")), out)
     }
 
@@ -194,7 +227,10 @@ impl Sandbox {
 
     /// Runs `ovn-nbctl --db=unix:... ARGS` and returns its stdout; an error carries stderr.
     pub fn nbctl(&self, args: &[&str]) -> io::Result<String> {
-        let out = Command::new("ovn-nbctl").arg(format!("--db={}", self.nb_unix_url())).args(args).output()?;
+        let out = Command::new("ovn-nbctl")
+            .arg(format!("--db={}", self.nb_unix_url()))
+            .args(args)
+            .output()?;
         let out = checked(&format!("ovn-nbctl {}", args.join(" ")), out)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -216,15 +252,27 @@ impl Sandbox {
     /// and a default route via `gateway`; the host end joins br-int with
     /// `external_ids:iface-id=lsp`. TX checksum offload is off on both ends, or TCP fails
     /// silently on the userspace datapath.
-    pub fn add_endpoint(&self, lsp: &str, mac: &str, ip_cidr: &str, gateway: &str) -> io::Result<Endpoint> {
+    pub fn add_endpoint(
+        &self,
+        lsp: &str,
+        mac: &str,
+        ip_cidr: &str,
+        gateway: &str,
+    ) -> io::Result<Endpoint> {
         let out = self.run_script(&["endpoint", lsp, mac, ip_cidr, gateway])?;
         let netns = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        Ok(Endpoint { lsp: lsp.to_owned(), netns })
+        Ok(Endpoint {
+            lsp: lsp.to_owned(),
+            netns,
+        })
     }
 
     /// Runs `argv` inside the endpoint's namespace and waits for it.
     pub fn exec(&self, endpoint: &Endpoint, argv: &[&str]) -> io::Result<Output> {
-        Command::new("ip").args(["netns", "exec", &endpoint.netns]).args(argv).output()
+        Command::new("ip")
+            .args(["netns", "exec", &endpoint.netns])
+            .args(argv)
+            .output()
     }
 
     /// Starts `argv` inside the endpoint's namespace in the background; it is killed when
@@ -244,7 +292,15 @@ impl Sandbox {
     /// Waits (up to `timeout`) until ovn-controller reports `lsp` up: bound to a chassis.
     pub fn wait_port_up(&self, lsp: &str, timeout: std::time::Duration) -> io::Result<()> {
         let secs = timeout.as_secs().max(1).to_string();
-        self.nbctl(&["--timeout", &secs, "wait-until", "Logical_Switch_Port", lsp, "up=true"]).map(drop)
+        self.nbctl(&[
+            "--timeout",
+            &secs,
+            "wait-until",
+            "Logical_Switch_Port",
+            lsp,
+            "up=true",
+        ])
+        .map(drop)
     }
 
     /// Text of one of the sandbox's daemon logs (`nb`, `northd`, `controller`, ...).
@@ -256,13 +312,23 @@ impl Sandbox {
 fn parse_port(stdout: &[u8]) -> io::Result<u16> {
     let text = String::from_utf8_lossy(stdout);
     text.lines()
-        .find_map(|l| l.strip_prefix("export OVN_SANDBOX_NB_TCP_PORT='")?.strip_suffix('\'')?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("export OVN_SANDBOX_NB_TCP_PORT='")?
+                .strip_suffix('\'')?
+                .parse()
+                .ok()
+        })
         .ok_or_else(|| io::Error::other(format!("no NB tcp port in ovn-sandbox output: {text}")))
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        for mut child in self.children.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default() {
+        for mut child in self
+            .children
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -40,25 +40,46 @@ pub enum Error {
     Rpc { method: String, error: String },
 
     #[error("database {db} has schema {found}, wepoq supports {expected}")]
-    SchemaMismatch { db: String, found: String, expected: String },
+    SchemaMismatch {
+        db: String,
+        found: String,
+        expected: String,
+    },
 
     /// A `wait` operation did not hold: the database changed since it was read.
-    #[error("guard at operation {index} failed (database changed since it was read){}", fmt_details(details))]
-    GuardFailed { index: usize, details: Option<String> },
+    #[error(
+        "guard at operation {index} failed (database changed since it was read){}",
+        fmt_details(details)
+    )]
+    GuardFailed {
+        index: usize,
+        details: Option<String>,
+    },
 
     #[error("operation {index} ({op}) failed: {error}{}", fmt_details(details))]
-    OpFailed { index: usize, op: String, error: String, details: Option<String> },
+    OpFailed {
+        index: usize,
+        op: String,
+        error: String,
+        details: Option<String>,
+    },
 
     /// Checks run at commit: referential integrity, unique indexes, constraints.
     #[error("transaction failed at commit: {error}{}", fmt_details(details))]
-    CommitFailed { error: String, details: Option<String> },
+    CommitFailed {
+        error: String,
+        details: Option<String>,
+    },
 
     #[error("ovsdb client is closed")]
     Closed,
 }
 
 fn fmt_details(details: &Option<String>) -> String {
-    details.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+    details
+        .as_ref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default()
 }
 
 impl Error {
@@ -71,7 +92,10 @@ impl Error {
             // "timed out" from a wait with a timeout is a guard; "resources exhausted" and
             // "I/O error" are the server's trouble, not the request's.
             Error::OpFailed { error, .. } | Error::CommitFailed { error, .. }
-                if matches!(error.as_str(), "timed out" | "resources exhausted" | "I/O error") =>
+                if matches!(
+                    error.as_str(),
+                    "timed out" | "resources exhausted" | "I/O error"
+                ) =>
             {
                 ErrorClass::Retryable
             }
@@ -90,17 +114,44 @@ mod tests {
 
     #[test]
     fn classification() {
-        let lost = Error::ConnectionLost { url: "unix:x".into(), reason: "eof".into() };
+        let lost = Error::ConnectionLost {
+            url: "unix:x".into(),
+            reason: "eof".into(),
+        };
         assert!(lost.is_retryable());
-        assert!(Error::Timeout { what: "transact".into(), after: Duration::from_secs(1) }.is_retryable());
-        assert!(Error::GuardFailed { index: 0, details: None }.is_retryable());
-        let constraint = Error::CommitFailed { error: "constraint violation".into(), details: None };
+        assert!(
+            Error::Timeout {
+                what: "transact".into(),
+                after: Duration::from_secs(1)
+            }
+            .is_retryable()
+        );
+        assert!(
+            Error::GuardFailed {
+                index: 0,
+                details: None
+            }
+            .is_retryable()
+        );
+        let constraint = Error::CommitFailed {
+            error: "constraint violation".into(),
+            details: None,
+        };
         assert_eq!(constraint.class(), ErrorClass::Terminal);
-        let schema = Error::SchemaMismatch { db: "OVN_Northbound".into(), found: "8.0.0".into(), expected: "7.x".into() };
+        let schema = Error::SchemaMismatch {
+            db: "OVN_Northbound".into(),
+            found: "8.0.0".into(),
+            expected: "7.x".into(),
+        };
         assert!(!schema.is_retryable());
         assert_eq!(
-            Error::OpFailed { index: 2, op: "insert".into(), error: "constraint violation".into(), details: Some("x".into()) }
-                .to_string(),
+            Error::OpFailed {
+                index: 2,
+                op: "insert".into(),
+                error: "constraint violation".into(),
+                details: Some("x".into())
+            }
+            .to_string(),
             "operation 2 (insert) failed: constraint violation: x"
         );
     }

@@ -18,7 +18,10 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<(Json, usize)>, Error> {
         None => Ok(None),
         Some(Ok(value)) => Ok(Some((value, stream.byte_offset()))),
         Some(Err(e)) if e.is_eof() => Ok(None),
-        Some(Err(e)) => Err(Error::Decode { what: "json-rpc message".into(), reason: e.to_string() }),
+        Some(Err(e)) => Err(Error::Decode {
+            what: "json-rpc message".into(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -88,7 +91,10 @@ impl FrameDecoder {
 }
 
 fn unbalanced() -> Error {
-    Error::Decode { what: "json-rpc message".into(), reason: "unbalanced brackets".into() }
+    Error::Decode {
+        what: "json-rpc message".into(),
+        reason: "unbalanced brackets".into(),
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +126,11 @@ mod tests {
                 out.push(v);
             }
         }
-        assert!(buf.iter().all(u8::is_ascii_whitespace), "left over: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            buf.iter().all(u8::is_ascii_whitespace),
+            "left over: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         out
     }
 

@@ -34,7 +34,8 @@ impl MonitorSpec {
 
     /// Watch `columns` of `table` (`&[]` means every column).
     pub fn table(mut self, table: &str, columns: &[&str]) -> MonitorSpec {
-        let columns = (!columns.is_empty()).then(|| columns.iter().map(|c| (*c).to_owned()).collect());
+        let columns =
+            (!columns.is_empty()).then(|| columns.iter().map(|c| (*c).to_owned()).collect());
         self.tables.push((table.to_owned(), columns));
         self
     }
@@ -55,7 +56,12 @@ pub(crate) struct MonitorState {
 }
 
 impl MonitorState {
-    pub(crate) fn new(id: String, db: &str, schema: &Schema, spec: &MonitorSpec) -> Result<MonitorState, Error> {
+    pub(crate) fn new(
+        id: String,
+        db: &str,
+        schema: &Schema,
+        spec: &MonitorSpec,
+    ) -> Result<MonitorState, Error> {
         let mut requests = Map::new();
         let mut columns = HashMap::new();
         for (table, cols) in &spec.tables {
@@ -112,7 +118,11 @@ impl MonitorState {
 
     /// Applies one `update2` notification's table-updates.
     pub(crate) fn apply(&self, updates: &Json) -> Result<(), Error> {
-        let result = apply_updates(&self.columns, &mut self.tables.write().expect("monitor lock"), updates);
+        let result = apply_updates(
+            &self.columns,
+            &mut self.tables.write().expect("monitor lock"),
+            updates,
+        );
         self.generation.send_modify(|g| *g += 1);
         result
     }
@@ -123,15 +133,21 @@ fn apply_updates(
     tables: &mut Tables,
     updates: &Json,
 ) -> Result<(), Error> {
-    let updates = updates.as_object().ok_or_else(|| decode("table-updates2", updates))?;
+    let updates = updates
+        .as_object()
+        .ok_or_else(|| decode("table-updates2", updates))?;
     for (table, rows) in updates {
         let (Some(types), Some(cache)) = (columns.get(table), tables.get_mut(table)) else {
             continue;
         };
-        let rows = rows.as_object().ok_or_else(|| decode("table-update2", rows))?;
+        let rows = rows
+            .as_object()
+            .ok_or_else(|| decode("table-update2", rows))?;
         for (uuid, update) in rows {
             let uuid = Uuid::parse(uuid).ok_or_else(|| decode("row uuid", &json!(uuid)))?;
-            let update = update.as_object().ok_or_else(|| decode("row-update2", &json!(update)))?;
+            let update = update
+                .as_object()
+                .ok_or_else(|| decode("row-update2", &json!(update)))?;
             if let Some(row) = update.get("initial").or_else(|| update.get("insert")) {
                 cache.insert(uuid.clone(), full_row(types, &uuid, row)?);
             } else if let Some(diff) = update.get("modify") {
@@ -162,7 +178,11 @@ fn full_row(types: &HashMap<String, ColumnType>, uuid: &Uuid, json: &Json) -> Re
 
 /// Applies an update2 `modify` diff: scalars are replaced, set elements toggled, map
 /// pairs removed when equal, replaced when the key exists, inserted otherwise.
-pub(crate) fn apply_diff(types: &HashMap<String, ColumnType>, row: &mut Row, diff: &Json) -> Result<(), Error> {
+pub(crate) fn apply_diff(
+    types: &HashMap<String, ColumnType>,
+    row: &mut Row,
+    diff: &Json,
+) -> Result<(), Error> {
     let diff = diff.as_object().ok_or_else(|| decode("modify", diff))?;
     for (name, change) in diff {
         let change = Value::from_json(change)?;
@@ -211,7 +231,11 @@ pub struct Monitor {
 impl Monitor {
     pub(crate) fn new(state: Arc<MonitorState>, client: Client) -> Monitor {
         let changes = state.generation.subscribe();
-        Monitor { state, client, changes }
+        Monitor {
+            state,
+            client,
+            changes,
+        }
     }
 
     /// Runs `f` on the current cache under the read lock (do not block in it).
@@ -224,7 +248,11 @@ impl Monitor {
     }
 
     pub fn rows(&self, table: &str) -> Vec<Row> {
-        self.with(|t| t.get(table).map(|rows| rows.values().cloned().collect()).unwrap_or_default())
+        self.with(|t| {
+            t.get(table)
+                .map(|rows| rows.values().cloned().collect())
+                .unwrap_or_default()
+        })
     }
 
     pub fn row(&self, table: &str, uuid: &Uuid) -> Option<Row> {
@@ -236,7 +264,12 @@ impl Monitor {
         let want = Value::atom(Atom::from(value));
         self.with(|t| {
             t.get(table)
-                .map(|rows| rows.values().filter(|r| r.get(column) == Some(&want)).cloned().collect())
+                .map(|rows| {
+                    rows.values()
+                        .filter(|r| r.get(column) == Some(&want))
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default()
         })
     }
@@ -253,7 +286,11 @@ impl Monitor {
     }
 
     /// Waits until `pred` holds on the cache, re-checking after every update.
-    pub async fn wait_for(&mut self, timeout: Duration, mut pred: impl FnMut(&Tables) -> bool) -> Result<(), Error> {
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Tables) -> bool,
+    ) -> Result<(), Error> {
         let wait = async {
             loop {
                 self.changes.borrow_and_update();
@@ -261,7 +298,10 @@ impl Monitor {
                     return Ok(());
                 }
                 if let Some(reason) = self.failure() {
-                    return Err(Error::ConnectionLost { url: self.client.url().to_owned(), reason });
+                    return Err(Error::ConnectionLost {
+                        url: self.client.url().to_owned(),
+                        reason,
+                    });
                 }
                 if self.changes.changed().await.is_err() {
                     return Err(Error::Closed);
@@ -270,7 +310,10 @@ impl Monitor {
         };
         tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| Error::Timeout { what: format!("waiting on monitor of {}", self.state.db), after: timeout })?
+            .map_err(|_| Error::Timeout {
+                what: format!("waiting on monitor of {}", self.state.db),
+                after: timeout,
+            })?
     }
 }
 
@@ -286,11 +329,30 @@ mod tests {
     use crate::ovsdb::schema::{AtomicType, BaseType};
 
     fn ty(kind: ColumnKind) -> ColumnType {
-        let base = BaseType { atomic: AtomicType::String, ref_table: None, ref_strong: false };
+        let base = BaseType {
+            atomic: AtomicType::String,
+            ref_table: None,
+            ref_strong: false,
+        };
         match kind {
-            ColumnKind::Scalar => ColumnType { key: base, value: None, min: 1, max: Some(1) },
-            ColumnKind::Set => ColumnType { key: base, value: None, min: 0, max: None },
-            ColumnKind::Map => ColumnType { key: base.clone(), value: Some(base), min: 0, max: None },
+            ColumnKind::Scalar => ColumnType {
+                key: base,
+                value: None,
+                min: 1,
+                max: Some(1),
+            },
+            ColumnKind::Set => ColumnType {
+                key: base,
+                value: None,
+                min: 0,
+                max: None,
+            },
+            ColumnKind::Map => ColumnType {
+                key: base.clone(),
+                value: Some(base),
+                min: 0,
+                max: None,
+            },
         }
     }
 
@@ -304,7 +366,12 @@ mod tests {
         .into();
         let uuid = Uuid::parse("00000001-0000-4000-8000-000000000000").unwrap();
         // update2 "insert" omits default columns: they come back as empty values.
-        let mut row = full_row(&types, &uuid, &json!({"name": "p1", "addresses": ["set", ["a", "b"]]})).unwrap();
+        let mut row = full_row(
+            &types,
+            &uuid,
+            &json!({"name": "p1", "addresses": ["set", ["a", "b"]]}),
+        )
+        .unwrap();
         assert_eq!(row.get("options"), Some(&Value::Map(BTreeMap::new())));
         assert_eq!(row.uuid(), Some(&uuid));
         apply_diff(
@@ -315,9 +382,17 @@ mod tests {
         .unwrap();
         assert_eq!(row.str("name"), Some("p2"));
         assert_eq!(row.get("addresses"), Some(&Value::set(["a", "c"])));
-        assert_eq!(row.get("options"), Some(&Value::map([("k", "v"), ("j", "w")])));
+        assert_eq!(
+            row.get("options"),
+            Some(&Value::map([("k", "v"), ("j", "w")]))
+        );
         // Same pair removes; same key with another value replaces.
-        apply_diff(&types, &mut row, &json!({"options": ["map", [["k", "v"], ["j", "x"]]], "addresses": "a"})).unwrap();
+        apply_diff(
+            &types,
+            &mut row,
+            &json!({"options": ["map", [["k", "v"], ["j", "x"]]], "addresses": "a"}),
+        )
+        .unwrap();
         assert_eq!(row.get("options"), Some(&Value::map([("j", "x")])));
         assert_eq!(row.get("addresses"), Some(&Value::atom("c")));
     }

@@ -48,7 +48,12 @@ impl Row {
     }
 
     pub fn to_json(&self) -> Json {
-        Json::Object(self.columns.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<Map<_, _>>())
+        Json::Object(
+            self.columns
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect::<Map<_, _>>(),
+        )
     }
 
     pub fn from_json(json: &Json) -> Result<Row, Error> {
@@ -75,6 +80,8 @@ impl Deref for Row {
 
 impl<S: Into<String>> FromIterator<(S, Value)> for Row {
     fn from_iter<I: IntoIterator<Item = (S, Value)>>(iter: I) -> Self {
-        Row { columns: iter.into_iter().map(|(k, v)| (k.into(), v)).collect() }
+        Row {
+            columns: iter.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+        }
     }
 }

@@ -23,7 +23,11 @@ pub struct Version {
 impl Version {
     pub fn parse(text: &str) -> Option<Version> {
         let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
-        let v = Version { major: parts.next()??, minor: parts.next()??, patch: parts.next()?? };
+        let v = Version {
+            major: parts.next()??,
+            minor: parts.next()??,
+            patch: parts.next()??,
+        };
         parts.next().is_none().then_some(v)
     }
 }
@@ -90,30 +94,48 @@ impl ColumnType {
                 AtomicType::Real => Atom::Real(0.0),
                 AtomicType::Boolean => Atom::Boolean(false),
                 AtomicType::String => Atom::String(String::new()),
-                AtomicType::Uuid => Atom::Uuid(super::value::Uuid::parse("00000000-0000-0000-0000-000000000000").expect("valid")),
+                AtomicType::Uuid => Atom::Uuid(
+                    super::value::Uuid::parse("00000000-0000-0000-0000-000000000000")
+                        .expect("valid"),
+                ),
             }),
         }
     }
 
     fn from_json(json: &Json) -> Result<ColumnType, Error> {
         if json.is_string() {
-            return Ok(ColumnType { key: BaseType::from_json(json)?, value: None, min: 1, max: Some(1) });
+            return Ok(ColumnType {
+                key: BaseType::from_json(json)?,
+                value: None,
+                min: 1,
+                max: Some(1),
+            });
         }
         let key = BaseType::from_json(json.get("key").ok_or_else(|| decode("column type", json))?)?;
         let value = json.get("value").map(BaseType::from_json).transpose()?;
-        let min = json.get("min").map_or(Some(1), Json::as_u64).ok_or_else(|| decode("column min", json))?;
+        let min = json
+            .get("min")
+            .map_or(Some(1), Json::as_u64)
+            .ok_or_else(|| decode("column min", json))?;
         let max = match json.get("max") {
             None => Some(1),
             Some(Json::String(s)) if s == "unlimited" => None,
             Some(m) => Some(m.as_u64().ok_or_else(|| decode("column max", json))?),
         };
-        Ok(ColumnType { key, value, min, max })
+        Ok(ColumnType {
+            key,
+            value,
+            min,
+            max,
+        })
     }
 }
 
 impl BaseType {
     fn from_json(json: &Json) -> Result<BaseType, Error> {
-        let name = json.as_str().or_else(|| json.get("type").and_then(Json::as_str));
+        let name = json
+            .as_str()
+            .or_else(|| json.get("type").and_then(Json::as_str));
         let atomic = match name {
             Some("integer") => AtomicType::Integer,
             Some("real") => AtomicType::Real,
@@ -122,9 +144,17 @@ impl BaseType {
             Some("uuid") => AtomicType::Uuid,
             _ => return Err(decode("base type", json)),
         };
-        let ref_table = json.get("refTable").and_then(Json::as_str).map(str::to_owned);
-        let ref_strong = ref_table.is_some() && json.get("refType").and_then(Json::as_str) != Some("weak");
-        Ok(BaseType { atomic, ref_table, ref_strong })
+        let ref_table = json
+            .get("refTable")
+            .and_then(Json::as_str)
+            .map(str::to_owned);
+        let ref_strong =
+            ref_table.is_some() && json.get("refType").and_then(Json::as_str) != Some("weak");
+        Ok(BaseType {
+            atomic,
+            ref_table,
+            ref_strong,
+        })
     }
 }
 
@@ -146,15 +176,29 @@ pub struct Schema {
 
 impl Schema {
     pub fn from_json(json: &Json) -> Result<Schema, Error> {
-        let name = json.get("name").and_then(Json::as_str).ok_or_else(|| decode("schema name", json))?;
-        let version_text = json.get("version").and_then(Json::as_str).unwrap_or("0.0.0");
-        let version = Version::parse(version_text)
-            .ok_or_else(|| Error::Decode { what: "schema version".into(), reason: format!("{version_text:?}") })?;
+        let name = json
+            .get("name")
+            .and_then(Json::as_str)
+            .ok_or_else(|| decode("schema name", json))?;
+        let version_text = json
+            .get("version")
+            .and_then(Json::as_str)
+            .unwrap_or("0.0.0");
+        let version = Version::parse(version_text).ok_or_else(|| Error::Decode {
+            what: "schema version".into(),
+            reason: format!("{version_text:?}"),
+        })?;
         let mut tables = BTreeMap::new();
-        let table_json = json.get("tables").and_then(Json::as_object).ok_or_else(|| decode("schema tables", json))?;
+        let table_json = json
+            .get("tables")
+            .and_then(Json::as_object)
+            .ok_or_else(|| decode("schema tables", json))?;
         for (tname, t) in table_json {
             let mut columns = BTreeMap::new();
-            let cols = t.get("columns").and_then(Json::as_object).ok_or_else(|| decode("table columns", t))?;
+            let cols = t
+                .get("columns")
+                .and_then(Json::as_object)
+                .ok_or_else(|| decode("table columns", t))?;
             for (cname, c) in cols {
                 let ty = c.get("type").ok_or_else(|| decode("column", c))?;
                 columns.insert(cname.clone(), ColumnType::from_json(ty)?);
@@ -166,14 +210,31 @@ impl Schema {
                 .map(|ix| {
                     ix.iter()
                         .filter_map(Json::as_array)
-                        .map(|cols| cols.iter().filter_map(Json::as_str).map(str::to_owned).collect())
+                        .map(|cols| {
+                            cols.iter()
+                                .filter_map(Json::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            tables.insert(tname.clone(), TableSchema { columns, is_root, indexes });
+            tables.insert(
+                tname.clone(),
+                TableSchema {
+                    columns,
+                    is_root,
+                    indexes,
+                },
+            );
         }
         let cksum = json.get("cksum").and_then(Json::as_str).map(str::to_owned);
-        Ok(Schema { name: name.to_owned(), version, cksum, tables })
+        Ok(Schema {
+            name: name.to_owned(),
+            version,
+            cksum,
+            tables,
+        })
     }
 
     /// Refuses a schema of another name or major version, saying what was found.
@@ -215,13 +276,28 @@ mod tests {
     #[test]
     fn column_kinds() {
         let s = schema("7.0.0");
-        assert_eq!(s.column("Logical_Switch_Port", "name").unwrap().kind(), ColumnKind::Scalar);
-        assert_eq!(s.column("Logical_Switch_Port", "tag").unwrap().kind(), ColumnKind::Set);
-        assert_eq!(s.column("Logical_Switch_Port", "addresses").unwrap().kind(), ColumnKind::Set);
-        assert_eq!(s.column("Logical_Switch_Port", "options").unwrap().kind(), ColumnKind::Map);
+        assert_eq!(
+            s.column("Logical_Switch_Port", "name").unwrap().kind(),
+            ColumnKind::Scalar
+        );
+        assert_eq!(
+            s.column("Logical_Switch_Port", "tag").unwrap().kind(),
+            ColumnKind::Set
+        );
+        assert_eq!(
+            s.column("Logical_Switch_Port", "addresses").unwrap().kind(),
+            ColumnKind::Set
+        );
+        assert_eq!(
+            s.column("Logical_Switch_Port", "options").unwrap().kind(),
+            ColumnKind::Map
+        );
         let hc = s.column("Logical_Switch_Port", "ha_chassis_group").unwrap();
         assert!(hc.key.ref_strong);
-        assert_eq!(s.tables["Logical_Switch_Port"].indexes, vec![vec!["name".to_owned()]]);
+        assert_eq!(
+            s.tables["Logical_Switch_Port"].indexes,
+            vec![vec!["name".to_owned()]]
+        );
         assert!(!s.tables["Logical_Switch_Port"].is_root);
     }
 
@@ -231,7 +307,10 @@ mod tests {
         assert!(schema("7.3.1").check_compatible(NB_DB, NB_MAJOR).is_ok());
         for v in ["6.3.0", "8.0.0"] {
             let err = schema(v).check_compatible(NB_DB, NB_MAJOR).unwrap_err();
-            assert!(err.to_string().contains(&format!("OVN_Northbound {v}")), "{err}");
+            assert!(
+                err.to_string().contains(&format!("OVN_Northbound {v}")),
+                "{err}"
+            );
             assert!(err.to_string().contains("7.x"), "{err}");
         }
         assert!(Version::parse("7.0").is_none());

@@ -23,7 +23,10 @@ pub enum Target {
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, Error> {
-        let bad = |reason| Error::InvalidUrl { url: url.to_owned(), reason };
+        let bad = |reason| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
         if let Some(path) = url.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(bad("empty socket path"));
@@ -33,12 +36,18 @@ impl Target {
         if let Some(rest) = url.strip_prefix("tcp:") {
             let (host, port) = rest.rsplit_once(':').ok_or(bad("expected tcp:HOST:PORT"))?;
             // IPv6 literals come bracketed, as in ovsdb-server's own syntax.
-            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
             if host.is_empty() {
                 return Err(bad("empty host"));
             }
             let port = port.parse().map_err(|_| bad("port is not a number"))?;
-            return Ok(Target::Tcp { host: host.to_owned(), port });
+            return Ok(Target::Tcp {
+                host: host.to_owned(),
+                port,
+            });
         }
         Err(bad("expected unix:PATH or tcp:HOST:PORT"))
     }
@@ -57,8 +66,14 @@ impl Target {
         };
         match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(source)) => Err(Error::Connect { url: url.to_owned(), source }),
-            Err(_) => Err(Error::Timeout { what: format!("connecting to {url}"), after: timeout }),
+            Ok(Err(source)) => Err(Error::Connect {
+                url: url.to_owned(),
+                source,
+            }),
+            Err(_) => Err(Error::Timeout {
+                what: format!("connecting to {url}"),
+                after: timeout,
+            }),
         }
     }
 }
@@ -69,11 +84,36 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        assert_eq!(Target::parse("unix:/tmp/nb.sock").unwrap(), Target::Unix("/tmp/nb.sock".into()));
-        assert_eq!(Target::parse("tcp:127.0.0.1:6641").unwrap(), Target::Tcp { host: "127.0.0.1".into(), port: 6641 });
-        assert_eq!(Target::parse("tcp:[::1]:6641").unwrap(), Target::Tcp { host: "::1".into(), port: 6641 });
-        for bad in ["ssl:1.2.3.4:6641", "unix:", "tcp:1.2.3.4", "tcp::6641", "tcp:h:port", "/tmp/nb.sock"] {
-            assert!(matches!(Target::parse(bad), Err(Error::InvalidUrl { .. })), "{bad}");
+        assert_eq!(
+            Target::parse("unix:/tmp/nb.sock").unwrap(),
+            Target::Unix("/tmp/nb.sock".into())
+        );
+        assert_eq!(
+            Target::parse("tcp:127.0.0.1:6641").unwrap(),
+            Target::Tcp {
+                host: "127.0.0.1".into(),
+                port: 6641
+            }
+        );
+        assert_eq!(
+            Target::parse("tcp:[::1]:6641").unwrap(),
+            Target::Tcp {
+                host: "::1".into(),
+                port: 6641
+            }
+        );
+        for bad in [
+            "ssl:1.2.3.4:6641",
+            "unix:",
+            "tcp:1.2.3.4",
+            "tcp::6641",
+            "tcp:h:port",
+            "/tmp/nb.sock",
+        ] {
+            assert!(
+                matches!(Target::parse(bad), Err(Error::InvalidUrl { .. })),
+                "{bad}"
+            );
         }
     }
 }

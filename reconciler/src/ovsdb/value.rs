@@ -24,7 +24,10 @@ impl Uuid {
         let groups: Vec<&str> = text.split('-').collect();
         let lens = [8, 4, 4, 4, 12];
         let ok = groups.len() == 5
-            && groups.iter().zip(lens).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+            && groups
+                .iter()
+                .zip(lens)
+                .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
         ok.then(|| Uuid(text.to_ascii_lowercase()))
     }
 
@@ -91,9 +94,11 @@ impl Atom {
                 let text = a[1].as_str().ok_or_else(|| decode("uuid", json))?;
                 Atom::Uuid(Uuid::parse(text).ok_or_else(|| decode("uuid", json))?)
             }
-            Json::Array(a) if a.len() == 2 && a[0] == "named-uuid" => {
-                Atom::NamedUuid(a[1].as_str().ok_or_else(|| decode("named-uuid", json))?.to_owned())
-            }
+            Json::Array(a) if a.len() == 2 && a[0] == "named-uuid" => Atom::NamedUuid(
+                a[1].as_str()
+                    .ok_or_else(|| decode("named-uuid", json))?
+                    .to_owned(),
+            ),
             _ => return Ok(None),
         }))
     }
@@ -208,7 +213,12 @@ impl Value {
     }
 
     pub fn map<K: Into<Atom>, V: Into<Atom>>(pairs: impl IntoIterator<Item = (K, V)>) -> Value {
-        Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Value::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     pub fn uuid(uuid: Uuid) -> Value {
@@ -279,7 +289,12 @@ impl Value {
             Value::Set(s) if s.len() == 1 => s.first().map(Atom::to_json).unwrap_or(Json::Null),
             Value::Set(s) => json!(["set", s.iter().map(Atom::to_json).collect::<Vec<_>>()]),
             Value::Map(m) => {
-                json!(["map", m.iter().map(|(k, v)| json!([k.to_json(), v.to_json()])).collect::<Vec<_>>()])
+                json!([
+                    "map",
+                    m.iter()
+                        .map(|(k, v)| json!([k.to_json(), v.to_json()]))
+                        .collect::<Vec<_>>()
+                ])
             }
         }
     }
@@ -300,7 +315,10 @@ impl Value {
             Some((Json::String(tag), Json::Array(items))) if tag == "map" => {
                 let mut map = BTreeMap::new();
                 for item in items {
-                    let kv = item.as_array().filter(|a| a.len() == 2).ok_or_else(|| decode("map pair", item))?;
+                    let kv = item
+                        .as_array()
+                        .filter(|a| a.len() == 2)
+                        .ok_or_else(|| decode("map pair", item))?;
                     let k = Atom::from_json(&kv[0])?.ok_or_else(|| decode("map key", item))?;
                     let v = Atom::from_json(&kv[1])?.ok_or_else(|| decode("map value", item))?;
                     map.insert(k, v);
@@ -336,7 +354,10 @@ pub(crate) fn decode(what: &str, json: &Json) -> Error {
         text.truncate(200);
         text.push_str("...");
     }
-    Error::Decode { what: what.to_owned(), reason: format!("unexpected {text}") }
+    Error::Decode {
+        what: what.to_owned(),
+        reason: format!("unexpected {text}"),
+    }
 }
 
 #[cfg(test)]
@@ -387,21 +408,35 @@ mod tests {
     fn uuids_and_named_uuids_round_trip() {
         let v = Value::set([Atom::Uuid(u(1)), Atom::Uuid(u(2))]);
         let wire = v.to_json();
-        assert_eq!(wire[1][0], json!(["uuid", "00000001-0000-4000-8000-000000000000"]));
+        assert_eq!(
+            wire[1][0],
+            json!(["uuid", "00000001-0000-4000-8000-000000000000"])
+        );
         assert_eq!(Value::from_json(&wire).unwrap(), v);
         let named = Value::named_uuid("new_lsp");
         assert_eq!(named.to_json(), json!(["named-uuid", "new_lsp"]));
         assert_eq!(Value::from_json(&named.to_json()).unwrap(), named);
         // The server may send upper case in hand-written data; the canonical form is lower.
-        assert_eq!(Uuid::parse("0000000A-0000-4000-8000-000000000000").unwrap().as_str(), "0000000a-0000-4000-8000-000000000000");
+        assert_eq!(
+            Uuid::parse("0000000A-0000-4000-8000-000000000000")
+                .unwrap()
+                .as_str(),
+            "0000000a-0000-4000-8000-000000000000"
+        );
         assert!(Uuid::parse("not-a-uuid").is_none());
     }
 
     #[test]
     fn whole_reals_equal_integers() {
-        assert_eq!(Value::from_json(&json!(2)).unwrap(), Value::atom(Atom::Real(2.0)));
+        assert_eq!(
+            Value::from_json(&json!(2)).unwrap(),
+            Value::atom(Atom::Real(2.0))
+        );
         assert_ne!(Value::atom(Atom::Real(2.5)), Value::atom(2));
-        assert_eq!(Value::from_json(&json!(2.5)).unwrap(), Value::atom(Atom::Real(2.5)));
+        assert_eq!(
+            Value::from_json(&json!(2.5)).unwrap(),
+            Value::atom(Atom::Real(2.5))
+        );
     }
 
     #[test]

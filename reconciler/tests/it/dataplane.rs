@@ -71,7 +71,13 @@ impl Probe {
     /// What the server answered, or "ERR ..." when the connection failed.
     fn connect(&self, from: &str, ip: &str, timeout_s: &str) -> String {
         let client = self.sb.dir().join("client.py");
-        let out = self.sb.exec(self.ep(from), &["python3", client.to_str().unwrap(), ip, PORT, timeout_s]).unwrap();
+        let out = self
+            .sb
+            .exec(
+                self.ep(from),
+                &["python3", client.to_str().unwrap(), ip, PORT, timeout_s],
+            )
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -93,7 +99,18 @@ impl Probe {
     fn dig(&self, from: &str, server: &str, name: &str) -> String {
         let out = self
             .sb
-            .exec(self.ep(from), &["dig", "+noedns", "+short", "+time=2", "+tries=2", &format!("@{server}"), name])
+            .exec(
+                self.ep(from),
+                &[
+                    "dig",
+                    "+noedns",
+                    "+short",
+                    "+time=2",
+                    "+tries=2",
+                    &format!("@{server}"),
+                    name,
+                ],
+            )
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
@@ -116,26 +133,85 @@ fn build(sb: Sandbox) -> Probe {
         let (rp, sp) = (format!("rp-{sw}"), format!("sp-{sw}"));
         nb(&["ls-add", sw]);
         nb(&["lrp-add", "lr.ns", &rp, mac, &format!("{gw}/28")]);
-        nb(&["lsp-add", sw, &sp, "--", "lsp-set-type", &sp, "router", "--", "lsp-set-addresses", &sp, "router", "--",
-             "lsp-set-options", &sp, &format!("router-port={rp}")]);
+        nb(&[
+            "lsp-add",
+            sw,
+            &sp,
+            "--",
+            "lsp-set-type",
+            &sp,
+            "router",
+            "--",
+            "lsp-set-addresses",
+            &sp,
+            "router",
+            "--",
+            "lsp-set-options",
+            &sp,
+            &format!("router-port={rp}"),
+        ]);
     }
     // (switch, port, MAC, IP, gateway)
     let eps = [
         ("svr.x", "x-s1", "02:00:00:00:01:02", "10.0.0.2", "10.0.0.1"),
         ("svr.x", "x-s2", "02:00:00:00:01:03", "10.0.0.3", "10.0.0.1"),
-        ("cli.x", "x-c1", "02:00:00:00:01:12", "10.0.0.18", "10.0.0.17"),
-        ("svr.y", "y-s1", "02:00:00:00:01:22", "10.0.0.34", "10.0.0.33"),
-        ("cli.y", "y-c1", "02:00:00:00:01:32", "10.0.0.50", "10.0.0.49"),
+        (
+            "cli.x",
+            "x-c1",
+            "02:00:00:00:01:12",
+            "10.0.0.18",
+            "10.0.0.17",
+        ),
+        (
+            "svr.y",
+            "y-s1",
+            "02:00:00:00:01:22",
+            "10.0.0.34",
+            "10.0.0.33",
+        ),
+        (
+            "cli.y",
+            "y-c1",
+            "02:00:00:00:01:32",
+            "10.0.0.50",
+            "10.0.0.49",
+        ),
     ];
     for (sw, lsp, mac, ip, _) in eps {
         let addr = format!("{mac} {ip}");
-        nb(&["lsp-add", sw, lsp, "--", "lsp-set-addresses", lsp, &addr, "--", "lsp-set-port-security", lsp, &addr]);
+        nb(&[
+            "lsp-add",
+            sw,
+            lsp,
+            "--",
+            "lsp-set-addresses",
+            lsp,
+            &addr,
+            "--",
+            "lsp-set-port-security",
+            lsp,
+            &addr,
+        ]);
     }
-    nb(&["lb-add", "lb.x", &format!("{VIP_X}:{PORT}"), &format!("10.0.0.2:{PORT},10.0.0.3:{PORT}"), "tcp"]);
-    nb(&["lb-add", "lb.y", &format!("{VIP_Y}:{PORT}"), &format!("10.0.0.34:{PORT}"), "tcp"]);
+    nb(&[
+        "lb-add",
+        "lb.x",
+        &format!("{VIP_X}:{PORT}"),
+        &format!("10.0.0.2:{PORT},10.0.0.3:{PORT}"),
+        "tcp",
+    ]);
+    nb(&[
+        "lb-add",
+        "lb.y",
+        &format!("{VIP_Y}:{PORT}"),
+        &format!("10.0.0.34:{PORT}"),
+        "tcp",
+    ]);
     nb(&["ls-lb-add", "cli.x", "lb.x"]);
     nb(&["ls-lb-add", "cli.y", "lb.y"]);
-    let records = format!("records={{\"vip.svr.x.ns.wepoq.net\"=\"{VIP_X}\",\"vip.svr.y.ns.wepoq.net\"=\"{VIP_Y}\"}}");
+    let records = format!(
+        "records={{\"vip.svr.x.ns.wepoq.net\"=\"{VIP_X}\",\"vip.svr.y.ns.wepoq.net\"=\"{VIP_Y}\"}}"
+    );
     let dns = nb(&["create", "DNS", &records]);
     for sw in ["svr.x", "cli.x", "svr.y", "cli.y"] {
         nb(&["add", "Logical_Switch", sw, "dns_records", dns.trim()]);
@@ -145,9 +221,30 @@ fn build(sb: Sandbox) -> Probe {
     nb(&["pg-add", "wepoq.cli.x.ns", "x-c1"]);
     nb(&["pg-add", "wepoq.svr.y.ns", "y-s1"]);
     nb(&["pg-add", "wepoq.cli.y.ns", "y-c1"]);
-    nb(&["acl-add", "wepoq.ns", "from-lport", "100", "inport == @wepoq.ns && ip", "drop"]);
-    nb(&["acl-add", "wepoq.ns", "to-lport", "100", "outport == @wepoq.ns && ip", "drop"]);
-    nb(&["acl-add", "wepoq.ns", "from-lport", "1000", "inport == @wepoq.ns && udp.dst == 53", "allow-related"]);
+    nb(&[
+        "acl-add",
+        "wepoq.ns",
+        "from-lport",
+        "100",
+        "inport == @wepoq.ns && ip",
+        "drop",
+    ]);
+    nb(&[
+        "acl-add",
+        "wepoq.ns",
+        "to-lport",
+        "100",
+        "outport == @wepoq.ns && ip",
+        "drop",
+    ]);
+    nb(&[
+        "acl-add",
+        "wepoq.ns",
+        "from-lport",
+        "1000",
+        "inport == @wepoq.ns && udp.dst == 53",
+        "allow-related",
+    ]);
     for (cli, svc, vip) in [("x", "x", VIP_X), ("y", "y", VIP_Y)] {
         add_allow_pair(&sb, cli, svc, vip);
     }
@@ -163,7 +260,13 @@ fn build(sb: Sandbox) -> Probe {
     }
     let server = probe.sb.dir().join("server.py");
     for lsp in ["x-s1", "x-s2", "y-s1"] {
-        probe.sb.spawn(probe.ep(lsp), &["python3", server.to_str().unwrap(), lsp, PORT]).unwrap();
+        probe
+            .sb
+            .spawn(
+                probe.ep(lsp),
+                &["python3", server.to_str().unwrap(), lsp, PORT],
+            )
+            .unwrap();
     }
     probe.sync();
     probe
@@ -176,17 +279,37 @@ fn add_allow_pair(sb: &Sandbox, cli: &str, svc: &str, vip: &str) {
     let from = format!(
         "inport == @wepoq.cli.{cli}.ns && tcp.dst == {PORT} && (ip4.dst == {vip} || (ct.est && ip4.dst == $wepoq.svr.{svc}.ns_ip4))"
     );
-    let to = format!("outport == @wepoq.svr.{svc}.ns && ip4.src == $wepoq.cli.{cli}.ns_ip4 && tcp.dst == {PORT}");
+    let to = format!(
+        "outport == @wepoq.svr.{svc}.ns && ip4.src == $wepoq.cli.{cli}.ns_ip4 && tcp.dst == {PORT}"
+    );
     // Each ACL hangs on the narrowest port group it matches: an ACL lands on every switch
     // holding a port of its group, and ovn-controller cannot parse a match naming a group
     // with no port on that switch.
-    sb.nbctl(&["acl-add", &format!("wepoq.cli.{cli}.ns"), "from-lport", "1000", &from, "allow-related"]).unwrap();
-    sb.nbctl(&["acl-add", &format!("wepoq.svr.{svc}.ns"), "to-lport", "1000", &to, "allow-related"]).unwrap();
+    sb.nbctl(&[
+        "acl-add",
+        &format!("wepoq.cli.{cli}.ns"),
+        "from-lport",
+        "1000",
+        &from,
+        "allow-related",
+    ])
+    .unwrap();
+    sb.nbctl(&[
+        "acl-add",
+        &format!("wepoq.svr.{svc}.ns"),
+        "to-lport",
+        "1000",
+        &to,
+        "allow-related",
+    ])
+    .unwrap();
 }
 
 #[test]
 fn topology_recipe_works_on_the_data_plane() {
-    let Some(sb) = Sandbox::data_plane_or_skip() else { return };
+    let Some(sb) = Sandbox::data_plane_or_skip() else {
+        return;
+    };
     let p = build(sb);
 
     // (a) OVN's DNS responder answers on the gateway address, for every service name.
@@ -205,7 +328,10 @@ fn topology_recipe_works_on_the_data_plane() {
     assert_eq!(seen, BTreeSet::from(["x-s1".to_owned(), "x-s2".to_owned()]));
     assert_eq!(p.reaches("y-c1", VIP_Y), "y-s1");
     // Only through the VIP: not to the servers' own addresses.
-    assert!(p.blocked("x-c1", "10.0.0.2"), "x-c1 reached a server directly");
+    assert!(
+        p.blocked("x-c1", "10.0.0.2"),
+        "x-c1 reached a server directly"
+    );
 
     // (c) No path that was not declared: Y's client to X, X's client to Y, server to server.
     assert!(p.blocked("y-c1", VIP_X), "y-c1 reached X's VIP");
@@ -227,9 +353,14 @@ fn topology_recipe_works_on_the_data_plane() {
 
     // The client's `--wait=hv`: nb_cfg bumped, hv_cfg catches up once ovn-controller
     // has the flows.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let client = Client::connect(&p.sb.nb_unix_url(), Timeouts::default()).await.unwrap();
+        let client = Client::connect(&p.sb.nb_unix_url(), Timeouts::default())
+            .await
+            .unwrap();
         let before = client.sync_hv(Duration::from_secs(30)).await.unwrap();
         p.nbctl(&["set", "Load_Balancer", "lb.y", "external_ids:touched=1"]);
         assert!(client.sync_hv(Duration::from_secs(30)).await.unwrap() > before);
@@ -239,5 +370,8 @@ fn topology_recipe_works_on_the_data_plane() {
     let northd = p.sb.log("northd");
     assert!(!northd.contains("|ERR|"), "northd errors:\n{northd}");
     let controller = p.sb.log("controller");
-    assert!(!controller.contains("error parsing match"), "ovn-controller refused a match:\n{controller}");
+    assert!(
+        !controller.contains("error parsing match"),
+        "ovn-controller refused a match:\n{controller}"
+    );
 }

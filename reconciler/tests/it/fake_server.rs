@@ -13,7 +13,11 @@ use wepoq_reconciler::ovsdb::{Client, Error, FrameDecoder, Timeouts};
 
 fn socket_path() -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
-    std::env::temp_dir().join(format!("wepoq-fake-{}-{}.sock", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+    std::env::temp_dir().join(format!(
+        "wepoq-fake-{}-{}.sock",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// One side of a scripted conversation.
@@ -25,8 +29,15 @@ struct Peer {
 
 impl Peer {
     async fn accept(listener: &UnixListener) -> Peer {
-        let (stream, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.expect("client connects").unwrap();
-        Peer { stream, buf: Vec::new(), decoder: FrameDecoder::new() }
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("client connects")
+            .unwrap();
+        Peer {
+            stream,
+            buf: Vec::new(),
+            decoder: FrameDecoder::new(),
+        }
     }
 
     async fn read(&mut self) -> Json {
@@ -36,14 +47,20 @@ impl Peer {
                 return msg;
             }
             let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk)).await.expect("a message").unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+                .await
+                .expect("a message")
+                .unwrap();
             assert!(n > 0, "client hung up");
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
     async fn write(&mut self, msg: &Json) {
-        self.stream.write_all(msg.to_string().as_bytes()).await.unwrap();
+        self.stream
+            .write_all(msg.to_string().as_bytes())
+            .await
+            .unwrap();
     }
 
     /// Writes one byte at a time: the client must reassemble messages across reads.
@@ -59,11 +76,18 @@ impl Peer {
 async fn answers_echo_and_reassembles_split_replies() {
     let path = socket_path();
     let listener = UnixListener::bind(&path).unwrap();
-    let client = Client::connect(&format!("unix:{}", path.display()), Timeouts::default()).await.unwrap();
+    let client = Client::connect(&format!("unix:{}", path.display()), Timeouts::default())
+        .await
+        .unwrap();
     let mut server = Peer::accept(&listener).await;
 
-    server.write(&json!({"method": "echo", "params": ["x"], "id": "e1"})).await;
-    assert_eq!(server.read().await, json!({"result": ["x"], "error": null, "id": "e1"}));
+    server
+        .write(&json!({"method": "echo", "params": ["x"], "id": "e1"}))
+        .await;
+    assert_eq!(
+        server.read().await,
+        json!({"result": ["x"], "error": null, "id": "e1"})
+    );
 
     let call = tokio::spawn({
         let client = client.clone();
@@ -72,13 +96,19 @@ async fn answers_echo_and_reassembles_split_replies() {
     let request = server.read().await;
     assert_eq!(request["method"], "list_dbs");
     // A notification for a monitor nobody has, then the reply, both in single bytes.
-    server.dribble(&json!({"method": "update2", "params": ["nobody", {}], "id": null})).await;
-    server.dribble(&json!({"id": request["id"], "result": ["A", "B"], "error": null})).await;
+    server
+        .dribble(&json!({"method": "update2", "params": ["nobody", {}], "id": null}))
+        .await;
+    server
+        .dribble(&json!({"id": request["id"], "result": ["A", "B"], "error": null}))
+        .await;
     assert_eq!(call.await.unwrap().unwrap(), ["A", "B"]);
     assert_eq!(client.stats().echo_replies, 1);
 
     // A request the client does not know is refused, not ignored.
-    server.write(&json!({"method": "frobnicate", "params": [], "id": 99})).await;
+    server
+        .write(&json!({"method": "frobnicate", "params": [], "id": 99}))
+        .await;
     let refusal = server.read().await;
     assert_eq!(refusal["id"], 99);
     assert!(!refusal["error"].is_null());
@@ -95,7 +125,9 @@ async fn probes_a_silent_server_then_reconnects() {
         request: Duration::from_secs(5),
         ..Timeouts::default()
     };
-    let client = Client::connect(&format!("unix:{}", path.display()), timeouts).await.unwrap();
+    let client = Client::connect(&format!("unix:{}", path.display()), timeouts)
+        .await
+        .unwrap();
     let mut first = Peer::accept(&listener).await;
     // Silence makes the client probe; an unanswered probe makes it drop the connection.
     let probe = first.read().await;
@@ -119,7 +151,10 @@ async fn probes_a_silent_server_then_reconnects() {
     assert_eq!(request["method"], "get_schema");
     second.write(&json!({"id": request["id"], "result": null, "error": {"error": "unknown database", "details": "Nope"}})).await;
     let err = call.await.unwrap().unwrap_err();
-    assert!(matches!(&err, Error::Rpc { error, .. } if error == "unknown database: Nope"), "{err}");
+    assert!(
+        matches!(&err, Error::Rpc { error, .. } if error == "unknown database: Nope"),
+        "{err}"
+    );
     assert!(!err.is_retryable());
 
     // A connection that dies under a request fails it as retryable.
@@ -130,7 +165,10 @@ async fn probes_a_silent_server_then_reconnects() {
     let _ = second.read().await;
     drop(second);
     let err = call.await.unwrap().unwrap_err();
-    assert!(matches!(err, Error::ConnectionLost { .. }) && err.is_retryable(), "{err}");
+    assert!(
+        matches!(err, Error::ConnectionLost { .. }) && err.is_retryable(),
+        "{err}"
+    );
     drop(first);
     std::fs::remove_file(&path).unwrap();
 }
