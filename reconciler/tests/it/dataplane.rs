@@ -16,6 +16,10 @@
 //! - The client's switch must carry the service's Load_Balancer, also for a declared call
 //!   from another service's clients; on the (distributed, gateway-less) router it does
 //!   nothing.
+//! - DNS: OVN answers any UDP/53 query crossing a switch with records (whatever its
+//!   destination), and in 23.03 lets `udp.src == 53` skip to-lport ACLs. With a plain
+//!   `udp.dst == 53` allow, any endpoint can send 53 -> 53 datagrams to any other through
+//!   the default deny; allowing DNS only to the gateway addresses closes that.
 //! - Port group names with dots work in matches. An ACL is installed on every switch that
 //!   has a port of the ACL's own port group; where a group named in its match has no
 //!   port, ovn-controller logs "Syntax error ... expecting port group name" and skips the
@@ -43,6 +47,26 @@ while True:
     c, _ = s.accept()
     c.sendall((sys.argv[1] + "\n").encode())
     c.close()
+"#;
+
+const UDP_RECV: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(float(sys.argv[2]))
+try:
+    s.recvfrom(100)
+    print("GOT")
+except socket.timeout:
+    print("NOTHING")
+"#;
+
+const UDP_SEND: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+for _ in range(3):
+    s.sendto(b"hi", (sys.argv[2], int(sys.argv[3])))
 "#;
 
 const CLIENT: &str = r#"
@@ -94,6 +118,29 @@ impl Probe {
 
     fn blocked(&self, from: &str, ip: &str) -> bool {
         self.connect(from, ip, "1").starts_with("ERR")
+    }
+
+    /// Whether datagrams from `from`'s port `sport` arrive at `to`'s port `dport`.
+    fn udp_delivered(&self, from: &str, sport: &str, to: &str, to_ip: &str, dport: &str) -> bool {
+        let recv = self.sb.dir().join("udp_recv.py");
+        let send = self.sb.dir().join("udp_send.py");
+        std::thread::scope(|scope| {
+            let receiver = scope.spawn(|| {
+                self.sb
+                    .exec(
+                        self.ep(to),
+                        &["python3", recv.to_str().unwrap(), dport, "2"],
+                    )
+                    .unwrap()
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            let send = send.to_str().unwrap();
+            self.sb
+                .exec(self.ep(from), &["python3", send, sport, to_ip, dport])
+                .unwrap();
+            let out = receiver.join().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "GOT"
+        })
     }
 
     fn dig(&self, from: &str, server: &str, name: &str) -> String {
@@ -237,12 +284,16 @@ fn build(sb: Sandbox) -> Probe {
         "outport == @wepoq.ns && ip",
         "drop",
     ]);
+    // DNS only to the gateways: OVN 23.03 lets `udp.src == 53` skip to-lport ACLs on a
+    // switch with DNS records, so a plain `udp.dst == 53` allow would let any endpoint send
+    // 53 -> 53 datagrams to any other.
+    let dns_acl = "inport == @wepoq.ns && ip4.dst == {10.0.0.1, 10.0.0.17, 10.0.0.33, 10.0.0.49} && udp.dst == 53";
     nb(&[
         "acl-add",
         "wepoq.ns",
         "from-lport",
         "1000",
-        "inport == @wepoq.ns && udp.dst == 53",
+        dns,
         "allow-related",
     ]);
     for (cli, svc, vip) in [("x", "x", VIP_X), ("y", "y", VIP_Y)] {
@@ -254,6 +305,8 @@ fn build(sb: Sandbox) -> Probe {
     }
     std::fs::write(sb.dir().join("server.py"), SERVER).unwrap();
     std::fs::write(sb.dir().join("client.py"), CLIENT).unwrap();
+    std::fs::write(sb.dir().join("udp_recv.py"), UDP_RECV).unwrap();
+    std::fs::write(sb.dir().join("udp_send.py"), UDP_SEND).unwrap();
     let probe = Probe { sb, endpoints };
     for (_, lsp, ..) in eps {
         probe.sb.wait_port_up(lsp, Duration::from_secs(30)).unwrap();
@@ -339,6 +392,15 @@ fn topology_recipe_works_on_the_data_plane() {
     assert!(p.blocked("x-c1", VIP_Y), "x-c1 reached Y's VIP");
     assert!(p.blocked("x-c1", "10.0.0.34"), "x-c1 reached the Y server");
     assert!(p.blocked("x-s1", "10.0.0.3"), "servers reach each other");
+    // DNS-looking datagrams between endpoints stay blocked (the udp.src == 53 hole).
+    assert!(
+        p.udp_delivered("x-s1", "4000", "x-s1", "127.0.0.1", "4001"),
+        "the udp probe is broken"
+    );
+    assert!(
+        !p.udp_delivered("x-c1", "53", "y-c1", "10.0.0.50", "53"),
+        "udp 53 -> 53 crossed services"
+    );
 
     // (d) Declaring the call cli.y -> X: the ACL pair, and X's LB on the caller's switch.
     add_allow_pair(&p.sb, "y", "x", VIP_X);
