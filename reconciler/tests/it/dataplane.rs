@@ -293,7 +293,7 @@ fn build(sb: Sandbox) -> Probe {
         "wepoq.ns",
         "from-lport",
         "1000",
-        dns,
+        dns_acl,
         "allow-related",
     ]);
     for (cli, svc, vip) in [("x", "x", VIP_X), ("y", "y", VIP_Y)] {
