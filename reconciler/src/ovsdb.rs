@@ -13,6 +13,7 @@
 //!   failure becomes an [`Error`] (`GuardFailed` for a failed `wait`, `OpFailed`,
 //!   `CommitFailed` for the trailing commit-time error). [`Client::transact_reply`] returns
 //!   every outcome instead (dry runs end in [`Operation::Abort`]).
+//! - [`Client::select`]`(db, table, conditions, columns) -> Vec<Row>`: one select.
 //! - [`Client::monitor`]`(db, MonitorSpec) -> Monitor`: a cache of the chosen tables and
 //!   columns, kept current by `update2` notifications and re-synced after a reconnect.
 //!   Because the server sends a transaction's updates before its reply, the cache already

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::connection::{Command, Counters, Driver};
 use super::error::Error;
 use super::monitor::{Monitor, MonitorSpec, MonitorState};
-use super::operation::{Mutation, OpResult, Operation, TransactReply};
+use super::operation::{Condition, Mutation, OpResult, Operation, TransactReply};
 use super::row::Row;
 use super::schema::{NB_DB, NB_MAJOR, Schema};
 use super::target::Target;
@@ -190,6 +190,35 @@ impl Client {
     /// (a failed `wait` is [`Error::GuardFailed`], commit checks [`Error::CommitFailed`]).
     pub async fn transact(&self, db: &str, ops: &[Operation]) -> Result<Vec<OpResult>, Error> {
         self.transact_reply(db, ops).await?.into_result(ops)
+    }
+
+    /// One `select`: the rows of `table` matching `conditions` (all rows for `&[]`),
+    /// restricted to `columns` (every column for `&[]`; `_uuid` always comes along).
+    pub async fn select(
+        &self,
+        db: &str,
+        table: &str,
+        conditions: Vec<Condition>,
+        columns: &[&str],
+    ) -> Result<Vec<Row>, Error> {
+        let op = match columns {
+            [] => Operation::select(table, conditions),
+            columns => {
+                let mut with_uuid = columns.to_vec();
+                if !with_uuid.contains(&"_uuid") {
+                    with_uuid.push("_uuid");
+                }
+                Operation::select_columns(table, conditions, &with_uuid)
+            }
+        };
+        let mut results = self.transact(db, &[op]).await?;
+        match results.pop() {
+            Some(OpResult::Select { rows }) => Ok(rows),
+            _ => Err(Error::Decode {
+                what: "select result".into(),
+                reason: "no rows".into(),
+            }),
+        }
     }
 
     /// Starts a `monitor_cond` on `db` and returns once the cache holds the initial rows.

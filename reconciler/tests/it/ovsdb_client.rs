@@ -35,18 +35,15 @@ fn switch_with_port(switch: &str, port: &str, addresses: &str) -> Vec<Operation>
 
 async fn port_names(client: &Client) -> Vec<String> {
     let rows = client
-        .transact(
-            NB_DB,
-            &[Operation::select_columns(
-                "Logical_Switch_Port",
-                vec![],
-                &["name"],
-            )],
-        )
+        .select(NB_DB, "Logical_Switch_Port", vec![], &["name"])
         .await
         .unwrap();
-    let mut names: Vec<String> = rows[0]
-        .rows()
+    // Only what was asked for, plus the row's identity.
+    assert!(
+        rows.iter().all(|r| r.len() == 2 && r.uuid().is_some()),
+        "{rows:?}"
+    );
+    let mut names: Vec<String> = rows
         .iter()
         .map(|r| r.str("name").unwrap().to_owned())
         .collect();
