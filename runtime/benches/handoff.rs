@@ -14,8 +14,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_wepoq-runtime");
 const LATENCY_SAMPLES: usize = 20_000;
 const BLOCK: usize = 2_000;
 const CLIENTS: usize = 4;
-/// Serving threads for direct and warm workers for the stub: one per client, both sides.
-const SERVERS: usize = CLIENTS;
+/// Serving threads for direct and warm workers for the stub, the same on both sides; two
+/// per client, so a client that reconnects while its last server is still seeing the close
+/// finds another free one on either side.
+const SERVERS: usize = 2 * CLIENTS;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(3);
 const THROUGHPUT_ROUNDS: u32 = 10;
 const COLD_SAMPLES: usize = 40;
