@@ -111,7 +111,7 @@ impl Dispatcher {
         events: UnboundedSender<Event>,
         metrics: Arc<Metrics>,
         records: RecordSink,
-        ) -> Dispatcher {
+    ) -> Dispatcher {
         Dispatcher {
             config,
             backend,
@@ -401,12 +401,19 @@ impl Dispatcher {
                 continue;
             }
             if !w.in_flight.is_empty() {
-                let mut overdue = w.in_flight.values_mut().filter(|f| f.deadline <= now).peekable();
+                let mut overdue = w
+                    .in_flight
+                    .values_mut()
+                    .filter(|f| f.deadline <= now)
+                    .peekable();
                 if overdue.peek().is_some() {
                     // Stopping the worker is the only way to end a connection we no longer
                     // hold; its other connections end with it.
                     overdue.for_each(|f| f.timed_out = true);
-                    eprintln!("wepoq-stub: worker {} held a connection past its deadline", w.id);
+                    eprintln!(
+                        "wepoq-stub: worker {} held a connection past its deadline",
+                        w.id
+                    );
                     w.stop(&self.backend);
                 }
                 continue;
@@ -564,5 +571,186 @@ impl Dispatcher {
         self.metrics
             .queue_depth
             .store(self.queue.len() as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pool's decisions with a fake backend: no processes, no timing.
+
+    use super::*;
+    use crate::backend::{BackendError, BoxFuture};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+    use tokio::sync::mpsc;
+
+    #[derive(Default)]
+    struct FakeBackend {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl WorkerBackend for FakeBackend {
+        fn spawn(
+            &self,
+            request: SpawnRequest,
+            _exited: ExitNotice,
+        ) -> BoxFuture<'_, Result<(), BackendError>> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("spawn {}", request.worker_id));
+            Box::pin(async { Ok(()) })
+        }
+
+        fn stop(&self, worker_id: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+            self.calls.lock().unwrap().push(format!("stop {worker_id}"));
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    struct Harness {
+        dispatcher: Dispatcher,
+        backend: Arc<FakeBackend>,
+        metrics: Arc<Metrics>,
+        listener: TcpListener,
+        clients: Vec<TcpStream>,
+    }
+
+    impl Harness {
+        fn new(config: StubConfig) -> Harness {
+            let backend = Arc::new(FakeBackend::default());
+            let metrics = Arc::new(Metrics::default());
+            let (tx, _rx) = mpsc::unbounded_channel();
+            // The receiver is dropped: these tests drive the dispatcher by hand.
+            let dispatcher = Dispatcher::new(
+                Arc::new(config),
+                backend.clone(),
+                tx,
+                metrics.clone(),
+                RecordSink::none(),
+            );
+            Harness {
+                dispatcher,
+                backend,
+                metrics,
+                listener: TcpListener::bind("127.0.0.1:0").unwrap(),
+                clients: Vec::new(),
+            }
+        }
+
+        fn accept(&mut self) -> ControlFlow<()> {
+            let client = TcpStream::connect(self.listener.local_addr().unwrap()).unwrap();
+            let (stream, remote) = self.listener.accept().unwrap();
+            self.clients.push(client);
+            let local = stream.local_addr().unwrap();
+            self.dispatcher.handle(Event::Accepted(Accepted {
+                stream,
+                remote,
+                local,
+                at: Instant::now(),
+                at_unix_ns: SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64,
+            }))
+        }
+
+        async fn calls(&self) -> Vec<String> {
+            // Spawn and stop requests run as tasks; let them.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            self.backend.calls.lock().unwrap().clone()
+        }
+    }
+
+    fn config() -> StubConfig {
+        StubConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            socket_dir: std::env::temp_dir(),
+            ..StubConfig::default()
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn queued_connections_start_workers_up_to_the_maximum() {
+        let mut h = Harness::new(StubConfig {
+            max_workers: 2,
+            ..config()
+        });
+        h.dispatcher.start();
+        assert!(h.calls().await.is_empty(), "min 0: nothing at start");
+        for _ in 0..3 {
+            assert!(h.accept().is_continue());
+        }
+        assert_eq!(h.calls().await, ["spawn w1", "spawn w2"]);
+        assert_eq!(h.metrics.queue_depth.load(Relaxed), 3);
+        assert_eq!(h.metrics.workers_starting.load(Relaxed), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_worker_per_concurrency_waiting_connections() {
+        let mut h = Harness::new(StubConfig {
+            concurrency: 4,
+            max_workers: 8,
+            ..config()
+        });
+        for _ in 0..5 {
+            assert!(h.accept().is_continue());
+        }
+        assert_eq!(
+            h.calls().await,
+            ["spawn w1", "spawn w2"],
+            "5 waiting / 4 per worker"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_refuses_and_counts() {
+        let mut h = Harness::new(StubConfig {
+            max_workers: 0,
+            queue_limit: 2,
+            ..config()
+        });
+        for _ in 0..5 {
+            assert!(h.accept().is_continue());
+        }
+        assert_eq!(h.metrics.queue_depth.load(Relaxed), 2);
+        assert_eq!(h.metrics.outcome(Outcome::Refused), 3);
+        assert!(h.calls().await.is_empty(), "max 0: never spawns");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_minimum_is_kept_and_a_worker_that_never_registers_is_stopped() {
+        let mut h = Harness::new(StubConfig {
+            min_workers: 1,
+            start_timeout: Duration::ZERO,
+            ..config()
+        });
+        h.dispatcher.start();
+        assert_eq!(h.calls().await, ["spawn w1"]);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(h.dispatcher.handle(Event::Tick).is_continue());
+        // A stopping worker no longer counts towards the minimum: its replacement starts at
+        // once, without waiting for the backend to report the end.
+        assert_eq!(h.calls().await, ["spawn w1", "stop w1", "spawn w2"]);
+        assert_eq!(h.metrics.workers_lost.load(Relaxed), 1);
+        let gone = h.dispatcher.handle(Event::WorkerGone {
+            worker_id: "w1".into(),
+            why: "test".into(),
+        });
+        assert!(gone.is_continue());
+        assert_eq!(
+            h.calls().await.len(),
+            3,
+            "the end of w1 starts nothing more"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shutdown_with_nothing_in_flight_ends_at_once() {
+        let mut h = Harness::new(config());
+        assert!(h.dispatcher.handle(Event::Shutdown).is_break());
     }
 }

@@ -230,13 +230,24 @@ fn a_worker_that_dies_mid_connection_closes_it_and_is_replaced() {
 #[test]
 fn a_worker_holding_a_connection_past_its_deadline_is_stopped() {
     let stub = Stub::start(
-        &["--protocol", "http", "--min-workers", "1", "--conn-timeout", "300ms"],
+        &[
+            "--protocol",
+            "http",
+            "--min-workers",
+            "1",
+            "--conn-timeout",
+            "300ms",
+        ],
         &[BIN, "example-worker", "--mode", "http", "--delay", "30s"],
     );
     let t = Instant::now();
     let (status, _, _) = http_get(stub.addr(), "/");
     assert_eq!(status, 0, "no response from the stuck worker");
-    assert!(t.elapsed() < Duration::from_secs(3), "ended near the deadline: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "ended near the deadline: {:?}",
+        t.elapsed()
+    );
     stub.wait_for("the timeout counted", Duration::from_secs(5), |s| {
         s.metric("wepoq_connections_total{outcome=\"timed_out\"}") == 1.0
     });
