@@ -1,7 +1,10 @@
 //! Argument parsing and dispatch to one module per command.
 
+mod apply;
 mod check;
+mod destroy;
 mod graph;
+mod live;
 mod load;
 mod output;
 mod plan;
@@ -24,8 +27,12 @@ struct Cli {
 enum Command {
     /// Check specs and report every problem at once (exit 1 on any error)
     Check(SpecArgs),
-    /// Show what would change to make OVN match the specs
+    /// Show what would change to make OVN match the specs (offline, or live with --db)
     Plan(plan::PlanArgs),
+    /// Make the NB match the specs, or apply a saved plan, in one transaction
+    Apply(apply::ApplyArgs),
+    /// Remove everything wepoq owns for the specs' namespaces, and nothing else
+    Destroy(destroy::DestroyArgs),
     /// Print the DNS zone (RFC 1035 master file) of a namespace
     Zone(zone::ZoneArgs),
     /// Draw the topology as Graphviz DOT or SVG
@@ -50,6 +57,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Apply(args) => apply::run(&args),
+        Command::Destroy(args) => destroy::run(&args),
         Command::Zone(args) => zone::run(&args),
         Command::Graph(args) => graph::run(&args),
         Command::Runtime(command) => wepoq_runtime::cli::run(command),

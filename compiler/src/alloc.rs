@@ -23,12 +23,18 @@ pub const RESERVED_PREFIX: u8 = 28;
 /// The smallest subnet handed to a side.
 pub const MIN_SIDE_PREFIX: u8 = 28;
 
+/// One side's subnet and its endpoints in replica order (`s1` first).
+#[derive(Debug, Clone)]
+pub struct SideAllocation {
+    pub net: Ipv4Net,
+    /// (port name such as `s1.svr.result.ovn-vote.ns`, address, MAC)
+    pub endpoints: Vec<(String, u32, Mac)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Allocation {
-    /// Side name (`svr.result.ovn-vote.ns`) to its subnet.
-    pub subnets: HashMap<String, Ipv4Net>,
-    /// Endpoint port name (`s1.svr.result.ovn-vote.ns`) to its address and MAC.
-    pub endpoints: HashMap<String, (u32, Mac)>,
+    /// Side name (`svr.result.ovn-vote.ns`) to its subnet and endpoints.
+    pub sides: HashMap<String, SideAllocation>,
     /// The lockfile that records this allocation.
     pub lock_text: String,
 }
@@ -167,17 +173,21 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
     }
 
     // Endpoints: keep locked addresses that are still valid, then fill the gaps.
-    let mut endpoints: HashMap<String, (u32, Mac)> = HashMap::new();
     let mut used_ips: HashMap<u32, Span> = HashMap::new();
     let mut used_macs: HashMap<Mac, Span> = HashMap::new();
     let locked_by_port: HashMap<&str, &lock::LockedEndpoint> = lock.endpoints.iter().map(|e| (e.port.as_str(), e)).collect();
-    let mut taken: HashMap<&str, Vec<bool>> = HashMap::new();
+    // Per side: port names, and the address each got from the lockfile (if any).
+    let mut placed: Vec<(Vec<String>, Vec<Option<(u32, Mac)>>, Vec<bool>)> = Vec::with_capacity(sides.len());
     for (name, kind, replicas) in &sides {
-        let Some(net) = subnets.get(name) else { continue };
-        let slots = taken.entry(name.as_str()).or_insert_with(|| vec![false; net.size() as usize]);
+        let ports: Vec<String> = (1..=*replicas).map(|n| endpoint_port_name(name, *kind, n)).collect();
+        let mut addrs = vec![None; ports.len()];
+        let Some(net) = subnets.get(name) else {
+            placed.push((ports, addrs, Vec::new()));
+            continue;
+        };
+        let mut slots = vec![false; net.size() as usize];
         let subnet_locked = subnet_spans.contains_key(name);
-        for n in 1..=*replicas {
-            let port = endpoint_port_name(name, *kind, n);
+        for (i, port) in ports.iter().enumerate() {
             let Some(locked) = locked_by_port.get(port.as_str()) else { continue };
             if !network.contains(locked.ip) {
                 diagnostics.push(
@@ -230,43 +240,41 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
             used_ips.insert(locked.ip, locked.ip_span);
             used_macs.insert(locked.mac, locked.mac_span);
             slots[offset as usize] = true;
-            endpoints.insert(port, (locked.ip, locked.mac));
+            addrs[i] = Some((locked.ip, locked.mac));
         }
+        placed.push((ports, addrs, slots));
     }
     if diagnostics.iter().any(Diagnostic::is_error) {
         return (None, diagnostics);
     }
-    for (name, kind, replicas) in &sides {
+    let mut allocated: HashMap<String, SideAllocation> = HashMap::with_capacity(sides.len());
+    for ((name, _, _), (ports, addrs, mut slots)) in sides.iter().zip(placed) {
         let net = subnets[name];
-        let slots = taken.get_mut(name.as_str()).expect("every side has slots");
         let mut next = FIRST_ENDPOINT_OFFSET as usize;
-        for n in 1..=*replicas {
-            let port = endpoint_port_name(name, *kind, n);
-            if endpoints.contains_key(&port) {
-                continue;
-            }
-            while slots[next] {
-                next += 1;
-            }
-            slots[next] = true;
-            let ip = net.first() + next as u32;
-            endpoints.insert(port, (ip, mac_for(ip)));
-        }
-    }
-
-    let mut by_side: HashMap<&str, Vec<(&str, u32, Mac)>> = HashMap::new();
-    for (name, kind, replicas) in &sides {
-        let list = by_side.entry(name.as_str()).or_default();
-        for n in 1..=*replicas {
-            let port = endpoint_port_name(name, *kind, n);
-            let (key, (ip, mac)) = endpoints.get_key_value(&port).expect("allocated above");
-            list.push((key.as_str(), *ip, *mac));
-        }
+        let endpoints = ports
+            .into_iter()
+            .zip(addrs)
+            .map(|(port, addr)| {
+                let (ip, mac) = addr.unwrap_or_else(|| {
+                    while slots[next] {
+                        next += 1;
+                    }
+                    slots[next] = true;
+                    let ip = net.first() + next as u32;
+                    (ip, mac_for(ip))
+                });
+                (port, ip, mac)
+            })
+            .collect();
+        allocated.insert(name.clone(), SideAllocation { net, endpoints });
     }
     let rendered = sides
         .iter()
-        .map(|(name, _, _)| lock::RenderedSide { side: name, net: subnets[name], endpoints: by_side.remove(name.as_str()).unwrap_or_default() })
+        .map(|(name, _, _)| {
+            let side = &allocated[name];
+            lock::RenderedSide { side: name, net: side.net, endpoints: side.endpoints.iter().map(|(p, ip, mac)| (p.as_str(), *ip, *mac)).collect() }
+        })
         .collect();
     let lock_text = lock::render(&ns.fqdn(), rendered);
-    (Some(Allocation { subnets, endpoints, lock_text }), diagnostics)
+    (Some(Allocation { sides: allocated, lock_text }), diagnostics)
 }

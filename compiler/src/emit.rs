@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::alloc::{endpoint_port_name, Allocation};
+use crate::alloc::Allocation;
 use crate::lock::{format_mac, mac_for};
 use crate::model::{Namespace, Port, Proto, Runtime, Service, ServiceId, SideKind};
 use crate::names::ovn_identifier;
@@ -68,10 +68,8 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     fn ids(&self, name: &str, extra: &[(&str, String)]) -> Value {
-        let mut map: BTreeMap<String, String> = extra.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        map.insert(OWNER_KEY.to_string(), self.owner.clone());
-        map.insert(NAME_KEY.to_string(), name.to_string());
-        Value::map(map)
+        let own = [(OWNER_KEY, self.owner.clone()), (NAME_KEY, name.to_string())];
+        Value::map(own.into_iter().chain(extra.iter().map(|(k, v)| (*k, v.clone()))))
     }
 
     fn router_name(&self) -> String {
@@ -88,7 +86,7 @@ impl Emitter<'_> {
 
     fn vip(&self, service: &Service) -> Option<Ipv4Addr> {
         let side = self.ns.side_name(service, SideKind::Svr);
-        self.alloc.subnets.get(&side).map(Allocation::vip)
+        self.alloc.sides.get(&side).map(|s| Allocation::vip(&s.net))
     }
 
     fn lb_name(&self, service: &Service, proto: Proto) -> String {
@@ -133,21 +131,23 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
     }
 
     let mut router_ports = Vec::new();
+    let mut gateways = Vec::new();
     let mut all_ports = Vec::new();
     for (id, service, kind) in &sides {
         let side_name = ns.side_name(service, *kind);
-        let net = alloc.subnets[&side_name];
+        let allocated = &alloc.sides[&side_name];
+        let net = allocated.net;
+        let service_path = service.path();
         let gateway = Allocation::gateway(&net);
         let side = service.side(*kind);
         let ports_text: String = service.ports.iter().map(|p| format!(" {p}")).collect();
 
         let mut switch_ports = Vec::new();
         let mut group_ports = Vec::new();
-        for n in 1..=side.replicas {
-            let port = endpoint_port_name(&side_name, *kind, n);
-            let (ip, mac) = alloc.endpoints[&port];
-            let ip = Ipv4Addr::from(ip);
-            let mac = format_mac(&mac);
+        for (port, ip, mac) in &allocated.endpoints {
+            let port = port.clone();
+            let ip = Ipv4Addr::from(*ip);
+            let mac = format_mac(mac);
             let fqdn = format!("{port}.{}", ns.domain);
             let address = format!("{mac} {ip}");
             e.rows.push(
@@ -155,6 +155,8 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                     .with("name", Value::str(port.clone()))
                     .with("addresses", Value::set([address.clone()]))
                     .with("port_security", Value::set([address.clone()]))
+                    .with("type", Value::str(""))
+                    .with("options", Value::map::<&str, &str>([]))
                     .with("external_ids", e.ids(&port, &[("wepoq-name", fqdn.clone()), ("wepoq-addr", format!("{address}{ports_text}"))])),
             );
             dns_records.insert(fqdn.clone(), ip.to_string());
@@ -165,7 +167,7 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                 ip,
                 prefix: net.prefix(),
                 gateway,
-                service: service.path(),
+                service: service_path.clone(),
                 side: kind.as_str(),
             });
             if let (SideKind::Svr, Some(rt)) = (kind, &service.runtime) {
@@ -190,10 +192,12 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                 .with("name", Value::str(rtr.clone()))
                 .with("type", Value::str("router"))
                 .with("addresses", Value::set(["router"]))
+                .with("port_security", Value::set::<&str>([]))
                 .with("options", Value::map([("router-port", lrp.clone())]))
                 .with("external_ids", e.ids(&rtr, &[])),
         );
         router_ports.push(lrp);
+        gateways.push(gateway);
         switch_ports.push(rtr);
 
         // Load balancers of every service this side may call.
@@ -227,8 +231,14 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
         for target in targets {
             let t = ns.service(target);
             let Some(vip) = e.vip(t) else { continue };
-            let name = format!("call:{side_name}:{}", ns.side_name(t, SideKind::Svr));
-            e.rows.push(acl(&e, &name, "from-lport", ACL_ALLOW_PRIORITY, format!("inport == @{group} && ip4.dst == {vip} && {}", ports_match(&t.ports)), "allow-related"));
+            let target_side = ns.side_name(t, SideKind::Svr);
+            let name = format!("call:{side_name}:{target_side}");
+            // New connections only to the VIP. Packets of an established connection come back
+            // to this ACL already DNATed to a server, so those may go to the servers; a SYN
+            // sent straight to a server stays dropped.
+            let servers = format!("${}_ip4", ovn_identifier(&target_side));
+            let matches = format!("inport == @{group} && {} && (ip4.dst == {vip} || (ct.est && ip4.dst == {servers}))", ports_match(&t.ports));
+            e.rows.push(acl(&e, &name, "from-lport", ACL_ALLOW_PRIORITY, matches, "allow-related"));
             acls.push(name);
         }
         if *kind == SideKind::Svr {
@@ -250,8 +260,8 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
         all_ports.extend(group_ports);
     }
 
-    // Load balancers, one per service and protocol, with the VIP in the server subnet.
-    let mut router_lbs = Vec::new();
+    // Load balancers, one per service and protocol, with the VIP in the server subnet. They
+    // sit on the callers' switches only: on a router without a gateway port they do nothing.
     for service in &ns.services {
         let Some(vip) = e.vip(service) else { continue };
         let svr_side = ns.side_name(service, SideKind::Svr);
@@ -260,11 +270,10 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
             let name = e.lb_name(service, proto);
             let mut vips = BTreeMap::new();
             for port in service.ports.iter().filter(|p| p.proto == proto) {
-                let backends: Vec<String> = (1..=service.svr.replicas)
-                    .map(|n| {
-                        let (ip, _) = alloc.endpoints[&endpoint_port_name(&svr_side, SideKind::Svr, n)];
-                        format!("{}:{}", Ipv4Addr::from(ip), port.number)
-                    })
+                let backends: Vec<String> = alloc.sides[&svr_side]
+                    .endpoints
+                    .iter()
+                    .map(|(_, ip, _)| format!("{}:{}", Ipv4Addr::from(*ip), port.number))
                     .collect();
                 vips.insert(format!("{vip}:{}", port.number), backends.join(","));
             }
@@ -275,7 +284,6 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                     .with("vips", Value::map(vips))
                     .with("external_ids", e.ids(&name, &[])),
             );
-            router_lbs.push(name);
         }
     }
 
@@ -284,20 +292,26 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
         Row::new(Table::LogicalRouter, router.clone())
             .with("name", Value::str(router.clone()))
             .with("ports", Value::refs(Table::LogicalRouterPort, router_ports))
-            .with("load_balancer", Value::refs(Table::LoadBalancer, router_lbs))
             .with("external_ids", e.ids(&router, &[])),
     );
     let dns = e.dns_name();
     e.rows.push(Row::new(Table::Dns, dns.clone()).with("records", Value::map(dns_records)).with("external_ids", e.ids(&dns, &[])));
 
-    // Default deny for every endpoint of the namespace, and DNS to the router port.
+    // Default deny for every endpoint of the namespace, and DNS to the gateways only: OVN
+    // 23.03 lets `udp.src == 53` past to-lport ACLs on a switch with DNS records, so a plain
+    // `udp.dst == 53` allow would let any endpoint send 53 -> 53 datagrams to any other.
     let all = e.all_group();
     let deny_from = format!("deny-from:{}", ns.name);
     let deny_to = format!("deny-to:{}", ns.name);
     let dns_acl = format!("dns:{}", ns.name);
     e.rows.push(acl(&e, &deny_from, "from-lport", ACL_DENY_PRIORITY, format!("inport == @{all} && ip"), "drop"));
     e.rows.push(acl(&e, &deny_to, "to-lport", ACL_DENY_PRIORITY, format!("outport == @{all} && ip"), "drop"));
-    e.rows.push(acl(&e, &dns_acl, "from-lport", ACL_DNS_PRIORITY, format!("inport == @{all} && udp.dst == 53"), "allow-related"));
+    gateways.sort();
+    let gateway_set = match gateways.as_slice() {
+        [one] => one.to_string(),
+        many => format!("{{{}}}", many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+    };
+    e.rows.push(acl(&e, &dns_acl, "from-lport", ACL_DNS_PRIORITY, format!("inport == @{all} && ip4.dst == {gateway_set} && udp.dst == 53"), "allow-related"));
     e.rows.push(
         Row::new(Table::PortGroup, all.clone())
             .with("name", Value::str(all.clone()))

@@ -5,7 +5,6 @@
 //! UUID: references between desired rows are [`RowKey`]s, which the reconciler maps to UUIDs
 //! or named-uuids on the wire.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -139,13 +138,87 @@ impl fmt::Display for Atom {
     }
 }
 
+/// A set of atoms, sorted and without duplicates: canonical by construction, so two sets that
+/// OVSDB considers equal compare equal. A sorted vector rather than a BTreeSet: NB rows hold
+/// many small sets, and a B-tree node has room for eleven.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AtomSet(Vec<Atom>);
+
+impl AtomSet {
+    pub fn iter(&self) -> std::slice::Iter<'_, Atom> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, atom: &Atom) -> bool {
+        self.0.binary_search(atom).is_ok()
+    }
+
+    /// Members of `self` that `other` lacks.
+    pub fn difference(&self, other: &AtomSet) -> AtomSet {
+        AtomSet(self.0.iter().filter(|a| !other.contains(a)).cloned().collect())
+    }
+}
+
+impl FromIterator<Atom> for AtomSet {
+    fn from_iter<I: IntoIterator<Item = Atom>>(iter: I) -> AtomSet {
+        let mut items: Vec<Atom> = iter.into_iter().collect();
+        items.sort_unstable();
+        items.dedup();
+        AtomSet(items)
+    }
+}
+
+/// A map of atoms, sorted by key with unique keys (the first given wins); canonical by
+/// construction like [`AtomSet`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AtomMap(Vec<(Atom, Atom)>);
+
+impl AtomMap {
+    pub fn iter(&self) -> impl Iterator<Item = (&Atom, &Atom)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, key: &Atom) -> Option<&Atom> {
+        self.0.binary_search_by(|(k, _)| k.cmp(key)).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Atom> {
+        self.0.iter().map(|(k, _)| k)
+    }
+}
+
+impl FromIterator<(Atom, Atom)> for AtomMap {
+    fn from_iter<I: IntoIterator<Item = (Atom, Atom)>>(iter: I) -> AtomMap {
+        let mut items: Vec<(Atom, Atom)> = iter.into_iter().collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        items.dedup_by(|later, earlier| later.0 == earlier.0);
+        AtomMap(items)
+    }
+}
+
 /// A column value, canonical by construction: sets and maps are ordered, so two values that
 /// OVSDB considers equal compare equal here.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Value {
     Atom(Atom),
-    Set(BTreeSet<Atom>),
-    Map(BTreeMap<Atom, Atom>),
+    Set(AtomSet),
+    Map(AtomMap),
 }
 
 impl Value {
@@ -204,25 +277,50 @@ impl fmt::Display for Value {
     }
 }
 
-/// One desired (or observed) row: the columns wepoq manages. Columns it does not list are
-/// left alone.
+/// One desired (or observed) row: the columns wepoq manages, sorted by name. Columns it does
+/// not list are left alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub key: RowKey,
-    pub columns: BTreeMap<String, Value>,
+    columns: Vec<(&'static str, Value)>,
 }
 
 impl Row {
     pub fn new(table: Table, name: impl Into<String>) -> Row {
-        Row { key: RowKey::new(table, name), columns: BTreeMap::new() }
+        Row { key: RowKey::new(table, name), columns: Vec::new() }
     }
 
-    pub fn with(mut self, column: &str, value: Value) -> Row {
-        self.columns.insert(column.to_string(), value);
+    /// Sets a column, replacing any earlier value.
+    pub fn with(mut self, column: &'static str, value: Value) -> Row {
+        match self.columns.binary_search_by(|(c, _)| c.cmp(&column)) {
+            Ok(i) => self.columns[i].1 = value,
+            Err(i) => self.columns.insert(i, (column, value)),
+        }
         self
     }
 
     pub fn column(&self, column: &str) -> Option<&Value> {
-        self.columns.get(column)
+        self.columns.iter().find(|(c, _)| *c == column).map(|(_, v)| v)
+    }
+
+    pub fn columns(&self) -> impl Iterator<Item = (&'static str, &Value)> {
+        self.columns.iter().map(|(c, v)| (*c, v))
+    }
+}
+
+impl Table {
+    /// The columns wepoq writes in each table: what it reads back to compare, and nothing
+    /// else (status columns such as `up` belong to others).
+    pub fn managed_columns(&self) -> &'static [&'static str] {
+        match self {
+            Table::LogicalRouter => &["external_ids", "name", "ports"],
+            Table::LogicalRouterPort => &["external_ids", "mac", "name", "networks"],
+            Table::LogicalSwitch => &["dns_records", "external_ids", "load_balancer", "name", "ports"],
+            Table::LogicalSwitchPort => &["addresses", "external_ids", "name", "options", "port_security", "type"],
+            Table::LoadBalancer => &["external_ids", "name", "protocol", "vips"],
+            Table::Dns => &["external_ids", "records"],
+            Table::PortGroup => &["acls", "external_ids", "name", "ports"],
+            Table::Acl => &["action", "direction", "external_ids", "match", "priority"],
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::nb::{Atom, Row, RowKey, Value};
+use crate::nb::{AtomSet, Row, RowKey, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,8 +27,8 @@ pub struct FieldChange {
 impl FieldChange {
     /// For reference sets: the members added and removed. Such columns are shared with other
     /// writers (a foreign port on our switch), so they change by membership, never wholesale.
-    pub fn set_delta(&self) -> Option<(BTreeSet<Atom>, BTreeSet<Atom>)> {
-        let empty = BTreeSet::new();
+    pub fn set_delta(&self) -> Option<(AtomSet, AtomSet)> {
+        let empty = AtomSet::default();
         let before = match &self.before {
             Some(Value::Set(s)) => s,
             None => &empty,
@@ -39,7 +39,7 @@ impl FieldChange {
             None => &empty,
             _ => return None,
         };
-        Some((after.difference(before).cloned().collect(), before.difference(after).cloned().collect()))
+        Some((after.difference(before), before.difference(after)))
     }
 }
 
@@ -89,15 +89,14 @@ pub fn diff(owner: &str, desired: &[Row], observed: &[Row]) -> Vec<Change> {
                 action: Action::Create,
                 key: row.key.clone(),
                 owner: owner.to_string(),
-                fields: row.columns.iter().map(|(c, v)| FieldChange { column: c.clone(), before: None, after: Some(v.clone()) }).collect(),
+                fields: row.columns().map(|(c, v)| FieldChange { column: c.to_string(), before: None, after: Some(v.clone()) }).collect(),
             }),
             Some(old) => {
                 let fields: Vec<FieldChange> = row
-                    .columns
-                    .iter()
+                    .columns()
                     .filter_map(|(c, v)| {
-                        let before = old.columns.get(c);
-                        (before != Some(v)).then(|| FieldChange { column: c.clone(), before: before.cloned(), after: Some(v.clone()) })
+                        let before = old.column(c);
+                        (before != Some(v)).then(|| FieldChange { column: c.to_string(), before: before.cloned(), after: Some(v.clone()) })
                     })
                     .collect();
                 if !fields.is_empty() {
@@ -112,7 +111,7 @@ pub fn diff(owner: &str, desired: &[Row], observed: &[Row]) -> Vec<Change> {
                 action: Action::Destroy,
                 key: row.key.clone(),
                 owner: owner.to_string(),
-                fields: row.columns.iter().map(|(c, v)| FieldChange { column: c.clone(), before: Some(v.clone()), after: None }).collect(),
+                fields: row.columns().map(|(c, v)| FieldChange { column: c.to_string(), before: Some(v.clone()), after: None }).collect(),
             });
         }
     }
@@ -155,7 +154,8 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
     Nothing,
-    Live { fingerprint: String },
+    /// `rows` holds a short digest per owned row (`Table name`), to say what moved.
+    Live { fingerprint: String, rows: Vec<(String, String)> },
 }
 
 /// A complete plan: the changes plus what they were computed from.

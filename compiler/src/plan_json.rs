@@ -16,7 +16,10 @@ pub fn to_json(plan: &Plan) -> Json {
     let s = plan.summary();
     let observed = match &plan.observed {
         Observed::Nothing => json!({"source": "none"}),
-        Observed::Live { fingerprint } => json!({"source": "ovsdb", "fingerprint": fingerprint}),
+        Observed::Live { fingerprint, rows } => {
+            let rows: Map<String, Json> = rows.iter().map(|(k, d)| (k.clone(), json!(d))).collect();
+            json!({"source": "ovsdb", "fingerprint": fingerprint, "rows": rows})
+        }
     };
     json!({
         "format_version": FORMAT_VERSION,
@@ -101,6 +104,11 @@ pub fn from_json(doc: &Json) -> Result<Plan, PlanFormatError> {
         Some("none") => Observed::Nothing,
         Some("ovsdb") => Observed::Live {
             fingerprint: doc.pointer("/observed/fingerprint").and_then(Json::as_str).ok_or_else(|| shape("no observed fingerprint"))?.to_string(),
+            rows: doc
+                .pointer("/observed/rows")
+                .and_then(Json::as_object)
+                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .unwrap_or_default(),
         },
         _ => return Err(shape("observed.source is neither none nor ovsdb")),
     };
@@ -157,16 +165,14 @@ pub fn value_from_json(j: &Json) -> Result<Value, PlanFormatError> {
                 return Ok(Value::Set(items.iter().map(atom_from_json).collect::<Result<_, _>>()?));
             }
             [Json::String(tag), Json::Array(pairs)] if tag == "map" => {
-                let mut map = std::collections::BTreeMap::new();
+                let mut map = Vec::new();
                 for pair in pairs {
                     match pair.as_array().map(Vec::as_slice) {
-                        Some([k, v]) => {
-                            map.insert(atom_from_json(k)?, atom_from_json(v)?);
-                        }
+                        Some([k, v]) => map.push((atom_from_json(k)?, atom_from_json(v)?)),
                         _ => return Err(shape("a map pair is malformed")),
                     }
                 }
-                return Ok(Value::Map(map));
+                return Ok(Value::Map(map.into_iter().collect()));
             }
             _ => {}
         }

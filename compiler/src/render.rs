@@ -1,10 +1,9 @@
 //! The human plan: `+`/`~`/`-` per row with its field values and a Terraform-style summary.
 //! Colour only when the caller asks (the CLI asks on a terminal without NO_COLOR).
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::nb::{Atom, Value};
+use crate::nb::{Atom, AtomMap, Value};
 use crate::plan::{Action, Change, FieldChange, Observed, Plan};
 
 const GREEN: &str = "\x1b[32m";
@@ -32,9 +31,16 @@ pub fn human(plan: &Plan, color: bool) -> String {
         let _ = writeln!(out, "  {} {} {}", paint(code, symbol), paint(BOLD, change.key.table.name()), change.key.name);
         match change.action {
             Action::Create => {
+                // Empty values (an endpoint's `type`, `options`) are noise to a reader.
                 for f in &change.fields {
-                    if let Some(after) = &f.after {
-                        let _ = writeln!(out, "      {:width$} = {after}", f.column);
+                    match &f.after {
+                        Some(Value::Set(s)) if s.is_empty() => {}
+                        Some(Value::Map(m)) if m.is_empty() => {}
+                        Some(Value::Atom(Atom::String(s))) if s.is_empty() => {}
+                        Some(after) => {
+                            let _ = writeln!(out, "      {:width$} = {after}", f.column);
+                        }
+                        None => {}
                     }
                 }
             }
@@ -80,7 +86,7 @@ fn field_update(out: &mut String, f: &FieldChange, width: usize, paint: &dyn Fn(
     let _ = writeln!(out, "      {:width$} = {before} {} {after}", f.column, paint(YELLOW, "->"));
 }
 
-fn map_update(out: &mut String, column: &str, before: &BTreeMap<Atom, Atom>, after: &BTreeMap<Atom, Atom>, paint: &dyn Fn(&str, &str) -> String) {
+fn map_update(out: &mut String, column: &str, before: &AtomMap, after: &AtomMap, paint: &dyn Fn(&str, &str) -> String) {
     let keys: std::collections::BTreeSet<&Atom> = before.keys().chain(after.keys()).collect();
     for k in keys {
         match (before.get(k), after.get(k)) {

@@ -15,24 +15,26 @@ pub const TTL: u32 = 300;
 /// Renders the zone from the namespace's DNS row, so the zone and OVN always agree.
 pub fn render(ns: &Namespace, rows: &[Row]) -> String {
     let origin = ns.fqdn();
-    let mut records: Vec<(String, String)> = Vec::new();
+    let suffix = format!(".{origin}");
+    let mut records: Vec<(u32, &str, &str)> = Vec::new();
     if let Some(Value::Map(map)) = rows.iter().find(|r| r.key.table == Table::Dns).and_then(|r| r.column("records")) {
-        for (name, ip) in map {
+        for (name, ip) in map.iter() {
             if let (Atom::String(name), Atom::String(ip)) = (name, ip) {
-                let relative = name.strip_suffix(&format!(".{origin}")).unwrap_or(name);
-                records.push((relative.to_string(), ip.clone()));
+                let relative = name.strip_suffix(&suffix).unwrap_or(name);
+                let order = ip.parse::<Ipv4Addr>().map(u32::from).unwrap_or(0);
+                records.push((order, relative, ip));
             }
         }
     }
     // Order records by address: that is how an operator reads a subnet.
-    records.sort_by_key(|(name, ip)| (ip.parse::<Ipv4Addr>().map(u32::from).unwrap_or(0), name.clone()));
+    records.sort_unstable();
     let name_server = ns.network.nth(1);
 
     let mut body = String::new();
-    let width = records.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(4);
+    let width = records.iter().map(|(_, n, _)| n.len()).max().unwrap_or(0).max(4);
     let _ = writeln!(body, "{:width$} IN NS  ns1", "@");
     let _ = writeln!(body, "{:width$} IN A   {name_server}", "ns1");
-    for (name, ip) in &records {
+    for (_, name, ip) in &records {
         let _ = writeln!(body, "{name:width$} IN A   {ip}");
     }
     let serial = serial(&body);

@@ -1,4 +1,8 @@
 //! wepoq reconciler: the OVSDB client, the OVN sandbox harness, observe and apply
 
+pub mod convert;
+pub mod observe;
 pub mod ovsdb;
+pub mod reconcile;
 pub mod sandbox;
+pub mod transaction;

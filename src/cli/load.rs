@@ -20,6 +20,11 @@ fn lock_path(spec: &Path) -> PathBuf {
 
 /// Loads and compiles; on success writes changed lockfiles (or refuses with `--locked`).
 pub fn load(args: &SpecArgs) -> Result<Loaded, Failed> {
+    load_with(args, true)
+}
+
+/// As [`load`]; `write_lock: false` leaves lockfiles alone (destroy has nothing to record).
+pub fn load_with(args: &SpecArgs, write_lock: bool) -> Result<Loaded, Failed> {
     let mut sources = Sources::new();
     let mut inputs = Vec::new();
     let mut lock_paths = Vec::new();
@@ -56,6 +61,9 @@ pub fn load(args: &SpecArgs) -> Result<Loaded, Failed> {
     };
     print_diagnostics(&compiled.warnings, &sources);
 
+    if !write_lock {
+        return Ok(Loaded { compiled });
+    }
     let stale: Vec<&PathBuf> = compiled.namespaces.iter().zip(&lock_paths).filter(|(ns, _)| ns.lock_changed).map(|(_, p)| p).collect();
     if args.locked && !stale.is_empty() {
         for path in stale {

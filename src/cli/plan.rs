@@ -1,11 +1,15 @@
-//! `wepoq plan`: the changes that would make OVN match the specs, human or JSON.
+//! `wepoq plan`: the changes that would make OVN match the specs, human or JSON; offline
+//! (against an empty state) or, with `--db`, against the live NB.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use wepoq_compiler::plan::Plan;
 use wepoq_compiler::{plan_json, render};
+use wepoq_reconciler::reconcile::{Options, Reconciler};
 
+use super::live::{self, DbArgs};
 use super::load::load;
 use super::output::{stdout_color, write_atomically};
 use super::SpecArgs;
@@ -14,6 +18,8 @@ use super::SpecArgs;
 pub struct PlanArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
     /// Print the plan as JSON (format_version 1, see docs/plan-format.md)
     #[arg(long)]
     pub json: bool,
@@ -23,25 +29,45 @@ pub struct PlanArgs {
     /// Exit 0 when nothing would change, 2 when something would, 1 on error
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Plan to take over rows that carry wepoq's names but are not its own
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 pub fn run(args: &PlanArgs) -> ExitCode {
     let Ok(loaded) = load(&args.spec) else { return ExitCode::FAILURE };
-    let plan = loaded.compiled.plan_from_nothing();
-    if let Some(path) = &args.out {
-        if let Err(e) = write_atomically(path, &plan_json::to_json_text(&plan)) {
+    let plan = if args.db.db.is_some() {
+        let desired = live::desired(&loaded.compiled);
+        let result = live::runtime().block_on(async {
+            let reconciler = live::connect(&args.db).await?;
+            let observed = reconciler.observe(&desired, Options { adopt: args.adopt, ..Options::default() }).await?;
+            Ok(Reconciler::plan(&desired, &observed))
+        });
+        match result {
+            Ok(plan) => plan,
+            Err(e) => {
+                live::report(&e, &args.db);
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        loaded.compiled.plan_from_nothing()
+    };
+    show(&plan, args.json, args.out.as_ref(), args.detailed_exitcode)
+}
+
+/// Prints (and saves) a plan; the exit code follows `--detailed-exitcode`.
+pub fn show(plan: &Plan, json: bool, out: Option<&PathBuf>, detailed_exitcode: bool) -> ExitCode {
+    if let Some(path) = out {
+        if let Err(e) = write_atomically(path, &plan_json::to_json_text(plan)) {
             eprintln!("error: cannot write the plan to {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     }
-    if args.json {
-        print!("{}", plan_json::to_json_text(&plan));
+    if json {
+        print!("{}", plan_json::to_json_text(plan));
     } else {
-        print!("{}", render::human(&plan, stdout_color()));
+        print!("{}", render::human(plan, stdout_color()));
     }
-    if args.detailed_exitcode && !plan.summary().is_empty() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    }
+    if detailed_exitcode && !plan.summary().is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS }
 }

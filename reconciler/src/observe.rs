@@ -1,0 +1,178 @@
+//! Reads what wepoq owns in the NB: every row marked with an owner being reconciled, plus the
+//! names of all rows in named tables (to find rows that carry a wepoq name but are not
+//! wepoq's). One transaction of selects, so the picture is consistent.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+use wepoq_compiler::nb::{self, RowKey, Table, NAME_KEY, OWNER_KEY};
+
+use crate::convert::{to_nb_row, RowIds};
+use crate::ovsdb::{self, Client, Condition, OpResult, Operation, Schema, Uuid, NB_DB};
+
+/// A row that carries a name wepoq wants but is not marked as this namespace's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub key: RowKey,
+    pub uuid: Uuid,
+    /// The owner it is marked with, if another wepoq namespace's; `None` if no wepoq row.
+    pub owner: Option<String>,
+}
+
+/// Everything read in one observation.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Owned rows per owner, in the compiler's form, sorted by key.
+    pub rows: BTreeMap<String, Vec<nb::Row>>,
+    /// The owned rows as read, for the guards of the transaction.
+    pub raw: HashMap<RowKey, ovsdb::Row>,
+    pub ids: RowIds,
+    /// Rows with a wanted name that are not the owner's (refused unless adopted).
+    pub conflicts: Vec<Conflict>,
+    /// Owned rows of each table, by UUID: the transaction checks no other appeared.
+    pub owned_uuids: BTreeMap<Table, Vec<Uuid>>,
+    /// Rows that are not wepoq's but live inside an owned row through a strong reference
+    /// (another tool's port on a wepoq switch): deleting the owned row would delete them.
+    pub foreign_children: BTreeMap<RowKey, Vec<String>>,
+}
+
+impl Observed {
+    /// A hash of the owned rows read; a saved plan carries it and is stale once it differs.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        for (key, digest) in self.digests() {
+            hasher.update(key.as_bytes());
+            hasher.update(digest.as_bytes());
+        }
+        let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+
+    /// A short digest per owned row, keyed `Table name`, to say what moved under a stale plan.
+    pub fn digests(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .rows
+            .values()
+            .flatten()
+            .map(|row| {
+                let mut hasher = Sha256::new();
+                if let Some(uuid) = self.ids.by_key.get(&row.key) {
+                    hasher.update(uuid.as_str().as_bytes());
+                }
+                for (column, value) in row.columns() {
+                    hasher.update(column.as_bytes());
+                    hasher.update(value.to_string().as_bytes());
+                }
+                let hex: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+                (row.key.to_string(), hex)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn owner_condition(owner: &str) -> Condition {
+    Condition::includes("external_ids", ovsdb::Value::map([(OWNER_KEY, owner)]))
+}
+
+/// Observes the NB for `owners`. `wanted` names the rows the desired state holds, so that a
+/// foreign row with one of those names is reported as a conflict.
+pub async fn observe(client: &Client, schema: &Schema, owners: &[String], wanted: &HashSet<RowKey>) -> Result<Observed, ovsdb::Error> {
+    let mut ops = Vec::new();
+    let mut plan: Vec<(Option<&str>, Table)> = Vec::new();
+    for owner in owners {
+        for table in Table::ALL {
+            let mut columns: Vec<&str> = table.managed_columns().to_vec();
+            columns.push("_uuid");
+            ops.push(Operation::select_columns(table.name(), vec![owner_condition(owner)], &columns));
+            plan.push((Some(owner.as_str()), table));
+        }
+    }
+    for table in Table::ALL.into_iter().filter(Table::has_name_column) {
+        ops.push(Operation::select_columns(table.name(), vec![], &["_uuid", "name", "external_ids"]));
+        plan.push((None, table));
+    }
+    let results = client.transact(NB_DB, &ops).await?;
+
+    let mut observed = Observed::default();
+    let mut owned: Vec<(String, RowKey, ovsdb::Row)> = Vec::new();
+    let mut named: Vec<(Table, ovsdb::Row)> = Vec::new();
+    for ((owner, table), result) in plan.into_iter().zip(results) {
+        let OpResult::Select { rows } = result else { continue };
+        match owner {
+            Some(owner) => {
+                for row in rows {
+                    let name = row.get("external_ids").and_then(|ids| ids.get(NAME_KEY)).and_then(ovsdb::Atom::as_str).map(str::to_owned);
+                    let (Some(name), Some(uuid)) = (name, row.uuid().cloned()) else { continue };
+                    let key = RowKey::new(table, name);
+                    observed.ids.insert(key.clone(), uuid.clone());
+                    observed.owned_uuids.entry(table).or_default().push(uuid);
+                    owned.push((owner.to_string(), key, row));
+                }
+            }
+            None => named.extend(rows.into_iter().map(|r| (table, r))),
+        }
+    }
+    for (table, row) in named {
+        let (Some(name), Some(uuid)) = (row.str("name"), row.uuid()) else { continue };
+        let key = RowKey::new(table, name);
+        if wanted.contains(&key) && !observed.ids.by_uuid.contains_key(uuid) {
+            let owner = row.get("external_ids").and_then(|ids| ids.get(OWNER_KEY)).and_then(ovsdb::Atom::as_str).map(str::to_owned);
+            observed.conflicts.push(Conflict { key, uuid: uuid.clone(), owner });
+        }
+    }
+    for (_, key, row) in &owned {
+        for (_, column) in crate::convert::strong_children(key.table) {
+            let Some(ovsdb::Value::Set(members)) = row.get(*column) else { continue };
+            let foreign: Vec<String> = members
+                .iter()
+                .filter_map(ovsdb::Atom::as_uuid)
+                .filter(|u| !observed.ids.by_uuid.contains_key(*u))
+                .map(|u| format!("{column} {}", u.as_str()))
+                .collect();
+            if !foreign.is_empty() {
+                observed.foreign_children.entry(key.clone()).or_default().extend(foreign);
+            }
+        }
+    }
+    for (owner, key, row) in owned {
+        let nb_row = to_nb_row(key.clone(), &row, schema, &observed.ids);
+        observed.rows.entry(owner).or_default().push(nb_row);
+        observed.raw.insert(key, row);
+    }
+    for rows in observed.rows.values_mut() {
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    for owner in owners {
+        observed.rows.entry(owner.clone()).or_default();
+    }
+    for uuids in observed.owned_uuids.values_mut() {
+        uuids.sort();
+    }
+    observed.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(observed)
+}
+
+/// Takes over conflicting rows (`--adopt`): reads them whole and treats them as owned by
+/// `owner_of(key)`, so the plan rewrites their columns and ownership marks.
+pub async fn adopt(client: &Client, schema: &Schema, observed: &mut Observed, owner_of: impl Fn(&RowKey) -> Option<String>) -> Result<(), ovsdb::Error> {
+    let conflicts = std::mem::take(&mut observed.conflicts);
+    for c in &conflicts {
+        observed.ids.insert(c.key.clone(), c.uuid.clone());
+    }
+    for c in conflicts {
+        let Some(owner) = owner_of(&c.key) else { continue };
+        let mut columns: Vec<&str> = c.key.table.managed_columns().to_vec();
+        columns.push("_uuid");
+        let rows = client.select(NB_DB, c.key.table.name(), vec![Condition::uuid(&c.uuid)], &columns).await?;
+        if let Some(row) = rows.into_iter().next() {
+            let nb_row = to_nb_row(c.key.clone(), &row, schema, &observed.ids);
+            let list = observed.rows.entry(owner).or_default();
+            list.push(nb_row);
+            list.sort_by(|a, b| a.key.cmp(&b.key));
+            observed.raw.insert(c.key, row);
+        }
+    }
+    Ok(())
+}

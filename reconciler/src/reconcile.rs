@@ -1,0 +1,248 @@
+//! Reconciling: observe the NB, diff against the desired rows, apply the difference as one
+//! guarded transaction, and re-observe and re-plan when someone else changed the NB
+//! meanwhile. Level-triggered: it does not matter why it runs, so it is idempotent.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wepoq_compiler::nb::{self, RowKey};
+use wepoq_compiler::plan::{self, Observed as PlanSource, Plan};
+
+use crate::observe::{self, Conflict, Observed};
+use crate::ovsdb::{self, Client, Schema, Timeouts, NB_DB};
+use crate::transaction;
+
+/// The desired NB state: rows per owner (namespace FQDN), as the compiler emits them.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub spec_hash: String,
+    pub namespaces: Vec<(String, Vec<nb::Row>)>,
+}
+
+impl Desired {
+    fn owners(&self) -> Vec<String> {
+        self.namespaces.iter().map(|(o, _)| o.clone()).collect()
+    }
+
+    fn wanted(&self) -> HashSet<RowKey> {
+        self.namespaces.iter().flat_map(|(_, rows)| rows.iter().map(|r| r.key.clone())).collect()
+    }
+
+    fn owner_of(&self, key: &RowKey) -> Option<String> {
+        self.namespaces.iter().find(|(_, rows)| rows.iter().any(|r| &r.key == key)).map(|(o, _)| o.clone())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Ovsdb(#[from] ovsdb::Error),
+    #[error("{} row(s) in the NB carry names wepoq wants but are not this namespace's: {}", .0.len(), describe_conflicts(.0))]
+    Conflicts(Vec<Conflict>),
+    #[error("the saved plan is stale: the NB changed since it was made ({})", .changed.join(", "))]
+    Stale { changed: Vec<String> },
+    #[error("gave up after {attempts} attempts: the NB kept changing under the plan")]
+    Contended { attempts: usize },
+    #[error("destroying {key} would delete rows that are not wepoq's: {}", .children.join(", "))]
+    WouldDeleteForeign { key: String, children: Vec<String> },
+    #[error("the saved plan covers {plan:?} but was applied for {given:?}")]
+    WrongNamespaces { plan: Vec<String>, given: Vec<String> },
+}
+
+impl ReconcileError {
+    /// Worth running again as is (a lost connection, a concurrent writer)?
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReconcileError::Ovsdb(e) => e.is_retryable(),
+            ReconcileError::Contended { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+fn describe_conflicts(conflicts: &[Conflict]) -> String {
+    let mut parts: Vec<String> = conflicts
+        .iter()
+        .take(5)
+        .map(|c| match &c.owner {
+            Some(owner) => format!("{} (owned by {owner})", c.key),
+            None => format!("{} (not made by wepoq)", c.key),
+        })
+        .collect();
+    if conflicts.len() > 5 {
+        parts.push(format!("and {} more", conflicts.len() - 5));
+    }
+    parts.join(", ")
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub summary: plan::Summary,
+    /// Operations in the transaction (0 when there was nothing to do).
+    pub operations: usize,
+    pub attempts: usize,
+    pub elapsed: Duration,
+}
+
+/// Options of a reconcile.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Take over rows that carry wanted names but are not ours (`--adopt`).
+    pub adopt: bool,
+    /// Re-observe and re-plan at most this many times when the NB changes underneath.
+    pub attempts: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { adopt: false, attempts: 3 }
+    }
+}
+
+/// A connection to the NB with its schema checked.
+#[derive(Clone)]
+pub struct Reconciler {
+    pub client: Client,
+    schema: Arc<Schema>,
+}
+
+impl Reconciler {
+    /// Connects and refuses an NB whose schema wepoq does not speak.
+    pub async fn connect(url: &str, timeouts: Timeouts) -> Result<Reconciler, ReconcileError> {
+        let client = Client::connect(url, timeouts).await?;
+        let schema = client.nb_schema().await?;
+        Ok(Reconciler { client, schema })
+    }
+
+    pub async fn observe(&self, desired: &Desired, options: Options) -> Result<Observed, ReconcileError> {
+        let mut observed = observe::observe(&self.client, &self.schema, &desired.owners(), &desired.wanted()).await?;
+        if options.adopt {
+            observe::adopt(&self.client, &self.schema, &mut observed, |k| desired.owner_of(k)).await?;
+        } else if !observed.conflicts.is_empty() {
+            return Err(ReconcileError::Conflicts(observed.conflicts));
+        }
+        Ok(observed)
+    }
+
+    /// The plan from `observed` to `desired`.
+    pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
+        let empty = Vec::new();
+        let mut changes = Vec::new();
+        for (owner, rows) in &desired.namespaces {
+            changes.extend(plan::diff(owner, rows, observed.rows.get(owner).unwrap_or(&empty)));
+        }
+        changes.sort_by(|a, b| a.key.cmp(&b.key));
+        Plan {
+            spec_hash: desired.spec_hash.clone(),
+            namespaces: desired.owners(),
+            observed: PlanSource::Live { fingerprint: observed.fingerprint(), rows: observed.digests() },
+            changes,
+        }
+    }
+
+    /// Applies `plan`, computed from `observed`, as one transaction. A failed guard is
+    /// returned as is (`ovsdb::Error::GuardFailed`); [`Reconciler::reconcile`] retries.
+    pub async fn apply_plan(&self, plan: &Plan, observed: &Observed) -> Result<usize, ReconcileError> {
+        if plan.changes.is_empty() {
+            return Ok(0);
+        }
+        // Never take another tool's rows down with ours.
+        for change in plan.changes.iter().filter(|c| c.action == plan::Action::Destroy) {
+            if let Some(children) = observed.foreign_children.get(&change.key) {
+                return Err(ReconcileError::WouldDeleteForeign { key: change.key.to_string(), children: children.clone() });
+            }
+        }
+        let comment = format!("wepoq apply {} spec {}", plan.namespaces.join(" "), plan.spec_hash);
+        let ops = transaction::build(&plan.changes, observed, &comment);
+        self.client.transact(NB_DB, &ops).await?;
+        Ok(ops.len())
+    }
+
+    /// Observe, plan, and apply; on a concurrent change, again from the top. `confirm` sees
+    /// each plan before it is applied and may refuse it (returns false).
+    pub async fn reconcile(
+        &self,
+        desired: &Desired,
+        options: Options,
+        mut confirm: impl FnMut(&Plan, usize) -> bool,
+    ) -> Result<(Plan, Applied), ReconcileError> {
+        let start = Instant::now();
+        for attempt in 1..=options.attempts.max(1) {
+            let observed = self.observe(desired, options).await?;
+            let plan = Reconciler::plan(desired, &observed);
+            if !plan.changes.is_empty() && !confirm(&plan, attempt) {
+                let applied = Applied { summary: plan::Summary::default(), operations: 0, attempts: attempt, elapsed: start.elapsed() };
+                return Ok((plan, applied));
+            }
+            match self.apply_plan(&plan, &observed).await {
+                Ok(operations) => {
+                    let applied = Applied { summary: plan.summary(), operations, attempts: attempt, elapsed: start.elapsed() };
+                    return Ok((plan, applied));
+                }
+                Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ReconcileError::Contended { attempts: options.attempts })
+    }
+
+    /// Applies a saved plan: refused as stale unless the NB still holds exactly what the plan
+    /// was computed from.
+    pub async fn apply_saved(&self, saved: &Plan, desired_owners: &[String]) -> Result<Applied, ReconcileError> {
+        let start = Instant::now();
+        let PlanSource::Live { fingerprint, rows } = &saved.observed else {
+            return Err(ReconcileError::Stale { changed: vec!["the plan was made offline, against an empty state; make it with --db".into()] });
+        };
+        if !desired_owners.is_empty() && desired_owners != saved.namespaces.as_slice() {
+            return Err(ReconcileError::WrongNamespaces { plan: saved.namespaces.clone(), given: desired_owners.to_vec() });
+        }
+        let wanted: HashSet<RowKey> = saved.changes.iter().map(|c| c.key.clone()).collect();
+        let observed = observe::observe(&self.client, &self.schema, &saved.namespaces, &wanted).await?;
+        if &observed.fingerprint() != fingerprint {
+            return Err(ReconcileError::Stale { changed: what_changed(rows, &observed.digests()) });
+        }
+        match self.apply_plan(saved, &observed).await {
+            Ok(operations) => Ok(Applied { summary: saved.summary(), operations, attempts: 1, elapsed: start.elapsed() }),
+            Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => {
+                Err(ReconcileError::Stale { changed: vec!["the NB changed while the plan was being applied".into()] })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A failed guard or a unique-index clash at commit: someone else wrote meanwhile.
+fn is_contention(e: &ovsdb::Error) -> bool {
+    match e {
+        ovsdb::Error::GuardFailed { .. } => true,
+        ovsdb::Error::CommitFailed { error, .. } => error == "constraint violation",
+        _ => false,
+    }
+}
+
+fn what_changed(before: &[(String, String)], now: &[(String, String)]) -> Vec<String> {
+    let before: std::collections::BTreeMap<&str, &str> = before.iter().map(|(k, d)| (k.as_str(), d.as_str())).collect();
+    let now_map: std::collections::BTreeMap<&str, &str> = now.iter().map(|(k, d)| (k.as_str(), d.as_str())).collect();
+    let mut out = Vec::new();
+    for (k, d) in &now_map {
+        match before.get(k) {
+            None => out.push(format!("{k} appeared")),
+            Some(old) if old != d => out.push(format!("{k} changed")),
+            _ => {}
+        }
+    }
+    for k in before.keys().filter(|k| !now_map.contains_key(*k)) {
+        out.push(format!("{k} disappeared"));
+    }
+    let total = out.len();
+    out.truncate(10);
+    if total > 10 {
+        out.push(format!("and {} more", total - 10));
+    }
+    if out.is_empty() {
+        out.push("the rows read differ".into());
+    }
+    out
+}

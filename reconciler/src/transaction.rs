@@ -1,0 +1,145 @@
+//! Turns a plan into ONE OVSDB transaction: guards on what was read, inserts with the
+//! references that keep them, membership changes by `mutate`, deletes by reference removal
+//! for non-root rows, and a comment naming the spec.
+
+use std::collections::HashMap;
+
+use wepoq_compiler::nb::{RowKey, Table, Value as NbValue, NAME_KEY, OWNER_KEY};
+use wepoq_compiler::plan::{Action, Change};
+
+use crate::convert::{strong_parents, to_ovsdb_value, RowIds};
+use crate::observe::Observed;
+use crate::ovsdb::{self, Condition, Mutation, Operation, WaitUntil};
+
+/// Builds the operations for `changes` against what `observed` read.
+pub fn build(changes: &[Change], observed: &Observed, comment: &str) -> Vec<Operation> {
+    let ids: &RowIds = &observed.ids;
+    // Named-uuids for the rows this transaction creates: `r0`, `r1`, ... (the alphabet OVSDB
+    // allows), so references between new rows resolve within the transaction.
+    let named: HashMap<RowKey, String> = changes
+        .iter()
+        .filter(|c| c.action == Action::Create)
+        .enumerate()
+        .map(|(i, c)| (c.key.clone(), format!("r{i}")))
+        .collect();
+
+    let mut ops = vec![Operation::comment(comment)];
+    guard_owned_sets(&mut ops, changes, observed);
+    guard_read_rows(&mut ops, changes, observed);
+    guard_new_names(&mut ops, changes);
+
+    for change in changes.iter().filter(|c| c.action == Action::Create) {
+        let mut row = ovsdb::Row::new();
+        for f in &change.fields {
+            if let Some(after) = &f.after {
+                row.insert(&f.column, to_ovsdb_value(after, ids, &named));
+            }
+        }
+        ops.push(Operation::insert_named(change.key.table.name(), row, &named[&change.key]));
+    }
+    for change in changes.iter().filter(|c| c.action == Action::Update) {
+        let Some(uuid) = ids.by_key.get(&change.key) else { continue };
+        let table = change.key.table.name();
+        let mut row = ovsdb::Row::new();
+        let mut mutations = Vec::new();
+        for f in &change.fields {
+            let is_ref_set = [&f.before, &f.after].into_iter().flatten().any(NbValue::is_ref_set);
+            match (is_ref_set, f.set_delta()) {
+                // Shared membership: add and remove only wepoq's own members.
+                (true, Some((added, removed))) => {
+                    if !added.is_empty() {
+                        mutations.push(Mutation::insert(&f.column, to_ovsdb_value(&NbValue::Set(added), ids, &named)));
+                    }
+                    if !removed.is_empty() {
+                        mutations.push(Mutation::delete(&f.column, to_ovsdb_value(&NbValue::Set(removed), ids, &named)));
+                    }
+                }
+                _ => {
+                    if let Some(after) = &f.after {
+                        row.insert(&f.column, to_ovsdb_value(after, ids, &named));
+                    }
+                }
+            }
+        }
+        if !row.is_empty() {
+            ops.push(Operation::update(table, vec![Condition::uuid(uuid)], row));
+        }
+        if !mutations.is_empty() {
+            ops.push(Operation::mutate(table, vec![Condition::uuid(uuid)], mutations));
+        }
+    }
+    for change in changes.iter().filter(|c| c.action == Action::Destroy) {
+        let Some(uuid) = ids.by_key.get(&change.key) else { continue };
+        if change.key.table.is_root() {
+            ops.push(Operation::delete(change.key.table.name(), vec![Condition::uuid(uuid)]));
+        } else {
+            // A non-root row lives while a strong reference holds it: remove it from every
+            // parent (ours or not), and OVSDB collects it.
+            for (parent, column) in strong_parents(change.key.table) {
+                let member = ovsdb::Value::uuid(uuid.clone());
+                ops.push(Operation::mutate(parent, vec![Condition::includes(column, member.clone())], vec![Mutation::delete(column, member)]));
+            }
+        }
+    }
+    ops
+}
+
+/// The set of owned rows of every table is still what was read: a concurrent wepoq run for the
+/// same namespace makes this fail, and the caller re-observes instead of writing twins.
+fn guard_owned_sets(ops: &mut Vec<Operation>, changes: &[Change], observed: &Observed) {
+    let mut owners: Vec<&str> = changes.iter().map(|c| c.owner.as_str()).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    for owner in owners {
+        for table in Table::ALL {
+            let rows = observed
+                .rows
+                .get(owner)
+                .into_iter()
+                .flatten()
+                .filter(|r| r.key.table == table)
+                .filter_map(|r| observed.ids.by_key.get(&r.key))
+                .map(|u| ovsdb::Row::new().with("_uuid", ovsdb::Value::uuid(u.clone())))
+                .collect();
+            let owned = Condition::includes("external_ids", ovsdb::Value::map([(OWNER_KEY, owner)]));
+            ops.push(Operation::wait(table.name(), vec![owned], &["_uuid"], WaitUntil::Equal, rows));
+        }
+    }
+}
+
+/// Every row the plan changes or deletes still holds what was read, column by column (the
+/// shared reference sets aside: those change by membership and need no guard).
+fn guard_read_rows(ops: &mut Vec<Operation>, changes: &[Change], observed: &Observed) {
+    for change in changes.iter().filter(|c| c.action != Action::Create) {
+        let (Some(uuid), Some(raw)) = (observed.ids.by_key.get(&change.key), observed.raw.get(&change.key)) else { continue };
+        let current = observed.rows.values().flatten().find(|r| r.key == change.key);
+        let columns: Vec<&str> = change
+            .key
+            .table
+            .managed_columns()
+            .iter()
+            .copied()
+            .filter(|c| !current.and_then(|r| r.column(c)).is_some_and(NbValue::is_ref_set))
+            .filter(|c| raw.contains_key(*c))
+            .collect();
+        let mut expected = ovsdb::Row::new();
+        for c in &columns {
+            expected.insert(c, raw[*c].clone());
+        }
+        ops.push(Operation::wait(change.key.table.name(), vec![Condition::uuid(uuid)], &columns, WaitUntil::Equal, vec![expected]));
+    }
+}
+
+/// Names that are not a unique index (switches, routers, load balancers) get a "must not
+/// exist" guard, or a concurrent writer could leave two rows of one name.
+fn guard_new_names(ops: &mut Vec<Operation>, changes: &[Change]) {
+    for change in changes.iter().filter(|c| c.action == Action::Create) {
+        let table = change.key.table;
+        if table.has_name_column() && !table.name_is_indexed() {
+            ops.push(Operation::wait(table.name(), vec![Condition::eq("name", change.key.name.as_str())], &["_uuid"], WaitUntil::Equal, vec![]));
+        } else if !table.has_name_column() {
+            let marks = ovsdb::Value::map([(OWNER_KEY, change.owner.as_str()), (NAME_KEY, change.key.name.as_str())]);
+            ops.push(Operation::wait(table.name(), vec![Condition::includes("external_ids", marks)], &["_uuid"], WaitUntil::Equal, vec![]));
+        }
+    }
+}

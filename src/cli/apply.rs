@@ -1,0 +1,165 @@
+//! `wepoq apply`: make the NB match the specs (or a saved plan) in one transaction.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use wepoq_compiler::plan::Plan;
+use wepoq_compiler::{plan_json, render};
+use wepoq_reconciler::reconcile::{Applied, Options, ReconcileError, Reconciler};
+
+use super::live::{self, DbArgs};
+use super::load::load;
+use super::output::stdout_color;
+use super::SpecArgs;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WaitFor {
+    /// Until every chassis has the change (NB_Global.hv_cfg caught up)
+    Hv,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Specs to apply, or one saved plan (a .json file from `wepoq plan --out`)
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Apply without asking (for pipelines; without a terminal wepoq refuses to ask)
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Take over rows that carry wepoq's names but are not its own
+    #[arg(long)]
+    pub adopt: bool,
+    /// Return only once the change has reached the data plane
+    #[arg(long, value_enum)]
+    pub wait: Option<WaitFor>,
+    /// How long --wait may take, e.g. 60s
+    #[arg(long, default_value = "60s", value_parser = live::parse_duration)]
+    pub wait_timeout: Duration,
+    /// Exit 0 when nothing changed, 2 when something did, 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+pub fn run(args: &ApplyArgs) -> ExitCode {
+    let saved = match args.spec.specs.as_slice() {
+        [one] if one.extension().is_some_and(|e| e == "json") => Some(one.as_path()),
+        _ => None,
+    };
+    let result = match saved {
+        Some(path) => apply_saved(args, path),
+        None => apply_specs(args),
+    };
+    match result {
+        Ok(applied) => {
+            if args.detailed_exitcode && !applied.summary.is_empty() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(()) => ExitCode::FAILURE,
+    }
+}
+
+fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
+    let loaded = load(&args.spec).map_err(|_| ())?;
+    let desired = live::desired(&loaded.compiled);
+    let options = Options { adopt: args.adopt, ..Options::default() };
+    let mut refused = None;
+    let outcome = live::runtime().block_on(async {
+        let reconciler = live::connect(&args.db).await?;
+        let confirm = |plan: &Plan, attempt: usize| {
+            if attempt > 1 {
+                eprintln!("note: the NB changed while planning; planned again (attempt {attempt})");
+            }
+            print!("{}", render::human(plan, stdout_color()));
+            if args.auto_approve {
+                return true;
+            }
+            match live::confirm(&format!("Apply these changes to {}?", args.db.db.as_deref().unwrap_or("the NB"))) {
+                Ok(yes) => yes,
+                Err(e) => {
+                    refused = Some(e);
+                    false
+                }
+            }
+        };
+        let (plan, applied) = reconciler.reconcile(&desired, options, confirm).await?;
+        wait(&reconciler, args, &applied).await?;
+        Ok::<_, ReconcileError>((plan, applied))
+    });
+    finish(args, outcome, refused)
+}
+
+fn apply_saved(args: &ApplyArgs, path: &Path) -> Result<Applied, ()> {
+    let text = std::fs::read_to_string(path).map_err(|e| eprintln!("error: cannot read the plan {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| eprintln!("error: {} is not JSON: {e}", path.display()))?;
+    let plan = plan_json::from_json(&json).map_err(|e| eprintln!("error: {}: {e}", path.display()))?;
+    print!("{}", render::human(&plan, stdout_color()));
+    let mut refused = None;
+    if !plan.changes.is_empty() && !args.auto_approve {
+        match live::confirm(&format!("Apply this saved plan to {}?", args.db.db.as_deref().unwrap_or("the NB"))) {
+            Ok(true) => {}
+            Ok(false) => refused = Some("not applied: the answer was not 'yes'".to_string()),
+            Err(e) => refused = Some(e),
+        }
+    }
+    if let Some(why) = refused {
+        eprintln!("error: {why}");
+        return Err(());
+    }
+    let outcome = live::runtime().block_on(async {
+        let reconciler = live::connect(&args.db).await?;
+        let applied = reconciler.apply_saved(&plan, &[]).await?;
+        wait(&reconciler, args, &applied).await?;
+        Ok::<_, ReconcileError>((plan.clone(), applied))
+    });
+    finish(args, outcome, None)
+}
+
+async fn wait(reconciler: &Reconciler, args: &ApplyArgs, applied: &Applied) -> Result<(), ReconcileError> {
+    if let Some(WaitFor::Hv) = args.wait {
+        if applied.operations > 0 || applied.summary.is_empty() {
+            reconciler.client.sync_hv(args.wait_timeout).await?;
+        }
+    }
+    Ok(())
+}
+
+fn finish(args: &ApplyArgs, outcome: Result<(Plan, Applied), ReconcileError>, refused: Option<String>) -> Result<Applied, ()> {
+    match outcome {
+        Ok((plan, applied)) => {
+            if let Some(why) = refused {
+                eprintln!("error: {why}");
+                return Err(());
+            }
+            if plan.changes.is_empty() {
+                println!("\nNo changes: the NB already matches the spec.");
+                return Ok(applied);
+            }
+            if applied.operations == 0 {
+                eprintln!("Apply cancelled: nothing was changed.");
+                return Err(());
+            }
+            let s = applied.summary;
+            println!(
+                "\nApply complete: {} added, {} changed, {} destroyed ({} operations in one transaction, {} ms{}).",
+                s.add,
+                s.change,
+                s.destroy,
+                applied.operations,
+                applied.elapsed.as_millis(),
+                if args.wait.is_some() { ", data plane caught up" } else { "" }
+            );
+            Ok(applied)
+        }
+        Err(e) => {
+            live::report(&e, &args.db);
+            Err(())
+        }
+    }
+}
