@@ -133,7 +133,7 @@ fn checked(what: &str, output: Output) -> io::Result<Output> {
         return Ok(output);
     }
     Err(io::Error::other(format!(
-        "{what} failed ({}): {}{}",
+        "{what} failed ({}): {} {}",
         output.status,
         String::from_utf8_lossy(&output.stderr).trim(),
         String::from_utf8_lossy(&output.stdout).trim()
