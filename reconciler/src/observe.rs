@@ -29,8 +29,9 @@ pub struct Observed {
     pub ids: RowIds,
     /// Rows with a wanted name that are not the owner's (refused unless adopted).
     pub conflicts: Vec<Conflict>,
-    /// Owned rows of each table, by UUID: the transaction checks no other appeared.
-    pub owned_uuids: BTreeMap<Table, Vec<Uuid>>,
+    /// Rows marked as each owner's, per table, as read: the transaction checks that this
+    /// set has not changed (adopted rows are not in it: they carry no mark yet).
+    pub owned_uuids: BTreeMap<(String, Table), Vec<Uuid>>,
     /// Rows that are not wepoq's but live inside an owned row through a strong reference
     /// (another tool's port on a wepoq switch): deleting the owned row would delete them.
     pub foreign_children: BTreeMap<RowKey, Vec<String>>,
@@ -107,7 +108,7 @@ pub async fn observe(client: &Client, schema: &Schema, owners: &[String], wanted
                     let (Some(name), Some(uuid)) = (name, row.uuid().cloned()) else { continue };
                     let key = RowKey::new(table, name);
                     observed.ids.insert(key.clone(), uuid.clone());
-                    observed.owned_uuids.entry(table).or_default().push(uuid);
+                    observed.owned_uuids.entry((owner.to_string(), table)).or_default().push(uuid);
                     owned.push((owner.to_string(), key, row));
                 }
             }

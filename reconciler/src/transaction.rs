@@ -93,12 +93,10 @@ fn guard_owned_sets(ops: &mut Vec<Operation>, changes: &[Change], observed: &Obs
     for owner in owners {
         for table in Table::ALL {
             let rows = observed
-                .rows
-                .get(owner)
+                .owned_uuids
+                .get(&(owner.to_string(), table))
                 .into_iter()
                 .flatten()
-                .filter(|r| r.key.table == table)
-                .filter_map(|r| observed.ids.by_key.get(&r.key))
                 .map(|u| ovsdb::Row::new().with("_uuid", ovsdb::Value::uuid(u.clone())))
                 .collect();
             let owned = Condition::includes("external_ids", ovsdb::Value::map([(OWNER_KEY, owner)]));

@@ -3,6 +3,7 @@
 mod cases;
 mod cli;
 mod fuzz_smoke;
+mod live;
 mod schema;
 mod stickiness;
 mod support;
