@@ -126,7 +126,8 @@ impl Reconciler {
         Ok(observed)
     }
 
-    /// The plan from `observed` to `desired`.
+    /// The plan from `observed` to `desired`. The fingerprint of what was read (needed only
+    /// by a plan that is saved, and costly on a big NB) is left empty: see [`Reconciler::fingerprinted`].
     pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         let empty = Vec::new();
         let mut changes = Vec::new();
@@ -137,9 +138,16 @@ impl Reconciler {
         Plan {
             spec_hash: desired.spec_hash.clone(),
             namespaces: desired.owners(),
-            observed: PlanSource::Live { fingerprint: observed.fingerprint(), rows: observed.digests() },
+            observed: PlanSource::Live { fingerprint: String::new(), rows: Vec::new() },
             changes,
         }
+    }
+
+    /// `plan` with the fingerprint and row digests of `observed` filled in, as a saved plan
+    /// needs them.
+    pub fn fingerprinted(mut plan: Plan, observed: &Observed) -> Plan {
+        plan.observed = PlanSource::Live { fingerprint: observed.fingerprint(), rows: observed.digests() };
+        plan
     }
 
     /// Applies `plan`, computed from `observed`, as one transaction. A failed guard is
@@ -170,13 +178,20 @@ impl Reconciler {
     ) -> Result<(Plan, Applied), ReconcileError> {
         let start = Instant::now();
         for attempt in 1..=options.attempts.max(1) {
+            let phase = Instant::now();
             let observed = self.observe(desired, options).await?;
+            timing("observe", phase);
+            let phase = Instant::now();
             let plan = Reconciler::plan(desired, &observed);
+            timing("plan", phase);
             if !plan.changes.is_empty() && !confirm(&plan, attempt) {
                 let applied = Applied { summary: plan::Summary::default(), operations: 0, attempts: attempt, elapsed: start.elapsed() };
                 return Ok((plan, applied));
             }
-            match self.apply_plan(&plan, &observed).await {
+            let phase = Instant::now();
+            let result = self.apply_plan(&plan, &observed).await;
+            timing("apply", phase);
+            match result {
                 Ok(operations) => {
                     let applied = Applied { summary: plan.summary(), operations, attempts: attempt, elapsed: start.elapsed() };
                     return Ok((plan, applied));
@@ -210,6 +225,13 @@ impl Reconciler {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// With `WEPOQ_TIMINGS` set, how long each phase took goes to stderr.
+fn timing(phase: &str, since: Instant) {
+    if std::env::var_os("WEPOQ_TIMINGS").is_some() {
+        eprintln!("wepoq: {phase} took {:.1} ms", since.elapsed().as_secs_f64() * 1e3);
     }
 }
 

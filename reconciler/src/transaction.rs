@@ -1,10 +1,17 @@
 //! Turns a plan into ONE OVSDB transaction: guards on what was read, inserts with the
 //! references that keep them, membership changes by `mutate`, deletes by reference removal
 //! for non-root rows, and a comment naming the spec.
+//!
+//! Guards: every row the plan changes or deletes must still hold what was read (a `wait` on
+//! its UUID); every new row whose name is not a unique index must not exist yet. New rows
+//! whose name is indexed (ports, port groups) need no guard: a twin fails the commit with a
+//! constraint violation, which the caller treats like a failed guard. Rows the plan does not
+//! touch are not guarded: guarding the whole owned set would cost a scan of every owned row
+//! per apply, and a concurrent change to an untouched row is simply seen by the next plan.
 
 use std::collections::HashMap;
 
-use wepoq_compiler::nb::{RowKey, Table, Value as NbValue, NAME_KEY, OWNER_KEY};
+use wepoq_compiler::nb::{RowKey, Value as NbValue, NAME_KEY, OWNER_KEY};
 use wepoq_compiler::plan::{Action, Change};
 
 use crate::convert::{strong_parents, to_ovsdb_value, RowIds};
@@ -24,7 +31,6 @@ pub fn build(changes: &[Change], observed: &Observed, comment: &str) -> Vec<Oper
         .collect();
 
     let mut ops = vec![Operation::comment(comment)];
-    guard_owned_sets(&mut ops, changes, observed);
     guard_read_rows(&mut ops, changes, observed);
     guard_new_names(&mut ops, changes);
 
@@ -82,27 +88,6 @@ pub fn build(changes: &[Change], observed: &Observed, comment: &str) -> Vec<Oper
         }
     }
     ops
-}
-
-/// The set of owned rows of every table is still what was read: a concurrent wepoq run for the
-/// same namespace makes this fail, and the caller re-observes instead of writing twins.
-fn guard_owned_sets(ops: &mut Vec<Operation>, changes: &[Change], observed: &Observed) {
-    let mut owners: Vec<&str> = changes.iter().map(|c| c.owner.as_str()).collect();
-    owners.sort_unstable();
-    owners.dedup();
-    for owner in owners {
-        for table in Table::ALL {
-            let rows = observed
-                .owned_uuids
-                .get(&(owner.to_string(), table))
-                .into_iter()
-                .flatten()
-                .map(|u| ovsdb::Row::new().with("_uuid", ovsdb::Value::uuid(u.clone())))
-                .collect();
-            let owned = Condition::includes("external_ids", ovsdb::Value::map([(OWNER_KEY, owner)]));
-            ops.push(Operation::wait(table.name(), vec![owned], &["_uuid"], WaitUntil::Equal, rows));
-        }
-    }
 }
 
 /// Every row the plan changes or deletes still holds what was read, column by column (the

@@ -41,7 +41,9 @@ pub fn run(args: &PlanArgs) -> ExitCode {
         let result = live::runtime().block_on(async {
             let reconciler = live::connect(&args.db).await?;
             let observed = reconciler.observe(&desired, Options { adopt: args.adopt, ..Options::default() }).await?;
-            Ok(Reconciler::plan(&desired, &observed))
+            let plan = Reconciler::plan(&desired, &observed);
+            // A saved or machine-read plan carries what it was computed from.
+            Ok(if args.out.is_some() || args.json { Reconciler::fingerprinted(plan, &observed) } else { plan })
         });
         match result {
             Ok(plan) => plan,
