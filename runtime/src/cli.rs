@@ -229,7 +229,14 @@ fn run_stub(args: StubArgs) -> ExitCode {
     }
     let backend = match ProcessBackend::new(program, worker.collect(), isolate) {
         Ok(b) => Arc::new(b),
-        Err(e) => return report(&e),
+        Err(e) => {
+            // Fail closed: a root stub that cannot isolate its workers must not run them.
+            eprintln!(
+                "error: cannot make an empty network namespace for workers: {e} \
+                 (--no-isolate-network runs them in the stub's own)"
+            );
+            return ExitCode::FAILURE;
+        }
     };
     // One thread: accept, dispatch and handoff stay on one core with no cross-thread wakeups.
     let runtime = match tokio::runtime::Builder::new_current_thread()
