@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wepoq-runtime");
 const LATENCY_SAMPLES: usize = 20_000;
-const BLOCK: usize = 2_000;
+const BLOCK: usize = 250;
 const CLIENTS: usize = 4;
 /// Serving threads for direct and warm workers for the stub, the same on both sides; two
 /// per client, so a client that reconnects while its last server is still seeing the close
