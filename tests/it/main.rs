@@ -2,6 +2,7 @@
 
 mod cases;
 mod cli;
+mod dataplane;
 mod fuzz_smoke;
 mod live;
 mod schema;
