@@ -95,6 +95,10 @@ impl Occupied {
     }
 }
 
+/// One side while it is being filled: port names, the address each kept from the lockfile,
+/// and which offsets of the subnet are taken.
+type Placed = (Vec<String>, Vec<Option<(u32, Mac)>>, Vec<bool>);
+
 pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let network = ns.network;
@@ -177,7 +181,7 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
     let mut used_macs: HashMap<Mac, Span> = HashMap::new();
     let locked_by_port: HashMap<&str, &lock::LockedEndpoint> = lock.endpoints.iter().map(|e| (e.port.as_str(), e)).collect();
     // Per side: port names, and the address each got from the lockfile (if any).
-    let mut placed: Vec<(Vec<String>, Vec<Option<(u32, Mac)>>, Vec<bool>)> = Vec::with_capacity(sides.len());
+    let mut placed: Vec<Placed> = Vec::with_capacity(sides.len());
     for (name, kind, replicas) in &sides {
         let ports: Vec<String> = (1..=*replicas).map(|n| endpoint_port_name(name, *kind, n)).collect();
         let mut addrs = vec![None; ports.len()];

@@ -66,16 +66,16 @@ pub fn human(plan: &Plan, color: bool) -> String {
 
 fn field_update(out: &mut String, f: &FieldChange, width: usize, paint: &dyn Fn(&str, &str) -> String) {
     // Reference sets change by membership; show just the members that come and go.
-    if let (Some(Value::Set(_)) | None, Some(Value::Set(_)) | None) = (&f.before, &f.after) {
-        if let Some((added, removed)) = f.set_delta() {
-            if !added.is_empty() {
-                let _ = writeln!(out, "      {:width$} {} {}", f.column, paint(GREEN, "+="), Value::Set(added));
-            }
-            if !removed.is_empty() {
-                let _ = writeln!(out, "      {:width$} {} {}", f.column, paint(RED, "-="), Value::Set(removed));
-            }
-            return;
+    if let (Some(Value::Set(_)) | None, Some(Value::Set(_)) | None) = (&f.before, &f.after)
+        && let Some((added, removed)) = f.set_delta()
+    {
+        if !added.is_empty() {
+            let _ = writeln!(out, "      {:width$} {} {}", f.column, paint(GREEN, "+="), Value::Set(added));
         }
+        if !removed.is_empty() {
+            let _ = writeln!(out, "      {:width$} {} {}", f.column, paint(RED, "-="), Value::Set(removed));
+        }
+        return;
     }
     if let (Some(Value::Map(before)), Some(Value::Map(after))) = (&f.before, &f.after) {
         map_update(out, &f.column, before, after, paint);

@@ -111,14 +111,14 @@ impl<'s> Checker<'s> {
         match &node.kind {
             NodeKind::Map(entries) => self.mapping(node, entries, schema, what),
             NodeKind::Seq(items) => {
-                if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-                    if (items.len() as u64) < min {
-                        self.diagnostics.push(
-                            Diagnostic::error("wepoq::spec::too_few", format!("{what} needs at least {min} item(s)"))
-                                .label(node.span, "empty list")
-                                .help(describe(schema).unwrap_or_default()),
-                        );
-                    }
+                if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                    && (items.len() as u64) < min
+                {
+                    self.diagnostics.push(
+                        Diagnostic::error("wepoq::spec::too_few", format!("{what} needs at least {min} item(s)"))
+                            .label(node.span, "empty list")
+                            .help(describe(schema).unwrap_or_default()),
+                    );
                 }
                 if let Some(item_schema) = schema.get("items") {
                     for item in items {
@@ -196,15 +196,14 @@ impl<'s> Checker<'s> {
                 );
             }
         }
-        if node.scalar_type() == Some(ScalarType::String) {
-            if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-                if (value.chars().count() as u64) < min {
-                    self.diagnostics.push(
-                        Diagnostic::error("wepoq::spec::empty", format!("{what} must not be empty"))
-                            .label(node.span, "empty"),
-                    );
-                }
-            }
+        if node.scalar_type() == Some(ScalarType::String)
+            && let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+            && (value.chars().count() as u64) < min
+        {
+            self.diagnostics.push(
+                Diagnostic::error("wepoq::spec::empty", format!("{what} must not be empty"))
+                    .label(node.span, "empty"),
+            );
         }
     }
 }

@@ -122,10 +122,10 @@ fn apply_saved(args: &ApplyArgs, path: &Path) -> Result<Applied, ()> {
 }
 
 async fn wait(reconciler: &Reconciler, args: &ApplyArgs, applied: &Applied) -> Result<(), ReconcileError> {
-    if let Some(WaitFor::Hv) = args.wait {
-        if applied.operations > 0 || applied.summary.is_empty() {
-            reconciler.client.sync_hv(args.wait_timeout).await?;
-        }
+    if let Some(WaitFor::Hv) = args.wait
+        && (applied.operations > 0 || applied.summary.is_empty())
+    {
+        reconciler.client.sync_hv(args.wait_timeout).await?;
     }
     Ok(())
 }

@@ -60,11 +60,11 @@ pub fn run(args: &PlanArgs) -> ExitCode {
 
 /// Prints (and saves) a plan; the exit code follows `--detailed-exitcode`.
 pub fn show(plan: &Plan, json: bool, out: Option<&PathBuf>, detailed_exitcode: bool) -> ExitCode {
-    if let Some(path) = out {
-        if let Err(e) = write_atomically(path, &plan_json::to_json_text(plan)) {
-            eprintln!("error: cannot write the plan to {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+    if let Some(path) = out
+        && let Err(e) = write_atomically(path, &plan_json::to_json_text(plan))
+    {
+        eprintln!("error: cannot write the plan to {}: {e}", path.display());
+        return ExitCode::FAILURE;
     }
     if json {
         print!("{}", plan_json::to_json_text(plan));

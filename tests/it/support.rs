@@ -92,10 +92,28 @@ pub fn compile_text(spec: &str, lock: Option<&str>) -> Result<Compiled, Vec<Diag
     compile(&sources, &[Input { spec, lock }])
 }
 
+/// A directory under the system temp dir, removed when the test process exits (tests hold
+/// paths into it, so it outlives the value that made it: see `cleanup`).
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wepoq-test-{tag}-{}-{}", std::process::id(), unique()));
+    let dir = std::env::temp_dir().join(format!("wepoq-test-{}-{tag}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes this process's temp dirs once every test has run (registered at first use).
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static CLEANUP: extern "C" fn() = cleanup;
+
+extern "C" fn cleanup() {
+    let prefix = format!("wepoq-test-{}-", std::process::id());
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
 fn unique() -> u64 {
