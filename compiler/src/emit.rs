@@ -44,12 +44,8 @@ pub struct RuntimeUnit {
     pub port: String,
     pub ip: Ipv4Addr,
     pub listen: Vec<String>,
-    pub image: String,
-    pub min_warm: u32,
-    pub max_workers: u32,
-    pub concurrency: u32,
-    pub idle_timeout_ms: u64,
-    pub queue: u32,
+    #[serde(flatten)]
+    pub settings: Runtime,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -347,11 +343,6 @@ fn runtime_unit(fqdn: &str, port: &str, ip: Ipv4Addr, ports: &[Port], rt: &Runti
         port: port.to_string(),
         ip,
         listen: ports.iter().map(|p| format!("{ip}:{}/{}", p.number, p.proto.as_str())).collect(),
-        image: rt.image.clone(),
-        min_warm: rt.min_warm,
-        max_workers: rt.max_workers,
-        concurrency: rt.concurrency,
-        idle_timeout_ms: rt.idle_timeout_ms,
-        queue: rt.queue,
+        settings: rt.clone(),
     }
 }

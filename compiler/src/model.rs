@@ -59,7 +59,8 @@ impl SideKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceId(pub usize);
 
-#[derive(Debug, Clone, PartialEq)]
+/// How a server endpoint runs behind wepoq's stub (the spec's `runtime`, checked).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Runtime {
     pub image: String,
     pub min_warm: u32,

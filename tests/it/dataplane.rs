@@ -863,7 +863,7 @@ fn runtime_stub_behind_the_vip() {
             "--min-workers".into(),
             "1".into(),
             "--max-workers".into(),
-            unit.max_workers.max(1).to_string(),
+            unit.settings.max_workers.max(1).to_string(),
             "--".into(),
             bin.into(),
             "example-worker".into(),
