@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -18,10 +17,11 @@ use crate::worker::{ENV_CONCURRENCY, ENV_SOCKET, ENV_WORKER_ID};
 pub struct ProcessBackend {
     program: PathBuf,
     args: Vec<OsString>,
-    /// An empty network namespace made once, which every worker joins: joining costs a
-    /// syscall where creating one per worker cost about a millisecond of each cold start
-    /// (and a namespace teardown in the kernel after each sweep).
-    empty_netns: Option<Arc<OwnedFd>>,
+    /// Whether each worker gets a fresh, empty network namespace of its own. Fresh per
+    /// worker, not one shared by the stub's workers: process workers run as the stub's user
+    /// (root, when isolation is possible), and root in a shared namespace could bring `lo` up
+    /// and reach its siblings. It costs about a millisecond of each cold start.
+    isolate_network: bool,
     /// Worker id to pid, for stop; a std mutex since it is held only for a map operation.
     pids: Arc<Mutex<HashMap<String, i32>>>,
 }
@@ -34,15 +34,10 @@ impl ProcessBackend {
         args: Vec<OsString>,
         isolate_network: bool,
     ) -> std::io::Result<ProcessBackend> {
-        let empty_netns = if isolate_network {
-            Some(Arc::new(empty_network_namespace()?))
-        } else {
-            None
-        };
         Ok(ProcessBackend {
             program,
             args,
-            empty_netns,
+            isolate_network,
             pids: Arc::default(),
         })
     }
@@ -67,14 +62,14 @@ impl WorkerBackend for ProcessBackend {
                 .env(ENV_WORKER_ID, &request.worker_id)
                 .env(ENV_CONCURRENCY, request.concurrency.to_string())
                 .stdin(Stdio::null());
-            let netns = self.empty_netns.clone();
+            let isolate = self.isolate_network;
             // SAFETY: the closure runs between fork and exec and only makes two syscalls.
             unsafe {
                 command.pre_exec(move || {
                     // A worker must not outlive a stub killed without a chance to stop it.
                     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
-                    if let Some(ns) = &netns {
-                        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    if isolate {
+                        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
                     }
                     Ok(())
                 });
@@ -115,17 +110,4 @@ impl WorkerBackend for ProcessBackend {
             }
         })
     }
-}
-
-/// Makes a new network namespace and returns a descriptor that keeps it alive. A short-lived
-/// thread does it, since unshare moves only the calling thread and the stub's own thread must
-/// stay where its listeners are.
-fn empty_network_namespace() -> std::io::Result<OwnedFd> {
-    std::thread::spawn(|| {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-        let ns = std::fs::File::open("/proc/thread-self/ns/net")?;
-        Ok(OwnedFd::from(ns))
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("namespace thread panicked"))?
 }

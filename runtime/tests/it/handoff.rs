@@ -65,6 +65,11 @@ fn every_connection_gets_a_record_and_the_metrics_count_it() {
     );
     for _ in 0..3 {
         assert_eq!(http_get(stub.addr(), "/").0, 200);
+        // The client has its reply before the worker reports done; wait for that, or the next
+        // request may find the only worker still busy and (rightly) start a second one.
+        stub.wait_for("the worker idle again", Duration::from_secs(5), |s| {
+            s.metric("wepoq_workers{state=\"busy\"}") == 0.0
+        });
     }
     stub.wait_for("served count", Duration::from_secs(5), |s| {
         s.metric("wepoq_connections_total{outcome=\"served\"}") == 3.0
