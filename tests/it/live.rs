@@ -87,6 +87,18 @@ fn apply_is_idempotent_and_plan_shows_drift() {
     assert!(text(&first).contains("Apply complete: 85 added, 0 changed, 0 destroyed"), "{}", text(&first));
     assert_eq!(live.owned_count(), 85);
 
+    // Without a terminal to confirm on, apply refuses rather than guess (nothing changes).
+    let unconfirmed = {
+        let desired_again = live.wepoq(&["plan", "--detailed-exitcode"]);
+        assert_code(&desired_again, 0, "nothing to do");
+        std::fs::write(live.spec(), std::fs::read_to_string(live.spec()).unwrap().replace("replicas: 4", "replicas: 5")).unwrap();
+        live.wepoq(&["apply"])
+    };
+    assert_code(&unconfirmed, 1, "no terminal, no --auto-approve");
+    assert!(text(&unconfirmed).contains("--auto-approve"), "{}", text(&unconfirmed));
+    assert_eq!(live.owned_count(), 85, "nothing applied without confirmation");
+    std::fs::write(live.spec(), std::fs::read_to_string(live.spec()).unwrap().replace("replicas: 5", "replicas: 4")).unwrap();
+
     let second = live.wepoq(&["apply", "--auto-approve", "--detailed-exitcode"]);
     assert_code(&second, 0, "second apply is a no-op");
     assert!(text(&second).contains("No changes"), "{}", text(&second));
