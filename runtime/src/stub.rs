@@ -9,10 +9,12 @@ pub mod control;
 pub mod dispatcher;
 pub mod event;
 pub mod listeners;
+pub mod poller;
 pub mod refusal;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use control::CredentialPolicy;
 use dispatcher::Dispatcher;
 use event::Event;
 use listeners::Listeners;
+use poller::{Poller, Ticker, Waker};
 
 /// What the service speaks, which decides how the stub refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -146,6 +149,8 @@ pub enum StubError {
         #[source]
         source: io::Error,
     },
+    #[error("dispatcher failed")]
+    Dispatch(#[source] io::Error),
     #[error("cannot open records file {path}")]
     Records {
         path: PathBuf,
@@ -154,8 +159,10 @@ pub enum StubError {
     },
 }
 
-/// Runs the stub until a shutdown signal and a drain. Call inside a tokio runtime; a
-/// current-thread one is best: every hop stays on one core, which keeps handoffs short.
+/// Runs the stub until a shutdown signal and a drain. Call inside a tokio runtime (a
+/// current-thread one is enough). The hot path (accept, handoff, done reports) runs on a
+/// dedicated thread with a plain level-triggered epoll loop; the runtime keeps the rest
+/// (worker registration, backend calls, signals, the admin endpoint, lingering refusals).
 pub async fn run(
     config: StubConfig,
     backend: Arc<dyn WorkerBackend>,
@@ -198,7 +205,7 @@ pub async fn run(
             addr: *addr,
             source,
         })?;
-        bound.push(listener.get_ref().local_addr().unwrap_or(*addr));
+        bound.push(listener.local_addr().unwrap_or(*addr));
         listeners.push(listener);
     }
     let admin = match config.admin {
@@ -237,55 +244,149 @@ pub async fn run(
     if let Some(admin) = admin {
         tasks.spawn(admin::serve(admin, metrics.clone()));
     }
-    tasks.spawn(tick(tx.clone(), config.tick()));
     tasks.spawn(signals(tx.clone()));
+
+    let first = config.listen[0];
+    let io_err = |source| StubError::Listen {
+        addr: first,
+        source,
+    };
+    let poller = Arc::new(Poller::new().map_err(io_err)?);
+    let waker = Arc::new(Waker::new().map_err(io_err)?);
+    let ticker = Ticker::new(config.tick()).map_err(io_err)?;
+    poller.add(waker.as_raw_fd(), TOKEN_WAKER).map_err(io_err)?;
+    poller.add(ticker.as_raw_fd(), TOKEN_TICK).map_err(io_err)?;
+    let listeners = Listeners::new(listeners);
+    for i in 0..listeners.len() {
+        poller
+            .add(listeners.raw_fd(i), TOKEN_LISTENER + i as u64)
+            .map_err(io_err)?;
+    }
+    // Rare events (registrations, backend reports, shutdown) come from the runtime's tasks
+    // through this channel; the eventfd wakes the dispatcher thread for them.
+    let (thread_tx, thread_rx) = std::sync::mpsc::channel();
+    {
+        let waker = waker.clone();
+        tasks.spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if thread_tx.send(event).is_err() {
+                    return;
+                }
+                while let Ok(event) = rx.try_recv() {
+                    let _ = thread_tx.send(event);
+                }
+                waker.wake();
+            }
+        });
+    }
 
     let config = Arc::new(config);
     let mut dispatcher = Dispatcher::new(config.clone(), backend, tx, metrics, records);
-    let mut listeners = Listeners::new(listeners);
-    // Set after an accept error such as EMFILE, so a listener that stays ready cannot spin us.
-    let mut accept_pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    dispatcher.set_poller(poller.clone());
     dispatcher.start();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let thread = std::thread::Builder::new()
+        .name("wepoq-dispatch".into())
+        .spawn(move || {
+            // Spawns (backend calls, lingering refusals) go to the caller's runtime.
+            let _enter = runtime.enter();
+            let result = dispatch_loop(dispatcher, listeners, &poller, &waker, &ticker, thread_rx);
+            let _ = done_tx.send(result);
+        })
+        .map_err(io_err)?;
     ready(&Ready {
         listen: bound,
         admin: admin_addr,
         socket: socket_path.clone(),
     });
-    loop {
-        // Biased towards the channel: done reports free capacity before new clients use it.
-        let event = tokio::select! {
-            biased;
-            event = rx.recv() => match event {
-                Some(event) => event,
-                None => break,
-            },
-            () = async { accept_pause.as_mut().expect("guarded").await }, if accept_pause.is_some() => {
-                accept_pause = None;
-                continue;
-            }
-            accepted = listeners.accept(), if !listeners.is_empty() && accept_pause.is_none() => {
-                match accepted {
-                    Ok(conn) => Event::Accepted(conn),
-                    Err(e) => {
-                        eprintln!("wepoq-stub: accept failed: {e}");
-                        accept_pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(10))));
-                        continue;
-                    }
-                }
-            }
-        };
-        if matches!(event, Event::Shutdown) {
-            listeners.close();
-        }
-        if dispatcher.handle(event).is_break() {
-            break;
-        }
-    }
+    let result = done_rx.await;
+    let _ = thread.join();
     // Let the stop requests the dispatcher just spawned reach the backend.
     tokio::time::sleep(Duration::from_millis(20)).await;
     tasks.abort_all();
     let _ = std::fs::remove_file(&socket_path);
-    Ok(())
+    match result {
+        Ok(Err(e)) => Err(StubError::Dispatch(e)),
+        _ => Ok(()),
+    }
+}
+
+const TOKEN_WAKER: u64 = 0;
+const TOKEN_TICK: u64 = 1;
+const TOKEN_LISTENER: u64 = 2;
+
+/// The dispatcher thread: one blocking `epoll_wait` per wakeup, then one accept per ready
+/// listener and one receive per ready worker socket, done reports before new clients (they
+/// free capacity the new clients can use).
+fn dispatch_loop(
+    mut dispatcher: Dispatcher,
+    mut listeners: Listeners,
+    poller: &Poller,
+    waker: &Waker,
+    ticker: &Ticker,
+    events: std::sync::mpsc::Receiver<Event>,
+) -> io::Result<()> {
+    let mut ready = Vec::with_capacity(64);
+    let mut accept_from = Vec::new();
+    // Set after an accept error such as EMFILE, so a listener that stays ready cannot spin us.
+    let mut accept_pause: Option<std::time::Instant> = None;
+    loop {
+        let timeout = accept_pause.map(|until| {
+            until
+                .saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_millis(1))
+        });
+        poller.wait(&mut ready, timeout)?;
+        if let Some(until) = accept_pause
+            && std::time::Instant::now() >= until
+        {
+            accept_pause = None;
+            for i in 0..listeners.len() {
+                let _ = poller.add(listeners.raw_fd(i), TOKEN_LISTENER + i as u64);
+            }
+        }
+        accept_from.clear();
+        for &token in &ready {
+            match token {
+                TOKEN_WAKER => {
+                    waker.reset();
+                    while let Ok(event) = events.try_recv() {
+                        if matches!(event, Event::Shutdown) {
+                            // Closing removes them from the poller too.
+                            listeners.close();
+                        }
+                        dispatcher.apply(event);
+                    }
+                }
+                TOKEN_TICK => {
+                    ticker.reset();
+                    dispatcher.apply(Event::Tick);
+                }
+                t if t >= dispatcher::WORKER_TOKEN_BASE => dispatcher.worker_readable(t),
+                t => accept_from.push((t - TOKEN_LISTENER) as usize),
+            }
+        }
+        if accept_pause.is_none() {
+            for &i in &accept_from {
+                match listeners.accept(i) {
+                    Ok(Some(conn)) => dispatcher.apply(Event::Accepted(conn)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        eprintln!("wepoq-stub: accept failed: {e}");
+                        for i in 0..listeners.len() {
+                            poller.remove(listeners.raw_fd(i));
+                        }
+                        accept_pause = Some(std::time::Instant::now() + Duration::from_millis(10));
+                        break;
+                    }
+                }
+            }
+        }
+        if dispatcher.settle().is_break() {
+            return Ok(());
+        }
+    }
 }
 
 /// Registers a descriptor-owning value with the reactor.
@@ -295,7 +396,7 @@ pub(crate) fn register<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<
     unsafe { AsyncFd::register(inner) }.map_err(|e| e.into_parts().1)
 }
 
-fn bind(addr: SocketAddr) -> io::Result<AsyncFd<std::net::TcpListener>> {
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -306,18 +407,7 @@ fn bind(addr: SocketAddr) -> io::Result<AsyncFd<std::net::TcpListener>> {
     // A deep kernel backlog: bursts wait there for the accept loop, not in SYN retries.
     let listener = socket.listen(4096)?.into_std()?;
     listener.set_nonblocking(true)?;
-    register(listener)
-}
-
-async fn tick(events: mpsc::UnboundedSender<Event>, every: Duration) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        if events.send(Event::Tick).is_err() {
-            return;
-        }
-    }
+    Ok(listener)
 }
 
 async fn signals(events: mpsc::UnboundedSender<Event>) {

@@ -57,7 +57,7 @@ pub async fn accept_workers(
         let Ok(socket) = crate::stub::register(socket) else {
             continue;
         };
-        tokio::spawn(serve_worker(Arc::new(socket), events.clone()));
+        tokio::spawn(serve_worker(socket, events.clone()));
     }
 }
 
@@ -65,7 +65,9 @@ async fn recv(socket: &AsyncFd<SeqPacket>, buf: &mut [u8]) -> io::Result<(usize,
     socket.async_io(Interest::READABLE, |s| s.recv(buf)).await
 }
 
-async fn serve_worker(socket: Arc<AsyncFd<SeqPacket>>, events: UnboundedSender<Event>) {
+/// Reads the worker's hello, then gives its socket to the dispatcher, which reads the rest
+/// (done reports, end-of-stream) itself, on its own thread.
+async fn serve_worker(socket: AsyncFd<SeqPacket>, events: UnboundedSender<Event>) {
     let mut buf = [0u8; MAX_FRAME];
     let hello = tokio::time::timeout(Duration::from_secs(5), recv(&socket, &mut buf)).await;
     let Ok(Ok((n, None))) = hello else { return };
@@ -76,31 +78,11 @@ async fn serve_worker(socket: Arc<AsyncFd<SeqPacket>>, events: UnboundedSender<E
     else {
         return;
     };
+    // Off tokio's reactor: from now on only the dispatcher's poller watches it.
+    let socket = socket.into_inner();
     let _ = events.send(Event::WorkerRegistered {
-        worker_id: worker_id.clone(),
+        worker_id,
         concurrency,
-        socket: socket.clone(),
+        socket,
     });
-    let why = loop {
-        match recv(&socket, &mut buf).await {
-            Ok((0, _)) => break "worker closed its socket".to_owned(),
-            // A worker has no business sending descriptors; the stray one is dropped here.
-            Ok((n, _)) => match Frame::decode(&buf[..n]) {
-                Ok(Frame::Done { conn_id }) => {
-                    let _ = events.send(Event::WorkerDone {
-                        worker_id: worker_id.clone(),
-                        conn_id,
-                    });
-                }
-                Ok(_) => break "worker sent an unexpected frame".to_owned(),
-                Err(e) => break format!("worker sent a bad frame: {e}"),
-            },
-            Err(e) => break format!("worker socket failed: {e}"),
-        }
-    };
-    let _ = nix::sys::socket::shutdown(
-        std::os::fd::AsRawFd::as_raw_fd(socket.get_ref()),
-        nix::sys::socket::Shutdown::Both,
-    );
-    let _ = events.send(Event::WorkerGone { worker_id, why });
 }

@@ -11,16 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::backend::{ExitNotice, SpawnRequest, WorkerBackend};
-use crate::frame::{Frame, Handoff};
+use crate::frame::{Frame, Handoff, MAX_FRAME};
 use crate::metrics::Metrics;
 use crate::record::{Outcome, Record, RecordSink};
 use crate::seqpacket::SeqPacket;
 use crate::stub::StubConfig;
 use crate::stub::event::{Accepted, Event};
+use crate::stub::poller::Poller;
 use crate::stub::refusal::{Refusal, refuse};
 
 /// The dispatcher's state.
@@ -42,11 +42,20 @@ pub struct Dispatcher {
     drain_until: Option<Instant>,
     lingering: Arc<AtomicUsize>,
     frame: Vec<u8>,
+    /// Where registered worker sockets are watched (the dispatcher thread's epoll set);
+    /// `None` when driven by hand, as in the unit tests.
+    poller: Option<Arc<Poller>>,
+    next_token: u64,
 }
+
+/// Poller tokens at and above this are worker sockets; below it the run loop's own.
+pub const WORKER_TOKEN_BASE: u64 = 1 << 32;
 
 struct Slot {
     id: String,
-    socket: Option<Arc<AsyncFd<SeqPacket>>>,
+    socket: Option<SeqPacket>,
+    /// The poller token of `socket`, unique for the stub's life (never a reused fd number).
+    token: u64,
     concurrency: usize,
     in_flight: HashMap<u64, InFlight>,
     asked_at: Instant,
@@ -84,7 +93,7 @@ impl Slot {
         if let Some(socket) = &self.socket {
             // The worker reads end-of-stream and leaves; its reader task then reports it gone.
             let _ = nix::sys::socket::shutdown(
-                socket.get_ref().as_raw_fd(),
+                socket.as_raw_fd(),
                 nix::sys::socket::Shutdown::Both,
             );
         }
@@ -127,7 +136,15 @@ impl Dispatcher {
             drain_until: None,
             lingering: Arc::default(),
             frame: Vec::with_capacity(128),
+            poller: None,
+            next_token: WORKER_TOKEN_BASE,
         }
+    }
+
+    /// Watches registered workers' sockets in `poller`; their readiness comes back to
+    /// [`Dispatcher::worker_readable`] with the slot's token.
+    pub fn set_poller(&mut self, poller: Arc<Poller>) {
+        self.poller = Some(poller);
     }
 
     /// Brings the pool to its minimum; called once before the first event.
@@ -138,6 +155,13 @@ impl Dispatcher {
 
     /// Applies one event. `Break` means the stub is done.
     pub fn handle(&mut self, event: Event) -> ControlFlow<()> {
+        self.apply(event);
+        self.settle()
+    }
+
+    /// Applies one event without the bookkeeping that follows; call [`Dispatcher::settle`]
+    /// once after a batch.
+    pub fn apply(&mut self, event: Event) {
         match event {
             Event::Accepted(conn) => self.on_accepted(conn),
             Event::WorkerRegistered {
@@ -160,6 +184,11 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Scales the pool, updates the gauges and checks the drain. `Break` means the stub is
+    /// done.
+    pub fn settle(&mut self) -> ControlFlow<()> {
         self.scale();
         self.update_gauges();
         if let Some(until) = self.drain_until {
@@ -231,9 +260,7 @@ impl Dispatcher {
             return Err(conn);
         }
         let socket = slot.socket.as_ref().expect("picked workers are ready");
-        if let Err(e) = socket
-            .get_ref()
-            .send(&self.frame, Some(conn.stream.as_fd()))
+        if let Err(e) = socket.send(&self.frame, Some(conn.stream.as_fd()))
         {
             eprintln!("wepoq-stub: handoff to {} failed: {e}", slot.id);
             slot.stop(&self.backend);
@@ -275,8 +302,9 @@ impl Dispatcher {
         }
     }
 
-    fn on_registered(&mut self, id: String, concurrency: u32, socket: Arc<AsyncFd<SeqPacket>>) {
+    fn on_registered(&mut self, id: String, concurrency: u32, socket: SeqPacket) {
         let now = Instant::now();
+        let token = self.next_token;
         let concurrency = (concurrency.max(1) as usize).min(self.config.concurrency as usize);
         match self.workers.iter_mut().find(|w| w.id == id) {
             Some(slot) if slot.socket.is_none() && !slot.stopping => {
@@ -284,6 +312,7 @@ impl Dispatcher {
                     .cold_start
                     .observe(now.duration_since(slot.asked_at));
                 slot.socket = Some(socket);
+                slot.token = token;
                 slot.concurrency = concurrency;
                 slot.registered_at = Some(now);
                 slot.idle_since = now;
@@ -291,7 +320,7 @@ impl Dispatcher {
             Some(_) => {
                 // A second registration under a live id: refuse the newcomer.
                 let _ = nix::sys::socket::shutdown(
-                    socket.get_ref().as_raw_fd(),
+                    socket.as_raw_fd(),
                     nix::sys::socket::Shutdown::Both,
                 );
                 return;
@@ -299,6 +328,7 @@ impl Dispatcher {
             None => self.workers.push(Slot {
                 id,
                 socket: Some(socket),
+                token,
                 concurrency,
                 in_flight: HashMap::new(),
                 asked_at: now,
@@ -309,14 +339,64 @@ impl Dispatcher {
                 stopping: false,
             }),
         }
+        self.next_token += 1;
+        if let Some(poller) = &self.poller {
+            let slot = self
+                .workers
+                .iter()
+                .find(|w| w.token == token)
+                .expect("just registered");
+            let fd = slot.socket.as_ref().expect("just registered").as_raw_fd();
+            if let Err(e) = poller.add(fd, token) {
+                eprintln!("wepoq-stub: cannot watch worker {id_}: {e}", id_ = slot.id);
+                let id = slot.id.clone();
+                self.on_gone(&id, "cannot watch its socket");
+                return;
+            }
+        }
         self.drain_queue();
     }
 
-    fn on_done(&mut self, id: &str, conn_id: u64) {
-        let now = Instant::now();
-        let Some(slot) = self.workers.iter_mut().find(|w| w.id == id) else {
+    /// The socket of the worker with poller token `token` is readable: one frame (a done
+    /// report) or its end. One receive per readiness report: the poller is level-triggered
+    /// and reports it again if more is waiting.
+    pub fn worker_readable(&mut self, token: u64) {
+        let Some(i) = self.workers.iter().position(|w| w.token == token) else {
             return;
         };
+        let Some(socket) = &self.workers[i].socket else {
+            return;
+        };
+        let mut buf = [0u8; MAX_FRAME];
+        let why = match socket.recv(&mut buf) {
+            Ok((0, _)) => "worker closed its socket".to_owned(),
+            // A worker has no business sending descriptors; the stray one is dropped here.
+            Ok((n, _)) => match Frame::decode(&buf[..n]) {
+                Ok(Frame::Done { conn_id }) => {
+                    self.on_done_at(i, conn_id);
+                    return;
+                }
+                Ok(_) => "worker sent an unexpected frame".to_owned(),
+                Err(e) => format!("worker sent a bad frame: {e}"),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+            Err(e) => format!("worker socket failed: {e}"),
+        };
+        let _ = nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let id = self.workers[i].id.clone();
+        self.on_gone(&id, &why);
+    }
+
+    fn on_done(&mut self, id: &str, conn_id: u64) {
+        if let Some(i) = self.workers.iter().position(|w| w.id == id) {
+            self.on_done_at(i, conn_id);
+        }
+    }
+
+    fn on_done_at(&mut self, i: usize, conn_id: u64) {
+        let now = Instant::now();
+        let slot = &mut self.workers[i];
         let Some(done) = slot.in_flight.remove(&conn_id) else {
             return;
         };
@@ -473,6 +553,7 @@ impl Dispatcher {
         self.workers.push(Slot {
             id: id.clone(),
             socket: None,
+            token: 0,
             concurrency: self.config.concurrency as usize,
             in_flight: HashMap::new(),
             asked_at: now,

@@ -1,10 +1,7 @@
 //! Every input of the stub's dispatcher, as one closed enum.
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::Instant;
-
-use tokio::io::unix::AsyncFd;
 
 use crate::seqpacket::SeqPacket;
 
@@ -13,13 +10,15 @@ use crate::seqpacket::SeqPacket;
 pub enum Event {
     /// A client connection was accepted on one of the service's listeners.
     Accepted(Accepted),
-    /// A worker passed the credential check and said hello.
+    /// A worker passed the credential check and said hello. From now on the dispatcher
+    /// reads the socket itself (done reports, end-of-stream).
     WorkerRegistered {
         worker_id: String,
         concurrency: u32,
-        socket: Arc<AsyncFd<SeqPacket>>,
+        socket: SeqPacket,
     },
-    /// A worker finished a connection.
+    /// A worker finished a connection (the dispatcher normally reads these straight from
+    /// the worker's socket; this event is the same thing for other sources).
     WorkerDone { worker_id: String, conn_id: u64 },
     /// A worker's socket closed or its backend reported it ended (either may come first).
     WorkerGone { worker_id: String, why: String },

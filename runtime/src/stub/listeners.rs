@@ -1,44 +1,45 @@
-//! The service's listening sockets, polled by the dispatcher loop itself.
+//! The service's listening sockets, polled by the dispatcher thread itself.
 //!
 //! Accepting in the loop that dispatches (rather than in a task per listener feeding a
-//! channel) saves a task wakeup and a channel hop on every connection's path.
+//! channel) saves a wakeup and a channel hop on every connection's path.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::task::{Context, Poll};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-use tokio::io::unix::AsyncFd;
 
 use crate::stub::event::Accepted;
 
 /// Listeners and the address each is bound to, when it is one address.
 pub struct Listeners {
-    all: Vec<(AsyncFd<TcpListener>, Option<SocketAddr>)>,
-    /// Where the next poll starts, so a flood on one address cannot starve the others.
-    next: usize,
+    all: Vec<(TcpListener, Option<SocketAddr>)>,
 }
 
 impl Listeners {
-    pub fn new(listeners: Vec<AsyncFd<TcpListener>>) -> Listeners {
+    /// Takes non-blocking listeners.
+    pub fn new(listeners: Vec<TcpListener>) -> Listeners {
         let all = listeners
             .into_iter()
             .map(|l| {
                 // A listener bound to one address (the usual case in an endpoint's namespace)
                 // tells us the local address without a getsockname per connection.
-                let bound = l
-                    .get_ref()
-                    .local_addr()
-                    .ok()
-                    .filter(|a| !a.ip().is_unspecified());
+                let bound = l.local_addr().ok().filter(|a| !a.ip().is_unspecified());
                 (l, bound)
             })
             .collect();
-        Listeners { all, next: 0 }
+        Listeners { all }
+    }
+
+    pub fn len(&self) -> usize {
+        self.all.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
+    }
+
+    pub fn raw_fd(&self, i: usize) -> RawFd {
+        self.all[i].0.as_raw_fd()
     }
 
     /// Closes every listener: from now on the kernel refuses new clients.
@@ -46,48 +47,36 @@ impl Listeners {
         self.all.clear();
     }
 
-    /// Accepts one connection from whichever listener has one.
-    pub async fn accept(&mut self) -> io::Result<Accepted> {
-        std::future::poll_fn(|cx| self.poll_accept(cx)).await
-    }
-
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted>> {
-        let n = self.all.len();
-        for k in 0..n {
-            let i = (self.next + k) % n;
-            let (listener, bound) = &self.all[i];
-            loop {
-                let mut guard = match listener.poll_read_ready(cx) {
-                    Poll::Ready(Ok(g)) => g,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
+    /// Accepts one connection from listener `i` (one `accept4`, close-on-exec, blocking
+    /// socket); `Ok(None)` when none is waiting.
+    pub fn accept(&self, i: usize) -> io::Result<Option<Accepted>> {
+        let Some((listener, bound)) = self.all.get(i) else {
+            return Ok(None);
+        };
+        match listener.accept() {
+            Ok((stream, remote)) => {
+                let at = Instant::now();
+                let at_unix_ns = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0);
+                let local = match bound {
+                    Some(addr) => *addr,
+                    None => stream.local_addr().unwrap_or(remote),
                 };
-                match guard.try_io(|l| l.get_ref().accept()) {
-                    Ok(Ok((stream, remote))) => {
-                        self.next = (i + 1) % n;
-                        let at = Instant::now();
-                        let at_unix_ns = SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map(|d| d.as_nanos() as u64)
-                            .unwrap_or(0);
-                        let local = match bound {
-                            Some(addr) => *addr,
-                            None => stream.local_addr().unwrap_or(remote),
-                        };
-                        return Poll::Ready(Ok(Accepted {
-                            stream,
-                            remote,
-                            local,
-                            at,
-                            at_unix_ns,
-                        }));
-                    }
-                    Ok(Err(e)) => return Poll::Ready(Err(e)),
-                    // Readiness was cleared; polling again registers our waker.
-                    Err(_would_block) => continue,
-                }
+                Ok(Some(Accepted {
+                    stream,
+                    remote,
+                    local,
+                    at,
+                    at_unix_ns,
+                }))
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            // The client gave up between the handshake and our accept: nothing to do.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => Ok(None),
+            Err(e) => Err(e),
         }
-        Poll::Pending
     }
 }
