@@ -86,17 +86,20 @@ impl Frame {
                 put_str(out, worker_id, "worker id")?;
             }
             Frame::Handoff(h) => {
-                out.push(KIND_HANDOFF);
-                out.extend_from_slice(&h.conn_id.to_be_bytes());
-                out.extend_from_slice(&h.accept_unix_ns.to_be_bytes());
-                out.extend_from_slice(&h.deadline_unix_ns.to_be_bytes());
-                put_addr(out, h.remote);
-                put_addr(out, h.local);
-                put_str(out, &h.fqdn, "fqdn")?;
+                out.pop();
+                encode_handoff(
+                    out,
+                    h.conn_id,
+                    h.accept_unix_ns,
+                    h.deadline_unix_ns,
+                    h.remote,
+                    h.local,
+                    &h.fqdn,
+                )?;
             }
             Frame::Done { conn_id } => {
-                out.push(KIND_DONE);
-                out.extend_from_slice(&conn_id.to_be_bytes());
+                out.pop();
+                out.extend_from_slice(&done_bytes(*conn_id));
             }
         }
         Ok(())
@@ -141,6 +144,37 @@ impl Frame {
             n => Err(FrameError::Trailing(n)),
         }
     }
+}
+
+/// Appends a handoff frame built from borrowed parts (the stub encodes one per connection
+/// and need not copy its fqdn into a [`Handoff`] to do so). Same bytes as
+/// `Frame::Handoff(..).encode`.
+pub fn encode_handoff(
+    out: &mut Vec<u8>,
+    conn_id: u64,
+    accept_unix_ns: u64,
+    deadline_unix_ns: u64,
+    remote: SocketAddr,
+    local: SocketAddr,
+    fqdn: &str,
+) -> Result<(), FrameError> {
+    out.push(VERSION);
+    out.push(KIND_HANDOFF);
+    out.extend_from_slice(&conn_id.to_be_bytes());
+    out.extend_from_slice(&accept_unix_ns.to_be_bytes());
+    out.extend_from_slice(&deadline_unix_ns.to_be_bytes());
+    put_addr(out, remote);
+    put_addr(out, local);
+    put_str(out, fqdn, "fqdn")
+}
+
+/// A done frame, without allocating. Same bytes as `Frame::Done { conn_id }.encode`.
+pub fn done_bytes(conn_id: u64) -> [u8; 10] {
+    let mut b = [0u8; 10];
+    b[0] = VERSION;
+    b[1] = KIND_DONE;
+    b[2..].copy_from_slice(&conn_id.to_be_bytes());
+    b
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str, field: &'static str) -> Result<(), FrameError> {

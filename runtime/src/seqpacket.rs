@@ -4,13 +4,12 @@
 //! them through tokio's `AsyncFd`, workers keep theirs blocking. Every received descriptor is
 //! owned at once and arrives close-on-exec, so nothing leaks into a program a shim execs.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::sys::socket::{
-    self, AddressFamily, Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag,
-    SockType, UnixAddr, UnixCredentials, sockopt,
+    self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr, UnixCredentials, sockopt,
 };
 
 /// One end of a SEQPACKET unix socket (listening or connected).
@@ -67,25 +66,39 @@ impl SeqPacket {
     }
 
     /// Sends one message, with `fd` attached when given. The caller keeps its copy of `fd`.
+    ///
+    /// Straight `sendmsg(2)` with the control message on the stack: this runs once per
+    /// connection in the stub, so it allocates nothing.
     pub fn send(&self, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
-        let iov = [IoSlice::new(bytes)];
-        let raw: [RawFd; 1];
-        let cmsgs: &[ControlMessage] = match fd {
-            Some(fd) => {
-                raw = [fd.as_raw_fd()];
-                &[ControlMessage::ScmRights(&raw)]
-            }
-            None => &[],
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
         };
-        let sent = socket::sendmsg::<()>(
-            self.fd.as_raw_fd(),
-            &iov,
-            cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(io::Error::from)?;
-        if sent != bytes.len() {
+        let mut control = ControlBuf::new();
+        // SAFETY: an all-zero msghdr is a valid empty message.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if let Some(fd) = fd {
+            // SAFETY: the buffer is aligned for cmsghdr and has room for CMSG_SPACE of one
+            // descriptor; CMSG_FIRSTHDR of a message with that buffer is non-null.
+            unsafe {
+                let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32);
+                msg.msg_control = control.as_mut_ptr();
+                msg.msg_controllen = space as _;
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd.as_raw_fd());
+            }
+        }
+        // SAFETY: `msg` points at live buffers for the duration of the call.
+        let sent = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if sent as usize != bytes.len() {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "short seqpacket send",
@@ -95,28 +108,38 @@ impl SeqPacket {
     }
 
     /// Receives one message into `buf`. Returns its length (0 means the peer closed) and the
-    /// descriptor it carried, if any. Extra descriptors are closed, not leaked.
+    /// descriptor it carried, if any. Extra descriptors are closed, not leaked (also when the
+    /// control message was truncated: the ones the kernel did install are owned and closed).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-        let mut iov = [IoSliceMut::new(buf)];
-        let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
-        let msg = socket::recvmsg::<()>(
-            self.fd.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = ControlBuf::new();
+        // SAFETY: an all-zero msghdr is a valid empty message.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr();
+        msg.msg_controllen = CONTROL_SPACE as _;
+        // SAFETY: `msg` points at live buffers for the duration of the call.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
         let mut received: Option<OwnedFd> = None;
         let mut extra = Vec::new();
-        let truncated_data = msg.flags.contains(MsgFlags::MSG_TRUNC);
-        let cmsgs = msg.cmsgs();
-        let truncated_cmsg = cmsgs.is_err();
-        if let Ok(cmsgs) = cmsgs {
-            for c in cmsgs {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    for raw in fds {
-                        // SAFETY: the kernel installed these descriptors for us just now.
-                        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: the kernel filled msg_control with msg_controllen bytes of well-formed
+        // control messages; CMSG_FIRSTHDR/NXTHDR stay within them.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                    let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    for k in 0..len / std::mem::size_of::<RawFd>() {
+                        // The kernel installed these descriptors for us just now.
+                        let owned = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(k)));
                         if received.is_none() {
                             received = Some(owned);
                         } else {
@@ -124,23 +147,44 @@ impl SeqPacket {
                         }
                     }
                 }
+                c = libc::CMSG_NXTHDR(&msg, c);
             }
         }
-        let bytes = msg.bytes;
         drop(extra);
-        if truncated_cmsg {
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "control message truncated",
             ));
         }
-        if truncated_data {
+        if msg.msg_flags & libc::MSG_TRUNC != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "message longer than a frame",
             ));
         }
-        Ok((bytes, received))
+        Ok((n as usize, received))
+    }
+}
+
+/// Bytes of control buffer for `MAX_FDS` descriptors.
+const CONTROL_SPACE: usize = 64;
+const _: () = assert!(
+    // CMSG_SPACE(4 * MAX_FDS) = 16-byte header + 16 bytes of descriptors, rounded to 8.
+    16 + std::mem::size_of::<RawFd>() * MAX_FDS <= CONTROL_SPACE
+);
+
+/// A control-message buffer on the stack, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct ControlBuf([u8; CONTROL_SPACE]);
+
+impl ControlBuf {
+    fn new() -> ControlBuf {
+        ControlBuf([0; CONTROL_SPACE])
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        self.0.as_mut_ptr().cast()
     }
 }
 

@@ -161,14 +161,10 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // Report before closing: a client that sees the close may connect again at once, and
         // the stub should know by then that we have room, or it would start a needless worker.
-        if let Ok(bytes) = (Frame::Done {
-            conn_id: self.handoff.conn_id,
-        })
-        .to_bytes()
-        {
-            // A failed send means the stub is gone; it no longer counts our capacity anyway.
-            let _ = self.socket.send(&bytes, None);
-        }
+        // A failed send means the stub is gone; it no longer counts our capacity anyway.
+        let _ = self
+            .socket
+            .send(&crate::frame::done_bytes(self.handoff.conn_id), None);
         drop(self.stream.take());
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::backend::{ExitNotice, SpawnRequest, WorkerBackend};
-use crate::frame::{Frame, Handoff, MAX_FRAME};
+use crate::frame::{Frame, MAX_FRAME, encode_handoff};
 use crate::metrics::Metrics;
 use crate::record::{Outcome, Record, RecordSink};
 use crate::seqpacket::SeqPacket;
@@ -92,10 +92,8 @@ impl Slot {
         self.stopping = true;
         if let Some(socket) = &self.socket {
             // The worker reads end-of-stream and leaves; its reader task then reports it gone.
-            let _ = nix::sys::socket::shutdown(
-                socket.as_raw_fd(),
-                nix::sys::socket::Shutdown::Both,
-            );
+            let _ =
+                nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
         if self.ours {
             let backend = backend.clone();
@@ -246,22 +244,23 @@ impl Dispatcher {
         let conn_id = self.next_conn;
         let now = Instant::now();
         let slot = &mut self.workers[i];
-        let handoff = Handoff {
-            conn_id,
-            accept_unix_ns: conn.at_unix_ns,
-            deadline_unix_ns: unix_ns_after(conn.at_unix_ns, self.config.conn_timeout),
-            remote: conn.remote,
-            local: conn.local,
-            fqdn: self.config.fqdn.clone(),
-        };
         self.frame.clear();
-        if Frame::Handoff(handoff).encode(&mut self.frame).is_err() {
+        if encode_handoff(
+            &mut self.frame,
+            conn_id,
+            conn.at_unix_ns,
+            unix_ns_after(conn.at_unix_ns, self.config.conn_timeout),
+            conn.remote,
+            conn.local,
+            &self.config.fqdn,
+        )
+        .is_err()
+        {
             // Only an over-long fqdn fails, and the config check prevents it.
             return Err(conn);
         }
         let socket = slot.socket.as_ref().expect("picked workers are ready");
-        if let Err(e) = socket.send(&self.frame, Some(conn.stream.as_fd()))
-        {
+        if let Err(e) = socket.send(&self.frame, Some(conn.stream.as_fd())) {
             eprintln!("wepoq-stub: handoff to {} failed: {e}", slot.id);
             slot.stop(&self.backend);
             return Err(conn);
