@@ -47,6 +47,19 @@ impl SeqPacket {
         Ok(SeqPacket { fd })
     }
 
+    /// A connected pair of blocking sockets, for tests.
+    #[cfg(test)]
+    pub(crate) fn pair() -> io::Result<(SeqPacket, SeqPacket)> {
+        let (a, b) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        Ok((SeqPacket { fd: a }, SeqPacket { fd: b }))
+    }
+
     /// Accepts one peer; the accepted end is non-blocking.
     pub fn accept(&self) -> io::Result<SeqPacket> {
         let raw = socket::accept4(

@@ -828,6 +828,68 @@ mod tests {
         );
     }
 
+    fn register(h: &mut Harness, id: &str) -> SeqPacket {
+        let (stub_end, worker_end) = SeqPacket::pair().unwrap();
+        let flow = h.dispatcher.handle(Event::WorkerRegistered {
+            worker_id: id.into(),
+            concurrency: 1,
+            socket: stub_end,
+        });
+        assert!(flow.is_continue());
+        worker_end
+    }
+
+    /// What the worker at `end` was handed: the connection id, with a socket attached.
+    fn handed(end: &SeqPacket) -> u64 {
+        let mut buf = [0u8; MAX_FRAME];
+        let (n, fd) = end.recv(&mut buf).unwrap();
+        assert!(fd.is_some(), "a handoff carries the socket");
+        match Frame::decode(&buf[..n]).unwrap() {
+            Frame::Handoff(h) => h.conn_id,
+            other => panic!("expected a handoff, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn done_reports_and_the_end_are_read_from_the_worker_socket() {
+        let mut h = Harness::new(config());
+        let worker = register(&mut h, "solo");
+        assert_eq!(h.metrics.workers_idle.load(Relaxed), 1);
+        assert!(h.accept().is_continue());
+        assert_eq!(h.metrics.workers_busy.load(Relaxed), 1);
+        let conn_id = handed(&worker);
+        worker
+            .send(&crate::frame::done_bytes(conn_id), None)
+            .unwrap();
+        // The first registered worker gets the first token.
+        h.dispatcher.worker_readable(WORKER_TOKEN_BASE);
+        assert!(h.dispatcher.settle().is_continue());
+        assert_eq!(h.metrics.outcome(Outcome::Served), 1);
+        assert_eq!(h.metrics.workers_idle.load(Relaxed), 1);
+        drop(worker);
+        h.dispatcher.worker_readable(WORKER_TOKEN_BASE);
+        assert!(h.dispatcher.settle().is_continue());
+        assert_eq!(h.metrics.workers_lost.load(Relaxed), 1);
+        assert_eq!(h.metrics.workers_idle.load(Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_second_registration_under_a_live_id_is_refused_and_the_first_stays() {
+        let mut h = Harness::new(config());
+        let first = register(&mut h, "dup");
+        let second = register(&mut h, "dup");
+        let mut buf = [0u8; MAX_FRAME];
+        assert_eq!(
+            second.recv(&mut buf).unwrap().0,
+            0,
+            "the newcomer is shut out"
+        );
+        assert_eq!(h.metrics.workers_idle.load(Relaxed), 1);
+        assert_eq!(h.metrics.workers_lost.load(Relaxed), 0);
+        assert!(h.accept().is_continue());
+        handed(&first);
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn shutdown_with_nothing_in_flight_ends_at_once() {
         let mut h = Harness::new(config());
