@@ -238,7 +238,9 @@ fn run_stub(args: StubArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // One thread: accept, dispatch and handoff stay on one core with no cross-thread wakeups.
+    // One runtime thread is plenty: the hot path (accept, handoff, done reports) runs on the
+    // stub's own dispatcher thread; the runtime only registers workers, talks to the backend,
+    // serves the admin endpoint and waits for signals.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
