@@ -116,12 +116,7 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
     // Which sides call which services: own clients, then declared calls.
     let mut callers: BTreeMap<ServiceId, Vec<(ServiceId, SideKind)>> = BTreeMap::new();
     for (id, service, kind) in &sides {
-        let side = service.side(*kind);
-        let mut targets = side.calls.clone();
-        if *kind == SideKind::Cli && !targets.contains(id) {
-            targets.push(*id);
-        }
-        for t in targets {
+        for t in service.targets(*id, *kind) {
             callers.entry(t).or_default().push((*id, *kind));
         }
     }
@@ -135,7 +130,6 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
         let net = allocated.net;
         let service_path = service.path();
         let gateway = Allocation::gateway(&net);
-        let side = service.side(*kind);
         let ports_text: String = service.ports.iter().map(|p| format!(" {p}")).collect();
 
         let mut switch_ports = Vec::new();
@@ -198,7 +192,8 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
 
         // Load balancers of every service this side may call.
         let mut lbs = Vec::new();
-        for target in side.calls.iter().chain((*kind == SideKind::Cli).then_some(id)) {
+        let targets = service.targets(*id, *kind);
+        for target in &targets {
             let t = ns.service(*target);
             for proto in protos(&t.ports) {
                 lbs.push(e.lb_name(t, proto));
@@ -219,12 +214,7 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
         // The side's port group, with the ACLs that let it call out.
         let group = ovn_identifier(&side_name);
         let mut acls = Vec::new();
-        let mut targets = side.calls.clone();
-        if *kind == SideKind::Cli && !targets.contains(id) {
-            targets.push(*id);
-        }
-        targets.sort();
-        for target in targets {
+        for &target in &targets {
             let t = ns.service(target);
             let Some(vip) = e.vip(t) else { continue };
             let target_side = ns.side_name(t, SideKind::Svr);

@@ -37,7 +37,6 @@ pub enum Edge {
 
 pub struct Topology {
     pub graph: StableDiGraph<GraphNode, Edge>,
-    pub root: NodeIndex,
 }
 
 pub fn build(ns: &Namespace) -> Topology {
@@ -87,16 +86,12 @@ pub fn build(ns: &Namespace) -> Topology {
     for (i, service) in ns.services.iter().enumerate() {
         for (k, kind) in [SideKind::Svr, SideKind::Cli].into_iter().enumerate() {
             let Some(from) = side_nodes[i][k] else { continue };
-            let mut targets = service.side(kind).calls.clone();
-            if kind == SideKind::Cli {
-                targets.push(crate::model::ServiceId(i));
-            }
-            for t in targets {
+            for t in service.targets(crate::model::ServiceId(i), kind) {
                 graph.add_edge(from, service_nodes[t.0], Edge::Calls);
             }
         }
     }
-    Topology { graph, root }
+    Topology { graph }
 }
 
 /// Services nothing can call: no clients of their own and no caller. They get addresses and

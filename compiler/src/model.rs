@@ -112,6 +112,18 @@ impl Service {
         path
     }
 
+    /// The services a side may call, sorted: declared calls, and for a client side its own
+    /// service (`own` is this service's id).
+    pub fn targets(&self, own: ServiceId, kind: SideKind) -> Vec<ServiceId> {
+        let mut targets = self.side(kind).calls.clone();
+        if kind == SideKind::Cli {
+            targets.push(own);
+        }
+        targets.sort();
+        targets.dedup();
+        targets
+    }
+
     pub fn side(&self, kind: SideKind) -> &Side {
         match kind {
             SideKind::Svr => &self.svr,

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::nb::{Atom, AtomMap, Value};
-use crate::plan::{Action, Change, FieldChange, Observed, Plan};
+use crate::plan::{Action, FieldChange, Observed, Plan};
 
 const GREEN: &str = "\x1b[32m";
 const YELLOW: &str = "\x1b[33m";
@@ -102,10 +102,4 @@ fn map_update(out: &mut String, column: &str, before: &AtomMap, after: &AtomMap,
             _ => {}
         }
     }
-}
-
-/// A one-line summary for logs and pipelines.
-pub fn summary_line(changes: &[Change]) -> String {
-    let s = crate::plan::summarize(changes);
-    format!("{} to add, {} to change, {} to destroy", s.add, s.change, s.destroy)
 }

@@ -47,10 +47,6 @@ impl Sources {
         FileId(self.files.len() - 1)
     }
 
-    pub fn file(&self, id: FileId) -> &SourceFile {
-        &self.files[id.0]
-    }
-
     pub fn text(&self, id: FileId) -> &str {
         &self.files[id.0].text
     }

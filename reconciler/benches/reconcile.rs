@@ -96,6 +96,19 @@ fn anchor(ports: &[(String, String, String)]) -> (Duration, Duration) {
     (per_command, one_process)
 }
 
+/// The anchor for observing: ovsdb-server answering one select of the owned ports (the
+/// biggest table), timed with its own client, so the server's share of an observation shows.
+fn server_select(url: &str) -> (Duration, usize) {
+    let columns = r#"["_uuid","name","addresses","port_security","type","options","external_ids"]"#;
+    let query = format!(
+        r#"["OVN_Northbound",{{"op":"select","table":"Logical_Switch_Port","where":[["external_ids","includes",["map",[["wepoq.net/owner","bench.wepoq.net"]]]]],"columns":{columns}}}]"#
+    );
+    let start = Instant::now();
+    let out = Command::new("ovsdb-client").args(["transact", url, &query]).output().expect("ovsdb-client runs");
+    assert!(out.status.success(), "ovsdb-client: {}", String::from_utf8_lossy(&out.stderr));
+    (start.elapsed(), out.stdout.len())
+}
+
 fn main() {
     if require(Component::NbServer).is_none() {
         return;
@@ -127,6 +140,8 @@ fn main() {
     println!("\n2. no-change plan against {} owned rows, fresh connection              target <= 1 s", rows(&big));
     println!("   (filling that NB took                    {:>12})", ms(fill));
     println!("   wepoq: connect + observe + plan          {:>12}   ({no_ops} operations)", ms(no_change));
+    let (server_only, bytes) = server_select(&url);
+    println!("   anchor ovsdb-client: select the owned ports only {:>5}   ({:.1} MB of JSON: the server's share)", ms(server_only), bytes as f64 / 1e6);
 
     let (bumped, _, _, compile_big) = compiled(&spec(services, Some(777)), Some(&lock));
     let (one_service, one_ops) = runtime.block_on(reconcile_fresh(&url, &bumped));

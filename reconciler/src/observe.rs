@@ -180,10 +180,16 @@ pub async fn observe(client: &Client, schema: &Schema, owners: &[String], wanted
             observed.conflicts.push(Conflict { key, uuid: uuid.clone(), owner: None });
         }
     }
-    // Conflicts are rare; say whose rows they are with one more read.
-    for c in &mut observed.conflicts {
-        let rows = client.select(NB_DB, c.key.table.name(), vec![Condition::uuid(&c.uuid)], &["external_ids"]).await?;
-        c.owner = rows.first().and_then(|r| r.get("external_ids")).and_then(|ids| ids.get(OWNER_KEY)).and_then(ovsdb::Atom::as_str).map(str::to_owned);
+    // Conflicts are rare; say whose rows they are with one more read (one transaction).
+    if !observed.conflicts.is_empty() {
+        let ops: Vec<Operation> = observed
+            .conflicts
+            .iter()
+            .map(|c| Operation::select_columns(c.key.table.name(), vec![Condition::uuid(&c.uuid)], &["external_ids"]))
+            .collect();
+        for (c, result) in observed.conflicts.iter_mut().zip(client.transact(NB_DB, &ops).await?) {
+            c.owner = result.rows().first().and_then(|r| r.get("external_ids")).and_then(|ids| ids.get(OWNER_KEY)).and_then(ovsdb::Atom::as_str).map(str::to_owned);
+        }
     }
     for (_, key, row) in &owned {
         for (_, column) in crate::convert::strong_children(key.table) {
@@ -224,12 +230,22 @@ pub async fn adopt(client: &Client, schema: &Schema, observed: &mut Observed, ow
     for c in &conflicts {
         observed.ids.insert(c.key.clone(), c.uuid.clone());
     }
-    for c in conflicts {
-        let Some(owner) = owner_of(&c.key) else { continue };
-        let mut columns: Vec<&str> = c.key.table.managed_columns().to_vec();
-        columns.push("_uuid");
-        let rows = client.select(NB_DB, c.key.table.name(), vec![Condition::uuid(&c.uuid)], &columns).await?;
-        if let Some(row) = rows.into_iter().next() {
+    let adopted: Vec<(Conflict, String)> = conflicts.into_iter().filter_map(|c| owner_of(&c.key).map(|o| (c, o))).collect();
+    if adopted.is_empty() {
+        return Ok(());
+    }
+    // Every adopted row whole, in one transaction.
+    let ops: Vec<Operation> = adopted
+        .iter()
+        .map(|(c, _)| {
+            let mut columns: Vec<&str> = c.key.table.managed_columns().to_vec();
+            columns.push("_uuid");
+            Operation::select_columns(c.key.table.name(), vec![Condition::uuid(&c.uuid)], &columns)
+        })
+        .collect();
+    let results = client.transact(NB_DB, &ops).await?;
+    for ((c, owner), result) in adopted.into_iter().zip(results) {
+        if let Some(row) = result.rows().first().cloned() {
             let nb_row = to_nb_row(c.key.clone(), &row, schema, &observed.ids);
             let list = observed.rows.entry(owner).or_default();
             list.push(nb_row);
