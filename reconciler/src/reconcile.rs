@@ -163,8 +163,12 @@ impl Reconciler {
             }
         }
         let comment = format!("wepoq apply {} spec {}", plan.namespaces.join(" "), plan.spec_hash);
+        let phase = Instant::now();
         let ops = transaction::build(&plan.changes, observed, &comment);
+        timing("apply: building the transaction", phase);
+        let phase = Instant::now();
         self.client.transact(NB_DB, &ops).await?;
+        timing("apply: the transaction", phase);
         Ok(ops.len())
     }
 

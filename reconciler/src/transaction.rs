@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 
-use wepoq_compiler::nb::{RowKey, Value as NbValue, NAME_KEY, OWNER_KEY};
-use wepoq_compiler::plan::{Action, Change};
+use wepoq_compiler::nb::{AtomMap, AtomSet, RowKey, Value as NbValue, NAME_KEY, OWNER_KEY};
+use wepoq_compiler::plan::{Action, Change, FieldChange};
 
 use crate::convert::{strong_parents, to_ovsdb_value, RowIds};
 use crate::observe::Observed;
@@ -49,10 +49,9 @@ pub fn build(changes: &[Change], observed: &Observed, comment: &str) -> Vec<Oper
         let mut row = ovsdb::Row::new();
         let mut mutations = Vec::new();
         for f in &change.fields {
-            let is_ref_set = [&f.before, &f.after].into_iter().flatten().any(NbValue::is_ref_set);
-            match (is_ref_set, f.set_delta()) {
+            match delta(f) {
                 // Shared membership: add and remove only wepoq's own members.
-                (true, Some((added, removed))) => {
+                Some(Delta::Set { added, removed }) => {
                     if !added.is_empty() {
                         mutations.push(Mutation::insert(&f.column, to_ovsdb_value(&NbValue::Set(added), ids, &named)));
                     }
@@ -60,7 +59,17 @@ pub fn build(changes: &[Change], observed: &Observed, comment: &str) -> Vec<Oper
                         mutations.push(Mutation::delete(&f.column, to_ovsdb_value(&NbValue::Set(removed), ids, &named)));
                     }
                 }
-                _ => {
+                // Maps: the entries that differ (a revalued key is deleted, then inserted:
+                // OVSDB's map insert never overwrites).
+                Some(Delta::Map { removed, inserted }) => {
+                    if !removed.is_empty() {
+                        mutations.push(Mutation::delete(&f.column, to_ovsdb_value(&NbValue::Set(removed), ids, &named)));
+                    }
+                    if !inserted.is_empty() {
+                        mutations.push(Mutation::insert(&f.column, to_ovsdb_value(&NbValue::Map(inserted), ids, &named)));
+                    }
+                }
+                None => {
                     if let Some(after) = &f.after {
                         row.insert(&f.column, to_ovsdb_value(after, ids, &named));
                     }
@@ -90,19 +99,37 @@ pub fn build(changes: &[Change], observed: &Observed, comment: &str) -> Vec<Oper
     ops
 }
 
-/// Every row the plan changes or deletes still holds what was read, column by column (the
-/// shared reference sets aside: those change by membership and need no guard).
+/// How a changed column is written when the row already exists: by its delta (a `mutate`), or
+/// whole (an `update`, on `None`).
+enum Delta {
+    /// Reference sets, shared with other writers (another tool's port on our switch).
+    Set { added: AtomSet, removed: AtomSet },
+    /// Maps, which can be large (one DNS row holds a record per endpoint name).
+    Map { removed: AtomSet, inserted: AtomMap },
+}
+
+fn delta(f: &FieldChange) -> Option<Delta> {
+    let is_ref_set = [&f.before, &f.after].into_iter().flatten().any(NbValue::is_ref_set);
+    if is_ref_set {
+        return f.set_delta().map(|(added, removed)| Delta::Set { added, removed });
+    }
+    f.map_delta().map(|(removed, inserted)| Delta::Map { removed, inserted })
+}
+
+/// Every row the plan changes or deletes still exists and holds what was read, column by
+/// column. Columns written by their delta are left out: the delta is right whatever else
+/// happened to them meanwhile, and guarding a map of thousands of entries would send it
+/// whole. Shared reference sets are never guarded (other writers add to them).
 fn guard_read_rows(ops: &mut Vec<Operation>, changes: &[Change], observed: &Observed) {
     for change in changes.iter().filter(|c| c.action != Action::Create) {
         let (Some(uuid), Some(raw)) = (observed.ids.by_key.get(&change.key), observed.raw.get(&change.key)) else { continue };
-        let current = observed.rows.values().flatten().find(|r| r.key == change.key);
-        let columns: Vec<&str> = change
-            .key
-            .table
-            .managed_columns()
-            .iter()
-            .copied()
+        // Each owner's rows are sorted by key.
+        let current = observed.rows.values().find_map(|rows| rows.binary_search_by(|r| r.key.cmp(&change.key)).ok().map(|i| &rows[i]));
+        let by_delta: Vec<&str> = change.fields.iter().filter(|f| delta(f).is_some()).map(|f| f.column.as_str()).collect();
+        let columns: Vec<&str> = std::iter::once("_uuid")
+            .chain(change.key.table.managed_columns().iter().copied())
             .filter(|c| !current.and_then(|r| r.column(c)).is_some_and(NbValue::is_ref_set))
+            .filter(|c| !by_delta.contains(c))
             .filter(|c| raw.contains_key(*c))
             .collect();
         let mut expected = ovsdb::Row::new();
