@@ -29,9 +29,6 @@ pub struct Observed {
     pub ids: RowIds,
     /// Rows with a wanted name that are not the owner's (refused unless adopted).
     pub conflicts: Vec<Conflict>,
-    /// Rows marked as each owner's, per table, as read: the transaction checks that this
-    /// set has not changed (adopted rows are not in it: they carry no mark yet).
-    pub owned_uuids: BTreeMap<(String, Table), Vec<Uuid>>,
     /// Rows that are not wepoq's but live inside an owned row through a strong reference
     /// (another tool's port on a wepoq switch): deleting the owned row would delete them.
     pub foreign_children: BTreeMap<RowKey, Vec<String>>,
@@ -162,11 +159,8 @@ pub async fn observe(client: &Client, schema: &Schema, owners: &[String], wanted
         match owner {
             Some(owner) => {
                 for row in rows {
-                    let name = row.get("external_ids").and_then(|ids| ids.get(NAME_KEY)).and_then(ovsdb::Atom::as_str).map(str::to_owned);
-                    let (Some(name), Some(uuid)) = (name, row.uuid().cloned()) else { continue };
-                    let key = RowKey::new(table, name);
-                    observed.ids.insert(key.clone(), uuid.clone());
-                    observed.owned_uuids.entry((owner.to_string(), table)).or_default().push(uuid);
+                    let Some((key, uuid)) = marked_key(table, &row) else { continue };
+                    observed.ids.insert(key.clone(), uuid);
                     owned.push((owner.to_string(), key, row));
                 }
             }
@@ -192,17 +186,9 @@ pub async fn observe(client: &Client, schema: &Schema, owners: &[String], wanted
         }
     }
     for (_, key, row) in &owned {
-        for (_, column) in crate::convert::strong_children(key.table) {
-            let Some(ovsdb::Value::Set(members)) = row.get(*column) else { continue };
-            let foreign: Vec<String> = members
-                .iter()
-                .filter_map(ovsdb::Atom::as_uuid)
-                .filter(|u| !observed.ids.by_uuid.contains_key(*u))
-                .map(|u| format!("{column} {}", u.as_str()))
-                .collect();
-            if !foreign.is_empty() {
-                observed.foreign_children.entry(key.clone()).or_default().extend(foreign);
-            }
+        let foreign = foreign_children(key.table, row, &observed.ids);
+        if !foreign.is_empty() {
+            observed.foreign_children.insert(key.clone(), foreign);
         }
     }
     for (owner, key, row) in owned {
@@ -216,11 +202,31 @@ pub async fn observe(client: &Client, schema: &Schema, owners: &[String], wanted
     for owner in owners {
         observed.rows.entry(owner.clone()).or_default();
     }
-    for uuids in observed.owned_uuids.values_mut() {
-        uuids.sort();
-    }
     observed.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(observed)
+}
+
+/// The key a row's ownership marks give it, and its UUID; `None` for a row without a
+/// `wepoq.net/name` mark.
+pub(crate) fn marked_key(table: Table, row: &ovsdb::Row) -> Option<(RowKey, Uuid)> {
+    let name = row.get("external_ids")?.get(NAME_KEY)?.as_str()?;
+    Some((RowKey::new(table, name), row.uuid()?.clone()))
+}
+
+/// The owner mark of a row.
+pub(crate) fn owner_mark(row: &ovsdb::Row) -> Option<&str> {
+    row.get("external_ids")?.get(OWNER_KEY)?.as_str()
+}
+
+/// Members of an owned row's strong-reference columns that are not wepoq's (another tool's
+/// port on a wepoq switch): deleting the row would delete them too.
+pub(crate) fn foreign_children(table: Table, row: &ovsdb::Row, ids: &RowIds) -> Vec<String> {
+    let mut foreign = Vec::new();
+    for (_, column) in crate::convert::strong_children(table) {
+        let Some(ovsdb::Value::Set(members)) = row.get(*column) else { continue };
+        foreign.extend(members.iter().filter_map(ovsdb::Atom::as_uuid).filter(|u| !ids.by_uuid.contains_key(*u)).map(|u| format!("{column} {}", u.as_str())));
+    }
+    foreign
 }
 
 /// Takes over conflicting rows (`--adopt`): reads them whole and treats them as owned by

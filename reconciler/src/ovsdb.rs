@@ -62,7 +62,7 @@ mod value;
 pub use client::{Client, Stats, Timeouts};
 pub use error::{Error, ErrorClass};
 pub use frame::{FrameDecoder, parse_frame};
-pub use monitor::{Monitor, MonitorSpec, Tables};
+pub use monitor::{Monitor, MonitorSpec, Tables, Touched};
 pub use operation::{
     Condition, Function, Mutation, Mutator, OpError, OpOutcome, OpResult, Operation, TransactReply,
     WaitUntil,

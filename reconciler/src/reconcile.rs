@@ -116,6 +116,11 @@ impl Reconciler {
         Ok(Reconciler { client, schema })
     }
 
+    /// The NB schema, as checked at connect.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
     pub async fn observe(&self, desired: &Desired, options: Options) -> Result<Observed, ReconcileError> {
         let mut observed = observe::observe(&self.client, &self.schema, &desired.owners(), &desired.wanted()).await?;
         if options.adopt {
@@ -240,7 +245,7 @@ fn timing(phase: &str, since: Instant) {
 }
 
 /// A failed guard or a unique-index clash at commit: someone else wrote meanwhile.
-fn is_contention(e: &ovsdb::Error) -> bool {
+pub(crate) fn is_contention(e: &ovsdb::Error) -> bool {
     match e {
         ovsdb::Error::GuardFailed { .. } => true,
         ovsdb::Error::CommitFailed { error, .. } => error == "constraint violation",

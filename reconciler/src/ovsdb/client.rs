@@ -182,12 +182,6 @@ impl Client {
         let mut params = Vec::with_capacity(ops.len() + 1);
         params.push(json!(db));
         params.extend(ops.iter().map(Operation::to_json));
-        if std::env::var_os("WEPOQ_DEBUG_TXN").is_some() {
-            for p in &params {
-                let t = p.to_string();
-                eprintln!("txn op {} bytes: {}", t.len(), &t[..t.len().min(3000)]);
-            }
-        }
         let result = self.call("transact", Json::Array(params), None).await?;
         TransactReply::from_json(&result, ops.len())
     }

@@ -16,15 +16,16 @@ use super::client::Client;
 use super::error::Error;
 use super::row::Row;
 use super::schema::{ColumnKind, ColumnType, Schema};
+use super::operation::Condition;
 use super::value::{Atom, Uuid, Value, decode};
 
 /// Rows per table, by UUID. Each cached row carries its `_uuid` column.
 pub type Tables = BTreeMap<String, BTreeMap<Uuid, Row>>;
 
-/// Which tables and columns to watch.
+/// Which tables, columns and rows to watch.
 #[derive(Debug, Clone, Default)]
 pub struct MonitorSpec {
-    tables: Vec<(String, Option<Vec<String>>)>,
+    tables: Vec<(String, Option<Vec<String>>, Vec<Condition>)>,
 }
 
 impl MonitorSpec {
@@ -36,9 +37,26 @@ impl MonitorSpec {
     pub fn table(mut self, table: &str, columns: &[&str]) -> MonitorSpec {
         let columns =
             (!columns.is_empty()).then(|| columns.iter().map(|c| (*c).to_owned()).collect());
-        self.tables.push((table.to_owned(), columns));
+        self.tables.push((table.to_owned(), columns, Vec::new()));
         self
     }
+
+    /// Watch `columns` of the rows of `table` that match ANY of `clauses` (monitor_cond
+    /// ORs its clauses; rows that stop matching are reported deleted).
+    pub fn table_where(mut self, table: &str, columns: &[&str], clauses: Vec<Condition>) -> MonitorSpec {
+        self = self.table(table, columns);
+        self.tables.last_mut().expect("just pushed").2 = clauses;
+        self
+    }
+}
+
+/// Rows added, changed or removed since the last [`Monitor::take_touched`].
+#[derive(Debug, Clone, Default)]
+pub struct Touched {
+    /// The cache was replaced whole (the first reply, or a re-sync after a reconnect).
+    pub everything: bool,
+    /// `(table, uuid)` in the order the updates came.
+    pub rows: Vec<(String, Uuid)>,
 }
 
 /// The shared state behind a [`Monitor`]; written only by the connection task.
@@ -51,6 +69,7 @@ pub(crate) struct MonitorState {
     columns: HashMap<String, HashMap<String, ColumnType>>,
     tables: RwLock<Tables>,
     generation: watch::Sender<u64>,
+    touched: std::sync::Mutex<Touched>,
     /// Set when the cache can no longer be kept current.
     failure: std::sync::Mutex<Option<String>>,
 }
@@ -64,7 +83,7 @@ impl MonitorState {
     ) -> Result<MonitorState, Error> {
         let mut requests = Map::new();
         let mut columns = HashMap::new();
-        for (table, cols) in &spec.tables {
+        for (table, cols, clauses) in &spec.tables {
             let ts = schema.tables.get(table).ok_or_else(|| Error::Decode {
                 what: "monitor request".into(),
                 reason: format!("no table {table} in {}", schema.name),
@@ -81,10 +100,14 @@ impl MonitorState {
                 })?;
                 types.insert(name.clone(), ty.clone());
             }
-            let request = match cols {
-                Some(cols) => json!([{"columns": cols}]),
-                None => json!([{}]),
-            };
+            let mut request = Map::new();
+            if let Some(cols) = cols {
+                request.insert("columns".into(), json!(cols));
+            }
+            if !clauses.is_empty() {
+                request.insert("where".into(), Json::Array(clauses.iter().map(Condition::to_json).collect()));
+            }
+            let request = json!([Json::Object(request)]);
             requests.insert(table.clone(), request);
             columns.insert(table.clone(), types);
         }
@@ -95,6 +118,7 @@ impl MonitorState {
             columns,
             tables: RwLock::new(Tables::new()),
             generation: watch::channel(0).0,
+            touched: std::sync::Mutex::default(),
             failure: std::sync::Mutex::default(),
         })
     }
@@ -105,8 +129,9 @@ impl MonitorState {
         for table in self.columns.keys() {
             fresh.insert(table.clone(), BTreeMap::new());
         }
-        apply_updates(&self.columns, &mut fresh, initial)?;
+        apply_updates(&self.columns, &mut fresh, initial, &mut Vec::new())?;
         *self.tables.write().expect("monitor lock") = fresh;
+        *self.touched.lock().expect("monitor lock") = Touched { everything: true, rows: Vec::new() };
         self.generation.send_modify(|g| *g += 1);
         Ok(())
     }
@@ -118,11 +143,14 @@ impl MonitorState {
 
     /// Applies one `update2` notification's table-updates.
     pub(crate) fn apply(&self, updates: &Json) -> Result<(), Error> {
+        let mut touched = Vec::new();
         let result = apply_updates(
             &self.columns,
             &mut self.tables.write().expect("monitor lock"),
             updates,
+            &mut touched,
         );
+        self.touched.lock().expect("monitor lock").rows.extend(touched);
         self.generation.send_modify(|g| *g += 1);
         result
     }
@@ -132,6 +160,7 @@ fn apply_updates(
     columns: &HashMap<String, HashMap<String, ColumnType>>,
     tables: &mut Tables,
     updates: &Json,
+    touched: &mut Vec<(String, Uuid)>,
 ) -> Result<(), Error> {
     let updates = updates
         .as_object()
@@ -148,6 +177,7 @@ fn apply_updates(
             let update = update
                 .as_object()
                 .ok_or_else(|| decode("row-update2", &json!(update)))?;
+            touched.push((table.clone(), uuid.clone()));
             if let Some(row) = update.get("initial").or_else(|| update.get("insert")) {
                 cache.insert(uuid.clone(), full_row(types, &uuid, row)?);
             } else if let Some(diff) = update.get("modify") {
@@ -272,6 +302,21 @@ impl Monitor {
                 })
                 .unwrap_or_default()
         })
+    }
+
+    /// The rows that changed since the last call (or since the monitor started: then
+    /// `everything`). For a consumer that keeps something derived from the cache.
+    pub fn take_touched(&self) -> Touched {
+        std::mem::take(&mut *self.state.touched.lock().expect("monitor lock"))
+    }
+
+    /// Waits for the next update of the cache (or its failure).
+    pub async fn changed(&mut self) -> Result<(), Error> {
+        self.changes.changed().await.map_err(|_| Error::Closed)?;
+        match self.failure() {
+            Some(reason) => Err(Error::ConnectionLost { url: self.client.url().to_owned(), reason }),
+            None => Ok(()),
+        }
     }
 
     /// Counts every update applied (including re-syncs after a reconnect).

@@ -68,7 +68,7 @@ impl Condition {
         Condition::eq("_uuid", Value::uuid(uuid.clone()))
     }
 
-    fn to_json(&self) -> Json {
+    pub(crate) fn to_json(&self) -> Json {
         json!([self.column, self.function.as_str(), self.value.to_json()])
     }
 }
