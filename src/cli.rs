@@ -8,6 +8,7 @@ mod live;
 mod load;
 mod output;
 mod plan;
+mod watch;
 mod zone;
 
 use std::path::PathBuf;

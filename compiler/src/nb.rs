@@ -161,9 +161,18 @@ impl AtomSet {
         self.0.binary_search(atom).is_ok()
     }
 
-    /// Members of `self` that `other` lacks.
+    /// Members of `self` that `other` lacks: one merge of the two sorted lists, so a port
+    /// group of 30k members costs 30k comparisons, not a search for each.
     pub fn difference(&self, other: &AtomSet) -> AtomSet {
-        AtomSet(self.0.iter().filter(|a| !other.contains(a)).cloned().collect())
+        let mut theirs = other.0.iter().peekable();
+        let mut out = Vec::new();
+        for a in &self.0 {
+            while theirs.next_if(|b| *b < a).is_some() {}
+            if theirs.peek() != Some(&a) {
+                out.push(a.clone());
+            }
+        }
+        AtomSet(out)
     }
 }
 

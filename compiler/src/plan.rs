@@ -58,8 +58,41 @@ impl FieldChange {
             None => &empty,
             _ => return None,
         };
-        let removed = before.iter().filter(|(k, v)| after.get(k) != Some(v)).map(|(k, _)| k.clone()).collect();
-        let inserted = after.iter().filter(|(k, v)| before.get(k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        // One merge of the two key-sorted maps (the DNS row holds a record per endpoint).
+        let (mut removed, mut inserted) = (Vec::new(), Vec::new());
+        let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
+        loop {
+            match (b.peek(), a.peek()) {
+                (None, None) => break,
+                (Some((k, _)), None) => {
+                    removed.push((*k).clone());
+                    b.next();
+                }
+                (None, Some((k, v))) => {
+                    inserted.push(((*k).clone(), (*v).clone()));
+                    a.next();
+                }
+                (Some((kb, vb)), Some((ka, va))) => match kb.cmp(ka) {
+                    Ordering::Less => {
+                        removed.push((*kb).clone());
+                        b.next();
+                    }
+                    Ordering::Greater => {
+                        inserted.push(((*ka).clone(), (*va).clone()));
+                        a.next();
+                    }
+                    Ordering::Equal => {
+                        if vb != va {
+                            removed.push((*kb).clone());
+                            inserted.push(((*ka).clone(), (*va).clone()));
+                        }
+                        b.next();
+                        a.next();
+                    }
+                },
+            }
+        }
+        let (removed, inserted): (AtomSet, AtomMap) = (removed.into_iter().collect(), inserted.into_iter().collect());
         Some((removed, inserted))
     }
 }

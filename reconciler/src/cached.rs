@@ -21,7 +21,7 @@ use wepoq_compiler::plan::{self, Plan};
 use crate::convert::to_nb_row;
 use crate::observe::{foreign_children, marked_key, owner_mark, Observed};
 use crate::ovsdb::{self, Condition, Monitor, MonitorSpec, Schema, Uuid, NB_DB};
-use crate::reconcile::{is_contention, Applied, Desired, Options, ReconcileError, Reconciler};
+use crate::reconcile::{is_contention, timing, Applied, Desired, Options, ReconcileError, Reconciler};
 
 /// A connection, a monitor of the owned rows, and the observation derived from it.
 pub struct CachedReconciler {
@@ -32,6 +32,9 @@ pub struct CachedReconciler {
     observed: Observed,
     /// Owner and key of every owned row in `observed`, by UUID.
     owned: HashMap<Uuid, (String, RowKey)>,
+    /// Tables with a managed column that references rows: only their rows can convert
+    /// differently when another row's key changes.
+    referring: HashSet<Table>,
 }
 
 impl CachedReconciler {
@@ -45,7 +48,11 @@ impl CachedReconciler {
         }
         let monitor = reconciler.client.monitor(NB_DB, spec).await?;
         let schema = reconciler.schema().clone();
-        let mut cached = CachedReconciler { reconciler, monitor, schema, owners: owners.to_vec(), observed: Observed::default(), owned: HashMap::new() };
+        let referring = Table::ALL
+            .into_iter()
+            .filter(|t| t.managed_columns().iter().any(|c| schema.column(t.name(), c).is_some_and(|ty| ty.key.ref_table.is_some() || ty.value.as_ref().is_some_and(|v| v.ref_table.is_some()))))
+            .collect();
+        let mut cached = CachedReconciler { reconciler, monitor, schema, owners: owners.to_vec(), observed: Observed::default(), owned: HashMap::new(), referring };
         cached.refresh();
         Ok(cached)
     }
@@ -71,7 +78,10 @@ impl CachedReconciler {
         let start = Instant::now();
         if !options.adopt {
             self.refresh();
+            timing("cached: catching up with the monitor", start);
+            let phase = Instant::now();
             let plan = Reconciler::plan(desired, &self.observed);
+            timing("cached: plan from memory", phase);
             if plan.changes.is_empty() || !confirm(&plan, 1) {
                 return Ok((plan, Applied { summary: plan::Summary::default(), operations: 0, attempts: 1, elapsed: start.elapsed() }));
             }
@@ -80,7 +90,7 @@ impl CachedReconciler {
                     let applied = Applied { summary: plan.summary(), operations, attempts: 1, elapsed: start.elapsed() };
                     return Ok((plan, applied));
                 }
-                Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => {}
+                Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => timing("cached: the NB moved; a full reconcile follows", start),
                 Err(e) => return Err(e),
             }
         }
@@ -111,6 +121,7 @@ impl CachedReconciler {
         let schema = &self.schema;
         let observed = &mut self.observed;
         let owned = &mut self.owned;
+        let referring = &self.referring;
         let mut edits = Edits::default();
         monitor.with(|tables| {
             // 1. Forget what these rows were, and learn what they are now (their keys first:
@@ -145,7 +156,7 @@ impl CachedReconciler {
             let mut dependents = Vec::new();
             if !remapped.is_empty() {
                 for (uuid, (owner, key)) in owned.iter() {
-                    if fresh.contains(uuid) {
+                    if !referring.contains(&key.table) || fresh.contains(uuid) {
                         continue;
                     }
                     let Some(row) = tables.get(key.table.name()).and_then(|t| t.get(uuid)) else { continue };

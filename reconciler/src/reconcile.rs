@@ -238,7 +238,7 @@ impl Reconciler {
 }
 
 /// With `WEPOQ_TIMINGS` set, how long each phase took goes to stderr.
-fn timing(phase: &str, since: Instant) {
+pub(crate) fn timing(phase: &str, since: Instant) {
     if std::env::var_os("WEPOQ_TIMINGS").is_some() {
         eprintln!("wepoq: {phase} took {:.1} ms", since.elapsed().as_secs_f64() * 1e3);
     }

@@ -109,11 +109,20 @@ enum Delta {
 }
 
 fn delta(f: &FieldChange) -> Option<Delta> {
-    let is_ref_set = [&f.before, &f.after].into_iter().flatten().any(NbValue::is_ref_set);
-    if is_ref_set {
+    if is_ref_set(f) {
         return f.set_delta().map(|(added, removed)| Delta::Set { added, removed });
     }
     f.map_delta().map(|(removed, inserted)| Delta::Map { removed, inserted })
+}
+
+/// Whether [`delta`] writes this column by its delta (without computing the delta).
+fn by_delta(f: &FieldChange) -> bool {
+    let map_or_absent = |v: &Option<NbValue>| matches!(v, None | Some(NbValue::Map(_)));
+    is_ref_set(f) || (map_or_absent(&f.before) && map_or_absent(&f.after))
+}
+
+fn is_ref_set(f: &FieldChange) -> bool {
+    [&f.before, &f.after].into_iter().flatten().any(NbValue::is_ref_set)
 }
 
 /// Every row the plan changes or deletes still exists and holds what was read, column by
@@ -125,7 +134,7 @@ fn guard_read_rows(ops: &mut Vec<Operation>, changes: &[Change], observed: &Obse
         let (Some(uuid), Some(raw)) = (observed.ids.by_key.get(&change.key), observed.raw.get(&change.key)) else { continue };
         // Each owner's rows are sorted by key.
         let current = observed.rows.values().find_map(|rows| rows.binary_search_by(|r| r.key.cmp(&change.key)).ok().map(|i| &rows[i]));
-        let by_delta: Vec<&str> = change.fields.iter().filter(|f| delta(f).is_some()).map(|f| f.column.as_str()).collect();
+        let by_delta: Vec<&str> = change.fields.iter().filter(|f| by_delta(f)).map(|f| f.column.as_str()).collect();
         let columns: Vec<&str> = std::iter::once("_uuid")
             .chain(change.key.table.managed_columns().iter().copied())
             .filter(|c| !current.and_then(|r| r.column(c)).is_some_and(NbValue::is_ref_set))

@@ -42,9 +42,16 @@ pub struct ApplyArgs {
     /// Exit 0 when nothing changed, 2 when something did, 1 on error
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Stay connected: re-apply whenever a spec changes or someone changes what wepoq owns
+    /// (needs --auto-approve; stops on Ctrl-C or SIGTERM)
+    #[arg(long, conflicts_with_all = ["wait", "detailed_exitcode"])]
+    pub watch: bool,
 }
 
 pub fn run(args: &ApplyArgs) -> ExitCode {
+    if args.watch {
+        return super::watch::run(args);
+    }
     let saved = match args.spec.specs.as_slice() {
         [one] if one.extension().is_some_and(|e| e == "json") => Some(one.as_path()),
         _ => None,

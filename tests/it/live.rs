@@ -303,3 +303,65 @@ fn killing_apply_leaves_the_nb_before_or_after() {
     }
     eprintln!("kill test: apply takes {full} ms; {before} rounds left the NB before the plan, {after} after it");
 }
+
+/// Waits until `ready` holds, polling; panics with `what` after 20 s.
+fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn watch_follows_the_spec_and_repairs_drift_until_stopped() {
+    let Some(live) = Live::start("ovn-vote") else { return };
+    // Without --auto-approve it refuses to start: it would apply without asking.
+    let refused = live.wepoq(&["apply", "--watch"]);
+    assert_code(&refused, 1, "--watch without --auto-approve");
+    assert!(text(&refused).contains("--auto-approve"), "{}", text(&refused));
+
+    let log = live.dir.join("watch.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wepoq"))
+        .args(["apply", "--watch", "--auto-approve", "--db", &live.sandbox.nb_unix_url()])
+        .current_dir(&live.dir)
+        .env_remove("WEPOQ_DB")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("the first apply", || live.owned_count() == 85);
+
+    // A spec change is applied.
+    let spec = std::fs::read_to_string(live.spec()).unwrap();
+    std::fs::write(live.spec(), spec.replace("replicas: 4", "replicas: 5")).unwrap();
+    eventually("the fifth voter exists", || live.nbctl(&["--bare", "--columns=name", "find", "Logical_Switch_Port", "name=c5.cli.vote.ovn-vote.ns"]).contains("c5"));
+    eventually("the log says so", || log_text().contains("Applied the spec change: 1 added"));
+
+    // Drift is repaired without anyone asking: a deleted port comes back, a rewritten
+    // address is put back.
+    live.nbctl(&["lsp-del", "c1.cli.vote.ovn-vote.ns"]);
+    live.nbctl(&["lsp-set-addresses", "s1.svr.vote.ovn-vote.ns", "0a:58:0a:40:00:99 10.64.0.99"]);
+    eventually("the drift is repaired", || live.wepoq(&["plan", "--detailed-exitcode"]).status.code() == Some(0));
+    assert!(log_text().contains("Repaired drift"), "{}", log_text());
+    assert_eq!(live.owned_count(), 86);
+
+    // A spec that does not compile changes nothing; the watcher keeps going.
+    std::fs::write(live.spec(), "namespace: [\n").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(live.owned_count(), 86, "a broken spec applies nothing");
+    assert!(child.try_wait().unwrap().is_none(), "the watcher survives a broken spec");
+    std::fs::write(live.spec(), &spec).unwrap();
+    eventually("the spec is back to four voters", || live.owned_count() == 85);
+
+    // SIGTERM stops it cleanly.
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(stderr.contains("does not compile") || stderr.contains("error"), "the broken spec was reported:\n{stderr}");
+    assert!(log_text().contains("Stopped."), "{}", log_text());
+}
