@@ -4,9 +4,15 @@
 //! Topology: one Logical_Router per namespace; a Logical_Switch per service side with its own
 //! subnet, joined to the router by a port whose address is the side's gateway and DNS server;
 //! a Load_Balancer per service and protocol on every switch whose ports may call the service
-//! (a load balancer acts on traffic entering from its switch's ports, before routing); one DNS
-//! row with every name, on every switch (OVN answers only from the asking port's switch);
-//! port groups and ACLs that deny by default and open exactly the declared paths.
+//! (a load balancer acts on traffic entering from its switch's ports, before routing); a DNS
+//! row per service with its names, on the switches of its own sides and of the sides that
+//! may call it (OVN answers only from the asking port's switch, so an endpoint resolves
+//! exactly the names it may use); a port group per side carrying that side's ACLs: default
+//! deny, DNS to its own gateway, and exactly the declared paths.
+//!
+//! No row grows with the namespace: a change to one service rewrites rows of that service
+//! (and its callers' switches), so planning and applying it costs the same in a namespace of
+//! ten services or of ten thousand.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -72,12 +78,8 @@ impl Emitter<'_> {
         format!("router.{}", self.ns.name)
     }
 
-    fn dns_name(&self) -> String {
-        format!("dns.{}", self.ns.name)
-    }
-
-    fn all_group(&self) -> String {
-        ovn_identifier(&format!("all.{}", self.ns.name))
+    fn dns_name(&self, service: &Service) -> String {
+        format!("dns.{}.{}", service.dotted(), self.ns.name)
     }
 
     fn vip(&self, service: &Service) -> Option<Ipv4Addr> {
@@ -110,7 +112,8 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
     let mut e = Emitter { ns, alloc, owner: ns.fqdn(), rows: Vec::new() };
     let mut endpoints = Vec::new();
     let mut runtime = Vec::new();
-    let mut dns_records: BTreeMap<String, String> = BTreeMap::new();
+    // Each service's names: its endpoints (both sides) and its VIP.
+    let mut dns_records: BTreeMap<ServiceId, BTreeMap<String, String>> = BTreeMap::new();
     let sides: Vec<(ServiceId, &Service, SideKind)> = ns.sides().collect();
 
     // Which sides call which services: own clients, then declared calls.
@@ -122,8 +125,6 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
     }
 
     let mut router_ports = Vec::new();
-    let mut gateways = Vec::new();
-    let mut all_ports = Vec::new();
     for (id, service, kind) in &sides {
         let side_name = ns.side_name(service, *kind);
         let allocated = &alloc.sides[&side_name];
@@ -149,7 +150,7 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                     .with("options", Value::map::<&str, &str>([]))
                     .with("external_ids", e.ids(&port, &[("wepoq-name", fqdn.clone()), ("wepoq-addr", format!("{address}{ports_text}"))])),
             );
-            dns_records.insert(fqdn.clone(), ip.to_string());
+            dns_records.entry(*id).or_default().insert(fqdn.clone(), ip.to_string());
             endpoints.push(Endpoint {
                 fqdn: fqdn.clone(),
                 port: port.clone(),
@@ -187,7 +188,6 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                 .with("external_ids", e.ids(&rtr, &[])),
         );
         router_ports.push(lrp);
-        gateways.push(gateway);
         switch_ports.push(rtr);
 
         // Load balancers of every service this side may call.
@@ -201,19 +201,28 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
         }
         lbs.sort();
         lbs.dedup();
+        // Names of its own service and of every service it may call.
+        let dns: Vec<String> = std::iter::once(*id).chain(targets.iter().copied()).map(|t| e.dns_name(ns.service(t))).collect();
 
         e.rows.push(
             Row::new(Table::LogicalSwitch, side_name.clone())
                 .with("name", Value::str(side_name.clone()))
                 .with("ports", Value::refs(Table::LogicalSwitchPort, switch_ports))
                 .with("load_balancer", Value::refs(Table::LoadBalancer, lbs))
-                .with("dns_records", Value::refs(Table::Dns, [e.dns_name()]))
+                .with("dns_records", Value::refs(Table::Dns, dns))
                 .with("external_ids", e.ids(&side_name, &[("wepoq.net/subnet", net.to_string())])),
         );
 
-        // The side's port group, with the ACLs that let it call out.
+        // The side's port group: default deny both ways, DNS to its own gateway only (OVN
+        // 23.03 lets `udp.src == 53` past to-lport ACLs on a switch with DNS records, so a
+        // plain `udp.dst == 53` allow would let any endpoint send 53 -> 53 datagrams to any
+        // other), and the ACLs that let it call out and be called.
         let group = ovn_identifier(&side_name);
-        let mut acls = Vec::new();
+        let (deny_from, deny_to, dns_acl) = (format!("deny-from:{side_name}"), format!("deny-to:{side_name}"), format!("dns:{side_name}"));
+        e.rows.push(acl(&e, &deny_from, "from-lport", ACL_DENY_PRIORITY, format!("inport == @{group} && ip"), "drop"));
+        e.rows.push(acl(&e, &deny_to, "to-lport", ACL_DENY_PRIORITY, format!("outport == @{group} && ip"), "drop"));
+        e.rows.push(acl(&e, &dns_acl, "from-lport", ACL_DNS_PRIORITY, format!("inport == @{group} && ip4.dst == {gateway} && udp.dst == 53"), "allow-related"));
+        let mut acls = vec![deny_from, deny_to, dns_acl];
         for &target in &targets {
             let t = ns.service(target);
             let Some(vip) = e.vip(t) else { continue };
@@ -243,15 +252,14 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                 .with("acls", Value::refs(Table::Acl, acls))
                 .with("external_ids", e.ids(&group, &[])),
         );
-        all_ports.extend(group_ports);
     }
 
     // Load balancers, one per service and protocol, with the VIP in the server subnet. They
     // sit on the callers' switches only: on a router without a gateway port they do nothing.
-    for service in &ns.services {
+    for (i, service) in ns.services.iter().enumerate() {
         let Some(vip) = e.vip(service) else { continue };
         let svr_side = ns.side_name(service, SideKind::Svr);
-        dns_records.insert(format!("vip.{svr_side}.{}", ns.domain), vip.to_string());
+        dns_records.entry(ServiceId(i)).or_default().insert(format!("vip.{svr_side}.{}", ns.domain), vip.to_string());
         for proto in protos(&service.ports) {
             let name = e.lb_name(service, proto);
             let mut vips = BTreeMap::new();
@@ -280,31 +288,11 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
             .with("ports", Value::refs(Table::LogicalRouterPort, router_ports))
             .with("external_ids", e.ids(&router, &[])),
     );
-    let dns = e.dns_name();
-    e.rows.push(Row::new(Table::Dns, dns.clone()).with("records", Value::map(dns_records)).with("external_ids", e.ids(&dns, &[])));
-
-    // Default deny for every endpoint of the namespace, and DNS to the gateways only: OVN
-    // 23.03 lets `udp.src == 53` past to-lport ACLs on a switch with DNS records, so a plain
-    // `udp.dst == 53` allow would let any endpoint send 53 -> 53 datagrams to any other.
-    let all = e.all_group();
-    let deny_from = format!("deny-from:{}", ns.name);
-    let deny_to = format!("deny-to:{}", ns.name);
-    let dns_acl = format!("dns:{}", ns.name);
-    e.rows.push(acl(&e, &deny_from, "from-lport", ACL_DENY_PRIORITY, format!("inport == @{all} && ip"), "drop"));
-    e.rows.push(acl(&e, &deny_to, "to-lport", ACL_DENY_PRIORITY, format!("outport == @{all} && ip"), "drop"));
-    gateways.sort();
-    let gateway_set = match gateways.as_slice() {
-        [one] => one.to_string(),
-        many => format!("{{{}}}", many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
-    };
-    e.rows.push(acl(&e, &dns_acl, "from-lport", ACL_DNS_PRIORITY, format!("inport == @{all} && ip4.dst == {gateway_set} && udp.dst == 53"), "allow-related"));
-    e.rows.push(
-        Row::new(Table::PortGroup, all.clone())
-            .with("name", Value::str(all.clone()))
-            .with("ports", Value::refs(Table::LogicalSwitchPort, all_ports))
-            .with("acls", Value::refs(Table::Acl, [deny_from, deny_to, dns_acl]))
-            .with("external_ids", e.ids(&all, &[])),
-    );
+    for (i, service) in ns.services.iter().enumerate() {
+        let dns = e.dns_name(service);
+        let records = dns_records.remove(&ServiceId(i)).unwrap_or_default();
+        e.rows.push(Row::new(Table::Dns, dns.clone()).with("records", Value::map(records)).with("external_ids", e.ids(&dns, &[])));
+    }
 
     e.rows.sort_by(|a, b| a.key.cmp(&b.key));
     endpoints.sort_by(|a, b| a.port.cmp(&b.port));

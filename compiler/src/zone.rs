@@ -12,12 +12,17 @@ use crate::nb::{Atom, Row, Table, Value};
 
 pub const TTL: u32 = 300;
 
-/// Renders the zone from the namespace's DNS row, so the zone and OVN always agree.
+/// Renders the zone from the namespace's DNS rows (one per service), so the zone and OVN
+/// always agree.
 pub fn render(ns: &Namespace, rows: &[Row]) -> String {
     let origin = ns.fqdn();
     let suffix = format!(".{origin}");
     let mut records: Vec<(u32, &str, &str)> = Vec::new();
-    if let Some(Value::Map(map)) = rows.iter().find(|r| r.key.table == Table::Dns).and_then(|r| r.column("records")) {
+    let maps = rows.iter().filter(|r| r.key.table == Table::Dns).filter_map(|r| match r.column("records") {
+        Some(Value::Map(map)) => Some(map),
+        _ => None,
+    });
+    for map in maps {
         for (name, ip) in map.iter() {
             if let (Atom::String(name), Atom::String(ip)) = (name, ip) {
                 let relative = name.strip_suffix(&suffix).unwrap_or(name);

@@ -171,7 +171,8 @@ fn main() {
     println!("   anchor ovn-nbctl, all in one process     {:>12}   (one transaction; ports only)", ms(one_process));
 
     // 2 and 3. An NB holding ~50k owned rows.
-    let services = 1520;
+    // 38 rows per service of 20 endpoints: about 50k owned rows.
+    let services = 1300;
     let (big, lock, _, _) = compiled(&spec(services, None), None);
     let sandbox = Sandbox::nb_only().expect("NB sandbox");
     let url = sandbox.nb_unix_url();

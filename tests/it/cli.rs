@@ -28,7 +28,7 @@ fn plan_defaults_to_wepoq_yaml_and_writes_the_lockfile() {
     let dir = copy_example("ovn-vote", "plan-default");
     let out = wepoq(&dir, &["plan"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("Plan: 85 to add, 0 to change, 0 to destroy."), "{}", stdout(&out));
+    assert!(stdout(&out).contains("Plan: 113 to add, 0 to change, 0 to destroy."), "{}", stdout(&out));
     assert!(!stdout(&out).contains('\x1b'), "no colour when stdout is not a terminal");
     let lock = std::fs::read_to_string(dir.join("wepoq.lock")).unwrap();
     assert_eq!(lock, std::fs::read_to_string(repo().join("examples/ovn-vote/wepoq.lock")).unwrap());
@@ -77,7 +77,7 @@ fn plans_are_byte_stable_and_saved_json_matches_printed_json() {
     assert!(std::fs::read(dir.join("saved.json")).unwrap() == first.stdout, "the saved plan differs from the printed one");
     let doc: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(doc["format_version"], "1");
-    assert_eq!(doc["summary"]["add"], 207);
+    assert_eq!(doc["summary"]["add"], 237);
     assert_eq!(doc["observed"]["source"], "none");
 }
 

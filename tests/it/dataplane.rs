@@ -120,16 +120,17 @@ impl Compiled {
         self.rows.iter().filter(move |r| r.key.table == table)
     }
 
-    /// The DNS records wepoq emitted: name -> address.
+    /// The DNS records wepoq emitted (every service's row): name -> address.
     fn records(&self) -> BTreeMap<String, String> {
-        let dns = self.rows(Table::Dns).next().expect("a DNS row");
-        let Some(Value::Map(map)) = dns.column("records") else {
-            panic!("DNS records: {:?}", dns.column("records"))
-        };
-        map.iter()
-            .map(|(k, v)| match (k, v) {
-                (Atom::String(k), Atom::String(v)) => (k.clone(), v.clone()),
-                other => panic!("record {other:?}"),
+        self.rows(Table::Dns)
+            .flat_map(|dns| {
+                let Some(Value::Map(map)) = dns.column("records") else {
+                    panic!("DNS records: {:?}", dns.column("records"))
+                };
+                map.iter().map(|(k, v)| match (k, v) {
+                    (Atom::String(k), Atom::String(v)) => (k.clone(), v.clone()),
+                    other => panic!("record {other:?}"),
+                })
             })
             .collect()
     }
@@ -679,11 +680,17 @@ fn ovn_vote_on_a_real_data_plane() {
         result_vip.to_string(),
         "dig @{gw} {name} from {c_result}"
     );
+    // An endpoint resolves its own service's names and those it may call, nothing else.
     let vote_gw = w.compiled.endpoint(&c_vote).gateway;
     assert_eq!(
-        w.dig(&c_vote, vote_gw, &name),
-        result_vip.to_string(),
-        "every switch resolves every name"
+        w.dig(&c_vote, vote_gw, &fqdn("vip.svr.vote")),
+        w.compiled.vip("vote").to_string(),
+        "vote's client resolves its own service"
+    );
+    let undeclared = w.dig(&c_vote, vote_gw, &name);
+    assert!(
+        !undeclared.contains(&result_vip.to_string()),
+        "vote's client resolved {name} before declaring the call: {undeclared:?}"
     );
     let mut seen = BTreeSet::new();
     for _ in 0..30 {
@@ -750,6 +757,11 @@ fn ovn_vote_on_a_real_data_plane() {
     w.compiled = Compiled::of(&w.dir);
     assert_eq!(w.apply(), 2, "declaring a call must change the NB");
     w.step("re-applied with vote's clients calling result");
+    assert_eq!(
+        w.dig(&c_vote, vote_gw, &name),
+        result_vip.to_string(),
+        "a declared call makes the name resolvable"
+    );
     let got = w.reaches(&c_vote, result_vip, 80);
     assert!(
         result_servers.contains(&got),

@@ -84,8 +84,8 @@ fn apply_is_idempotent_and_plan_shows_drift() {
     let Some(live) = Live::start("ovn-vote") else { return };
     let first = live.wepoq(&["apply", "--auto-approve", "--detailed-exitcode"]);
     assert_code(&first, 2, "first apply changes things");
-    assert!(text(&first).contains("Apply complete: 85 added, 0 changed, 0 destroyed"), "{}", text(&first));
-    assert_eq!(live.owned_count(), 85);
+    assert!(text(&first).contains("Apply complete: 113 added, 0 changed, 0 destroyed"), "{}", text(&first));
+    assert_eq!(live.owned_count(), 113);
 
     // Without a terminal to confirm on, apply refuses rather than guess (nothing changes).
     let unconfirmed = {
@@ -96,7 +96,7 @@ fn apply_is_idempotent_and_plan_shows_drift() {
     };
     assert_code(&unconfirmed, 1, "no terminal, no --auto-approve");
     assert!(text(&unconfirmed).contains("--auto-approve"), "{}", text(&unconfirmed));
-    assert_eq!(live.owned_count(), 85, "nothing applied without confirmation");
+    assert_eq!(live.owned_count(), 113, "nothing applied without confirmation");
     std::fs::write(live.spec(), std::fs::read_to_string(live.spec()).unwrap().replace("replicas: 5", "replicas: 4")).unwrap();
 
     let second = live.wepoq(&["apply", "--auto-approve", "--detailed-exitcode"]);
@@ -114,7 +114,7 @@ fn apply_is_idempotent_and_plan_shows_drift() {
     assert!(out.contains("addresses     -= [\"0a:58:0a:40:00:99 10.64.0.99\"]"), "{out}");
     assert!(out.contains("external_ids[\"extra\"] -= \"1\""), "{out}");
     assert!(out.contains("+ Logical_Switch cli.vote.ovn-vote.ns"), "{out}");
-    assert!(out.contains("Plan: 6 to add, 4 to change, 0 to destroy."), "{out}");
+    assert!(out.contains("Plan: 6 to add, 3 to change, 0 to destroy."), "{out}");
 
     assert_code(&live.wepoq(&["apply", "--auto-approve"]), 0, "repair");
     assert_code(&live.wepoq(&["plan", "--detailed-exitcode"]), 0, "repaired");
@@ -137,12 +137,12 @@ fn destroy_removes_exactly_what_wepoq_owns() {
     let refused = live.wepoq(&["destroy", "--auto-approve"]);
     assert_code(&refused, 1, "destroy refuses to delete a foreign port");
     assert!(text(&refused).contains("would delete rows that are not wepoq's"), "{}", text(&refused));
-    assert_eq!(live.owned_count(), 85, "nothing was destroyed");
+    assert_eq!(live.owned_count(), 113, "nothing was destroyed");
 
     live.nbctl(&["lsp-del", "intruder"]);
     let destroyed = live.wepoq(&["destroy", "--auto-approve"]);
     assert_code(&destroyed, 0, "destroy");
-    assert!(text(&destroyed).contains("Destroy complete: 85 destroyed"), "{}", text(&destroyed));
+    assert!(text(&destroyed).contains("Destroy complete: 113 destroyed"), "{}", text(&destroyed));
     assert_eq!(live.rows(), foreign, "only the foreign rows are left, all of them");
     assert_code(&live.wepoq(&["destroy", "--auto-approve"]), 0, "destroying nothing is fine");
 }
@@ -160,7 +160,7 @@ fn a_foreign_row_with_a_wepoq_name_is_refused_unless_adopted() {
     assert_code(&live.wepoq(&["apply", "--auto-approve", "--adopt"]), 0, "adopt");
     let twins = live.nbctl(&["--bare", "--columns=_uuid", "find", "Logical_Switch", "name=svr.vote.ovn-vote.ns"]);
     assert_eq!(twins.split_whitespace().count(), 1, "adopted, not duplicated");
-    assert_eq!(live.owned_count(), 85);
+    assert_eq!(live.owned_count(), 113);
     assert_code(&live.wepoq(&["plan", "--detailed-exitcode"]), 0, "adopted rows match the spec");
 }
 
@@ -170,7 +170,7 @@ fn saved_plans_apply_once_and_are_refused_when_stale() {
     assert_code(&live.wepoq(&["plan", "--out", "first.json"]), 0, "plan --out");
     let applied = live.wepoq(&["apply", "--auto-approve", "first.json"]);
     assert_code(&applied, 0, "apply the saved plan");
-    assert_eq!(live.owned_count(), 85);
+    assert_eq!(live.owned_count(), 113);
     // Applying the same saved plan again: the NB moved (by that very plan), so it is stale.
     let again = live.wepoq(&["apply", "--auto-approve", "first.json"]);
     assert_code(&again, 1, "a used plan is stale");
@@ -184,7 +184,7 @@ fn saved_plans_apply_once_and_are_refused_when_stale() {
     let stale = live.wepoq(&["apply", "--auto-approve", "second.json"]);
     assert_code(&stale, 1, "stale");
     assert!(text(&stale).contains("Logical_Switch svr.db.ovn-vote.ns changed"), "{}", text(&stale));
-    assert_eq!(live.owned_count(), 85, "nothing of the stale plan was applied");
+    assert_eq!(live.owned_count(), 113, "nothing of the stale plan was applied");
 
     // An offline plan cannot be applied: it was not made against this NB.
     assert_code(&Command::new(env!("CARGO_BIN_EXE_wepoq")).args(["plan", "--out", "offline.json"]).current_dir(&live.dir).env_remove("WEPOQ_DB").output().unwrap(), 0, "offline plan");
@@ -244,9 +244,9 @@ fn concurrent_applies_never_write_twins() {
     for o in &outputs {
         assert_code(o, 0, "every concurrent apply ends well (re-planned when it lost the race)");
     }
-    let applied: usize = outputs.iter().filter(|o| text(o).contains("207 added")).count();
+    let applied: usize = outputs.iter().filter(|o| text(o).contains("237 added")).count();
     assert_eq!(applied, 1, "exactly one apply created the rows");
-    assert_eq!(live.owned_count(), 207, "no twins");
+    assert_eq!(live.owned_count(), 237, "no twins");
     for name in ["svr.ctl.roominator.ns", "router.ns"] {
         let table = if name.starts_with("router") { "Logical_Router" } else { "Logical_Switch" };
         assert_eq!(live.nbctl(&["--bare", "--columns=_uuid", "find", table, &format!("name={name}")]).split_whitespace().count(), 1);
@@ -332,7 +332,7 @@ fn watch_follows_the_spec_and_repairs_drift_until_stopped() {
         .spawn()
         .unwrap();
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    eventually("the first apply", || live.owned_count() == 85);
+    eventually("the first apply", || live.owned_count() == 113);
 
     // A spec change is applied.
     let spec = std::fs::read_to_string(live.spec()).unwrap();
@@ -346,15 +346,15 @@ fn watch_follows_the_spec_and_repairs_drift_until_stopped() {
     live.nbctl(&["lsp-set-addresses", "s1.svr.vote.ovn-vote.ns", "0a:58:0a:40:00:99 10.64.0.99"]);
     eventually("the drift is repaired", || live.wepoq(&["plan", "--detailed-exitcode"]).status.code() == Some(0));
     assert!(log_text().contains("Repaired drift"), "{}", log_text());
-    assert_eq!(live.owned_count(), 86);
+    assert_eq!(live.owned_count(), 114);
 
     // A spec that does not compile changes nothing; the watcher keeps going.
     std::fs::write(live.spec(), "namespace: [\n").unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(live.owned_count(), 86, "a broken spec applies nothing");
+    assert_eq!(live.owned_count(), 114, "a broken spec applies nothing");
     assert!(child.try_wait().unwrap().is_none(), "the watcher survives a broken spec");
     std::fs::write(live.spec(), &spec).unwrap();
-    eventually("the spec is back to four voters", || live.owned_count() == 85);
+    eventually("the spec is back to four voters", || live.owned_count() == 113);
 
     // SIGTERM stops it cleanly.
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
