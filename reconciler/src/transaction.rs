@@ -3,15 +3,16 @@
 //! for non-root rows, and a comment naming the spec.
 //!
 //! Guards: every row the plan changes or deletes must still hold what was read (a `wait` on
-//! its UUID); every new row whose name is not a unique index must not exist yet. New rows
+//! its UUID); every new row whose name is not a unique index must not exist yet (ACLs inside a
+//! port group created by the same transaction aside: the group's index covers them). New rows
 //! whose name is indexed (ports, port groups) need no guard: a twin fails the commit with a
 //! constraint violation, which the caller treats like a failed guard. Rows the plan does not
 //! touch are not guarded: guarding the whole owned set would cost a scan of every owned row
 //! per apply, and a concurrent change to an untouched row is simply seen by the next plan.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use wepoq_compiler::nb::{AtomMap, AtomSet, RowKey, Value as NbValue, NAME_KEY, OWNER_KEY};
+use wepoq_compiler::nb::{Atom, AtomMap, AtomSet, RowKey, Value as NbValue, NAME_KEY, OWNER_KEY};
 use wepoq_compiler::plan::{Action, Change, FieldChange};
 
 use crate::convert::{strong_parents, to_ovsdb_value, RowIds};
@@ -150,13 +151,30 @@ fn guard_read_rows(ops: &mut Vec<Operation>, changes: &[Change], observed: &Obse
 }
 
 /// Names that are not a unique index (switches, routers, load balancers) get a "must not
-/// exist" guard, or a concurrent writer could leave two rows of one name.
+/// exist" guard, or a concurrent writer could leave two rows of one name. Rows without a
+/// name column (ACLs, DNS) are found by their marks, which costs the server a scan of the
+/// table per guard; an ACL that lives only inside a port group created by this same
+/// transaction needs none (a twin of the group fails its unique name, and takes its ACLs
+/// with it), which spares a fresh namespace thousands of scans.
 fn guard_new_names(ops: &mut Vec<Operation>, changes: &[Change]) {
-    for change in changes.iter().filter(|c| c.action == Action::Create) {
+    let creates = || changes.iter().filter(|c| c.action == Action::Create);
+    let inside_new_parent: HashSet<&RowKey> = creates()
+        .flat_map(|c| c.fields.iter().filter_map(|f| f.after.as_ref()))
+        .filter_map(|v| match v {
+            NbValue::Set(set) => Some(set.iter()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a {
+            Atom::Ref(key) if !key.table.is_root() => Some(key),
+            _ => None,
+        })
+        .collect();
+    for change in creates() {
         let table = change.key.table;
         if table.has_name_column() && !table.name_is_indexed() {
             ops.push(Operation::wait(table.name(), vec![Condition::eq("name", change.key.name.as_str())], &["_uuid"], WaitUntil::Equal, vec![]));
-        } else if !table.has_name_column() {
+        } else if !table.has_name_column() && !inside_new_parent.contains(&change.key) {
             let marks = ovsdb::Value::map([(OWNER_KEY, change.owner.as_str()), (NAME_KEY, change.key.name.as_str())]);
             ops.push(Operation::wait(table.name(), vec![Condition::includes("external_ids", marks)], &["_uuid"], WaitUntil::Equal, vec![]));
         }
