@@ -238,7 +238,7 @@ impl Driver {
 
     /// Handles one message from the server. An error drops the connection: after a
     /// message we could not apply, the only safe state is a fresh sync.
-    async fn handle(&mut self, conn: &mut Conn, msg: Json) -> Result<(), String> {
+    async fn handle(&mut self, conn: &mut Conn, mut msg: Json) -> Result<(), String> {
         let id = msg.get("id").cloned().unwrap_or(Json::Null);
         if let Some(method) = msg.get("method").and_then(Json::as_str) {
             let params = msg.get("params").cloned().unwrap_or(json!([]));
@@ -280,7 +280,8 @@ impl Driver {
                 method: pending.method.to_owned(),
                 error: rpc_error_text(e),
             }),
-            _ => Ok(msg.get("result").cloned().unwrap_or(Json::Null)),
+            // Taken, not cloned: an observation's reply is tens of megabytes.
+            _ => Ok(msg.as_object_mut().and_then(|o| o.remove("result")).unwrap_or(Json::Null)),
         };
         let result = match (&pending.monitor, result) {
             (Some(m), Ok(initial)) => m.reset(&initial).map(|()| Json::Null),
