@@ -73,3 +73,13 @@ pub use schema::{
 };
 pub use target::Target;
 pub use value::{Atom, Uuid, Value};
+
+/// Drops a large value on a thread of its own. Freeing a 50k-row observation (and the JSON it
+/// was parsed from) takes longer than planning from it, and the caller has better things to
+/// do: a CLI exits right after. Small values are dropped in place (a thread costs more).
+pub fn drop_in_background<T: Send + 'static>(value: T, large: bool) {
+    if large {
+        // If no thread can be started, the closure and the value are dropped right here.
+        let _ = std::thread::Builder::new().name("wepoq-drop".into()).spawn(move || drop(value));
+    }
+}

@@ -200,6 +200,8 @@ impl Reconciler {
             let phase = Instant::now();
             let result = self.apply_plan(&plan, &observed).await;
             timing("apply", phase);
+            let large = observed.raw.len() > 1000;
+            ovsdb::drop_in_background(observed, large);
             match result {
                 Ok(operations) => {
                     let applied = Applied { summary: plan.summary(), operations, attempts: attempt, elapsed: start.elapsed() };

@@ -43,7 +43,10 @@ pub fn run(args: &PlanArgs) -> ExitCode {
             let observed = reconciler.observe(&desired, Options { adopt: args.adopt, ..Options::default() }).await?;
             let plan = Reconciler::plan(&desired, &observed);
             // A saved or machine-read plan carries what it was computed from.
-            Ok(if args.out.is_some() || args.json { Reconciler::fingerprinted(plan, &observed) } else { plan })
+            let plan = if args.out.is_some() || args.json { Reconciler::fingerprinted(plan, &observed) } else { plan };
+            let large = observed.raw.len() > 1000;
+            wepoq_reconciler::ovsdb::drop_in_background(observed, large);
+            Ok(plan)
         });
         match result {
             Ok(plan) => plan,
