@@ -117,3 +117,37 @@ async fn plans_from_memory_agree_with_fresh_observations() {
     cached.reconcile(&v1, Options::default(), |_, _| true).await.unwrap();
     assert_cache_is_true(&mut cached, &fresh, &v1).await;
 }
+
+#[tokio::test]
+async fn a_server_restart_resyncs_the_copy_and_drift_made_meanwhile_is_seen() {
+    if require(Component::NbServer).is_none() {
+        return;
+    }
+    let mut sandbox = Sandbox::nb_only().expect("NB sandbox");
+    let url = sandbox.nb_unix_url();
+    let quick = Timeouts { reconnect_min: Duration::from_millis(50), reconnect_max: Duration::from_millis(200), ..Timeouts::default() };
+    let mut lock = None;
+    let want = desired(&spec(2, false), &mut lock);
+    let mut cached = CachedReconciler::start(Reconciler::connect(&url, quick).await.unwrap(), &[OWNER.to_string()]).await.unwrap();
+    cached.reconcile(&want, Options::default(), |_, _| true).await.unwrap();
+
+    // The server goes away; while wepoq is not connected, someone deletes a port.
+    sandbox.stop_nb().unwrap();
+    sandbox.start_nb().unwrap();
+    sandbox.nbctl(&["lsp-del", "s2.svr.web.store.shop"]).unwrap();
+
+    // The monitor is re-established with a full copy, and the drift shows up in it.
+    let fresh = Reconciler::connect(&url, Timeouts::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: Vec<String> = Reconciler::plan(&want, cached.observed()).changes.iter().map(|c| c.key.to_string()).collect();
+        if keys.contains(&"Logical_Switch_Port s2.svr.web.store.shop".to_string()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the re-synced copy never showed the deleted port: {keys:?}");
+        let _ = tokio::time::timeout(Duration::from_millis(200), cached.changed()).await;
+    }
+    assert_cache_is_true(&mut cached, &fresh, &want).await;
+    cached.reconcile(&want, Options::default(), |_, _| true).await.unwrap();
+    assert!(Reconciler::plan(&want, &fresh.observe(&want, Options::default()).await.unwrap()).changes.is_empty(), "repaired after the restart");
+}
