@@ -183,13 +183,7 @@ impl Client {
         params.push(json!(db));
         params.extend(ops.iter().map(Operation::to_json));
         let result = self.call("transact", Json::Array(params), None).await?;
-        let reply = TransactReply::from_json(&result, ops.len());
-        let rows: usize = reply.iter().flat_map(|r| &r.outcomes).map(|o| match o {
-            super::operation::OpOutcome::Done(OpResult::Select { rows }) => rows.len(),
-            _ => 0,
-        }).sum();
-        super::drop_in_background(result, rows > 1000);
-        reply
+        TransactReply::from_json_value(result, ops.len())
     }
 
     /// Runs `ops` as one transaction: one result per operation, or the first failure
