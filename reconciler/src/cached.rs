@@ -221,6 +221,10 @@ impl Edits {
                 rows.retain(|r| !removed.contains(&r.key));
                 rows.extend(added);
                 rows.sort_by(|a, b| a.key.cmp(&b.key));
+                // Copied once more in key order, so that each diff, which walks the rows in
+                // that order, reads memory in order too (converted in uuid order, they lay
+                // scattered: the diff ran three times slower).
+                *rows = rows.iter().cloned().collect();
             }
         }
     }
