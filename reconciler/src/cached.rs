@@ -66,33 +66,43 @@ impl CachedReconciler {
         Ok(self.monitor.changed().await?)
     }
 
-    /// The owned rows as the monitor last reported them, in the compiler's form.
+    /// The owned rows as the monitor last reported them, in the compiler's form (`raw` holds
+    /// only the rows the last applied plan touched: the monitor keeps the rest).
     pub fn observed(&mut self) -> &Observed {
         self.refresh();
         &self.observed
     }
 
-    /// Plans from memory and applies; on a failed guard or index clash, hands over to a
-    /// full reconcile (selects, conflicts and adoption as a one-shot apply has them).
+    /// Plans from memory and applies; on a failed guard or index clash (someone else wrote,
+    /// or a foreign row holds a wanted name: `--adopt` takes it there), hands over to a full
+    /// reconcile, which observes with selects and reports conflicts as a one-shot apply does.
     pub async fn reconcile(&mut self, desired: &Desired, options: Options, mut confirm: impl FnMut(&Plan, usize) -> bool) -> Result<(Plan, Applied), ReconcileError> {
         let start = Instant::now();
-        if !options.adopt {
-            self.refresh();
-            timing("cached: catching up with the monitor", start);
-            let phase = Instant::now();
-            let plan = Reconciler::plan(desired, &self.observed);
-            timing("cached: plan from memory", phase);
-            if plan.changes.is_empty() || !confirm(&plan, 1) {
-                return Ok((plan, Applied { summary: plan::Summary::default(), operations: 0, attempts: 1, elapsed: start.elapsed() }));
+        self.refresh();
+        timing("cached: catching up with the monitor", start);
+        let phase = Instant::now();
+        let plan = Reconciler::plan(desired, &self.observed);
+        timing("cached: plan from memory", phase);
+        if plan.changes.is_empty() || !confirm(&plan, 1) {
+            return Ok((plan, Applied { summary: plan::Summary::default(), operations: 0, attempts: 1, elapsed: start.elapsed() }));
+        }
+        // The guards compare what was read: the monitor's copy of the rows the plan touches.
+        self.observed.raw = self.monitor.with(|tables| {
+            plan.changes
+                .iter()
+                .filter_map(|c| {
+                    let uuid = self.observed.ids.by_key.get(&c.key)?;
+                    Some((c.key.clone(), tables.get(c.key.table.name())?.get(uuid)?.clone()))
+                })
+                .collect()
+        });
+        match self.reconciler.apply_plan(&plan, &self.observed).await {
+            Ok(operations) => {
+                let applied = Applied { summary: plan.summary(), operations, attempts: 1, elapsed: start.elapsed() };
+                return Ok((plan, applied));
             }
-            match self.reconciler.apply_plan(&plan, &self.observed).await {
-                Ok(operations) => {
-                    let applied = Applied { summary: plan.summary(), operations, attempts: 1, elapsed: start.elapsed() };
-                    return Ok((plan, applied));
-                }
-                Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => timing("cached: the NB moved; a full reconcile follows", start),
-                Err(e) => return Err(e),
-            }
+            Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => timing("cached: the NB moved; a full reconcile follows", start),
+            Err(e) => return Err(e),
         }
         let (plan, mut applied) = self.reconciler.reconcile(desired, options, |p, attempt| confirm(p, attempt + 1)).await?;
         applied.elapsed = start.elapsed();
@@ -175,8 +185,7 @@ impl CachedReconciler {
                 if !foreign.is_empty() {
                     observed.foreign_children.insert(key.clone(), foreign);
                 }
-                edits.added.entry(owner).or_default().push(to_nb_row(key.clone(), row, schema, &observed.ids));
-                observed.raw.insert(key, row.clone());
+                edits.added.entry(owner).or_default().push(to_nb_row(key, row, schema, &observed.ids));
             }
         });
         edits.apply(observed);
@@ -192,9 +201,8 @@ struct Edits {
 }
 
 impl Edits {
-    /// Drops a row's converted and raw forms (its key mapping is the caller's business).
+    /// Drops a row's converted form (its key mapping is the caller's business).
     fn forget(&mut self, observed: &mut Observed, owner: &str, key: &RowKey) {
-        observed.raw.remove(key);
         observed.foreign_children.remove(key);
         self.removed.entry(owner.to_owned()).or_default().insert(key.clone());
     }
@@ -224,7 +232,7 @@ impl Edits {
                 // Copied once more in key order, so that each diff, which walks the rows in
                 // that order, reads memory in order too (converted in uuid order, they lay
                 // scattered: the diff ran three times slower).
-                *rows = rows.iter().cloned().collect();
+                *rows = rows.to_vec();
             }
         }
     }

@@ -50,6 +50,9 @@ impl MonitorSpec {
     }
 }
 
+/// How many touched rows are listed before the list becomes [`Touched::everything`].
+const TOUCHED_MAX: usize = 1 << 16;
+
 /// Rows added, changed or removed since the last [`Monitor::take_touched`].
 #[derive(Debug, Clone, Default)]
 pub struct Touched {
@@ -150,7 +153,13 @@ impl MonitorState {
             updates,
             &mut touched,
         );
-        self.touched.lock().expect("monitor lock").rows.extend(touched);
+        let mut all = self.touched.lock().expect("monitor lock");
+        all.rows.extend(touched);
+        // Nobody may be asking (a monitor used only through `wait_for`): past a bound the
+        // list says no more than "everything", which costs nothing to keep.
+        if all.rows.len() > TOUCHED_MAX {
+            *all = Touched { everything: true, rows: Vec::new() };
+        }
         self.generation.send_modify(|g| *g += 1);
         result
     }
@@ -399,6 +408,26 @@ mod tests {
                 max: None,
             },
         }
+    }
+
+    #[test]
+    fn touched_rows_are_listed_then_collapse_to_everything() {
+        let schema = Schema::from_json(&json!({"name": "DB", "version": "1.0.0", "tables": {"T": {"columns": {"name": {"type": "string"}}}}})).unwrap();
+        let state = MonitorState::new("m".into(), "DB", &schema, &MonitorSpec::new().table("T", &["name"])).unwrap();
+        let uuid = |i: usize| format!("{i:08x}-0000-4000-8000-000000000000");
+        state.reset(&json!({})).unwrap();
+        assert!(std::mem::take(&mut *state.touched.lock().unwrap()).everything, "the first reply is everything");
+
+        state.apply(&json!({"T": {uuid(1): {"insert": {"name": "a"}}}})).unwrap();
+        let touched = std::mem::take(&mut *state.touched.lock().unwrap());
+        assert!(!touched.everything);
+        assert_eq!(touched.rows, vec![("T".to_string(), Uuid::parse(&uuid(1)).unwrap())]);
+
+        // Nobody takes them: past the bound the list becomes "everything".
+        let many: Map<String, Json> = (2..TOUCHED_MAX + 3).map(|i| (uuid(i), json!({"insert": {"name": "x"}}))).collect();
+        state.apply(&json!({"T": many})).unwrap();
+        let touched = state.touched.lock().unwrap();
+        assert!(touched.everything && touched.rows.is_empty());
     }
 
     #[test]
