@@ -67,9 +67,9 @@ fn rows(desired: &Desired) -> usize {
     desired.namespaces.iter().map(|(_, r)| r.len()).sum()
 }
 
-async fn reconcile_fresh(url: &str, desired: &Desired) -> (Duration, usize) {
+async fn reconcile_fresh(url: &str, desired: &Desired, row_cache: Option<&Path>) -> (Duration, usize) {
     let start = Instant::now();
-    let reconciler = Reconciler::connect(url, Timeouts::default()).await.expect("connect");
+    let reconciler = Reconciler::connect(url, Timeouts::default()).await.expect("connect").with_row_cache(row_cache.map(Path::to_path_buf));
     let (_, applied) = reconciler.reconcile(desired, Options::default(), |_, _| true).await.expect("reconcile");
     (start.elapsed(), applied.operations)
 }
@@ -115,13 +115,12 @@ fn back_or_bumped<'a>(bumped: &'a Desired, back: &'a Desired) -> &'a Desired {
 }
 
 /// The anchor for observing: ovsdb-server answering the same selects wepoq's observation
-/// sends for the owned rows (every managed column), over a plain socket, the reply read but
-/// not parsed: the server's share of an observation, which no client can go below.
-fn server_select(socket: &Path, owner: &str) -> (Duration, usize) {
+/// sends for the owned rows (`columns` of each table), over a plain socket, the reply read
+/// but not parsed: the server's share of an observation, which no client can go below.
+fn server_select(socket: &Path, owner: &str, columns: fn(Table) -> Vec<&'static str>) -> (Duration, usize) {
     let mut ops = vec![serde_json::json!("OVN_Northbound")];
     for table in Table::ALL {
-        let mut columns: Vec<&str> = table.managed_columns().to_vec();
-        columns.push("_uuid");
+        let columns = columns(table);
         ops.push(serde_json::json!({"op": "select", "table": table.name(), "where": [["external_ids", "includes", ["map", [["wepoq.net/owner", owner]]]]], "columns": columns}));
     }
     let request = serde_json::json!({"method": "transact", "params": ops, "id": 1}).to_string();
@@ -171,10 +170,10 @@ fn main() {
     for _ in 0..3 {
         let sandbox = Sandbox::nb_only().expect("NB sandbox");
         settle();
-        let (took, ops) = runtime.block_on(reconcile_fresh(&sandbox.nb_unix_url(), &desired));
+        let (took, ops) = runtime.block_on(reconcile_fresh(&sandbox.nb_unix_url(), &desired, None));
         applies.push(took);
         ops_10k = ops;
-        (again_10k, again_ops) = runtime.block_on(reconcile_fresh(&sandbox.nb_unix_url(), &desired));
+        (again_10k, again_ops) = runtime.block_on(reconcile_fresh(&sandbox.nb_unix_url(), &desired, None));
     }
     applies.sort();
     let apply_10k = applies[1];
@@ -192,21 +191,43 @@ fn main() {
     let (big, lock, _, _) = compiled(&spec(services, None), None);
     let sandbox = Sandbox::nb_only().expect("NB sandbox");
     let url = sandbox.nb_unix_url();
-    let (fill, _) = runtime.block_on(reconcile_fresh(&url, &big));
+    let (fill, _) = runtime.block_on(reconcile_fresh(&url, &big, None));
     settle();
-    let (no_change, no_ops) = runtime.block_on(reconcile_fresh(&url, &big));
+    let (no_change, no_ops) = runtime.block_on(reconcile_fresh(&url, &big, None));
     println!("\n2. no-change plan against {} owned rows, fresh connection              target <= 1 s", rows(&big));
     println!("   (filling that NB took                    {:>12})", ms(fill));
     println!("   wepoq: connect + observe + plan          {:>12}   ({no_ops} operations)", ms(no_change));
-    let (server_only, bytes) = server_select(&sandbox.dir().join("nb.sock"), &big.namespaces[0].0);
+    let socket = sandbox.dir().join("nb.sock");
+    let owner = &big.namespaces[0].0;
+    let every_column = |t: Table| t.managed_columns().iter().copied().chain(["_uuid", "_version"]).collect();
+    let (server_only, bytes) = server_select(&socket, owner, every_column);
     println!("   anchor: ovsdb-server answering the same selects {:>6}   ({:.1} MB of JSON, read, not parsed: the server's share)", ms(server_only), bytes as f64 / 1e6);
+    // With the row cache (what the CLI does): the server lists versions, the rows come from disk.
+    let row_cache = sandbox.dir().join("row-cache");
+    settle();
+    let (writing, _) = runtime.block_on(reconcile_fresh(&url, &big, Some(&row_cache)));
+    let mut warm = Vec::new();
+    for _ in 0..3 {
+        settle();
+        warm.push(runtime.block_on(reconcile_fresh(&url, &big, Some(&row_cache))).0);
+    }
+    warm.sort();
+    println!("   wepoq with its row cache, the run that writes it {:>5}", ms(writing));
+    println!("   wepoq with its row cache (warm)           {:>12}   (median of 3: {})", ms(warm[1]), warm.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", "));
+    let (versions_only, bytes) = server_select(&socket, owner, |_| vec!["_uuid", "_version"]);
+    println!("   anchor: ovsdb-server listing _uuid, _version {:>8}   ({:.1} MB: the server's share with the cache)", ms(versions_only), bytes as f64 / 1e6);
 
     let (bumped, _, _, compile_big) = compiled(&spec(services, Some(777)), Some(&lock));
     settle();
-    let (one_service, one_ops) = runtime.block_on(reconcile_fresh(&url, &bumped));
+    let (one_service, one_ops) = runtime.block_on(reconcile_fresh(&url, &bumped, None));
     let (back, _, _, _) = compiled(&spec(services, None), Some(&lock));
     settle();
-    let (back_fresh, _) = runtime.block_on(reconcile_fresh(&url, &back));
+    let (back_fresh, _) = runtime.block_on(reconcile_fresh(&url, &back, None));
+    settle();
+    // The cache was written before both changes: each run fetches the rows they touched.
+    let (one_service_cached, _) = runtime.block_on(reconcile_fresh(&url, &bumped, Some(&row_cache)));
+    settle();
+    let (back_cached, _) = runtime.block_on(reconcile_fresh(&url, &back, Some(&row_cache)));
     settle();
 
     // Connected (`wepoq apply --watch`): the owned rows stay in memory through a monitor.
@@ -231,6 +252,7 @@ fn main() {
     println!("\n3. change one service (a fifth server) in that NB: plan + apply          target <= 100 ms");
     println!("   compile (with lockfile)                  {:>12}   (the compiler's share; issue 2)", ms(compile_big));
     println!("   wepoq: fresh connection                  {:>12}   ({one_ops} operations; and back: {})", ms(one_service), ms(back_fresh));
+    println!("   wepoq: fresh connection, row cache       {:>12}   (and back: {})", ms(one_service_cached), ms(back_cached));
     println!("   wepoq --watch: monitor started            {:>12}   (once: the first reply carries every owned row)", ms(started));
     println!(
         "   wepoq --watch: plan + apply, connected   {:>12}   (median of {CACHED_ROUNDS} changes, alternating there and back; min {}, max {})",

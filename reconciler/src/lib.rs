@@ -5,5 +5,6 @@ pub mod convert;
 pub mod observe;
 pub mod ovsdb;
 pub mod reconcile;
+pub mod row_cache;
 pub mod sandbox;
 pub mod transaction;

@@ -1,14 +1,23 @@
 //! Reads what wepoq owns in the NB: every row marked with an owner being reconciled, plus the
 //! names of all rows in named tables (to find rows that carry a wepoq name but are not
-//! wepoq's). One transaction of selects, so the picture is consistent.
+//! wepoq's). Without a row cache, one transaction of selects, so the picture is consistent;
+//! with one, see [`read`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wepoq_compiler::nb::{self, RowKey, Table, NAME_KEY, OWNER_KEY};
 
 use crate::convert::{to_nb_row, RowIds};
-use crate::ovsdb::{self, Client, Condition, Function, OpResult, Operation, Schema, Uuid, NB_DB};
+use crate::row_cache::RowCache;
+
+mod derive;
+mod read;
+
+pub use read::ReadStats;
+use read::{Owned, Read};
+use crate::ovsdb::{self, Client, Condition, Operation, Schema, Uuid, NB_DB};
 
 /// A row that carries a name wepoq wants but is not marked as this namespace's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +41,8 @@ pub struct Observed {
     /// Rows that are not wepoq's but live inside an owned row through a strong reference
     /// (another tool's port on a wepoq switch): deleting the owned row would delete them.
     pub foreign_children: BTreeMap<RowKey, Vec<String>>,
+    /// How the owned rows were read.
+    pub read: ReadStats,
 }
 
 impl Observed {
@@ -126,47 +137,19 @@ fn owner_condition(owner: &str) -> Condition {
 }
 
 /// Observes the NB for `owners`. `wanted` names the rows the desired state holds, so that a
-/// foreign row with one of those names is reported as a conflict.
-pub async fn observe(client: &Client, schema: &Schema, owners: &[String], wanted: &HashSet<RowKey>) -> Result<Observed, ovsdb::Error> {
-    let mut ops = Vec::new();
-    let mut plan: Vec<(Option<&str>, Table)> = Vec::new();
-    for owner in owners {
-        for table in Table::ALL {
-            let mut columns: Vec<&str> = table.managed_columns().to_vec();
-            columns.push("_uuid");
-            ops.push(Operation::select_columns(table.name(), vec![owner_condition(owner)], &columns));
-            plan.push((Some(owner.as_str()), table));
-        }
-    }
-    // Rows that are not marked as the (first) owner's, by name only: the server sends few
-    // rows when wepoq owns most of the NB. Owners of a conflicting row are read afterwards.
-    let not_ours: Vec<Condition> = owners.first().map(|o| Condition::new("external_ids", Function::Excludes, ovsdb::Value::map([(OWNER_KEY, o.as_str())]))).into_iter().collect();
-    for table in Table::ALL.into_iter().filter(Table::has_name_column) {
-        ops.push(Operation::select_columns(table.name(), not_ours.clone(), &["_uuid", "name"]));
-        plan.push((None, table));
-    }
+/// foreign row with one of those names is reported as a conflict. With a `cache`, only the
+/// rows it lacks (or holds in an older version) are read whole, and it is brought up to date.
+pub async fn observe(client: &Client, schema: &Arc<Schema>, owners: &[String], wanted: &HashSet<RowKey>, cache: Option<&RowCache>) -> Result<Observed, ovsdb::Error> {
     let started = std::time::Instant::now();
-    let results = client.transact(NB_DB, &ops).await?;
+    let Read { owned, named, stats, cache_outdated } = read::read(client, schema, owners, cache).await?;
     if std::env::var_os("WEPOQ_TIMINGS").is_some() {
-        eprintln!("wepoq: observe: selects answered in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+        eprintln!("wepoq: observe: rows read in {:.1} ms ({stats:?})", started.elapsed().as_secs_f64() * 1e3);
     }
-
-    let mut observed = Observed::default();
-    let mut owned: Vec<(String, RowKey, ovsdb::Row)> = Vec::new();
-    let mut named: Vec<(Table, ovsdb::Row)> = Vec::new();
-    for ((owner, table), result) in plan.into_iter().zip(results) {
-        let OpResult::Select { rows } = result else { continue };
-        match owner {
-            Some(owner) => {
-                for row in rows {
-                    let Some((key, uuid)) = marked_key(table, &row) else { continue };
-                    observed.ids.insert(key.clone(), uuid);
-                    owned.push((owner.to_string(), key, row));
-                }
-            }
-            None => named.extend(rows.into_iter().map(|r| (table, r))),
-        }
-    }
+    let mut observed = match owned {
+        Owned::Derived(observed) => *observed,
+        Owned::Rows(rows) => derive::derive(rows, schema, cache.filter(|_| cache_outdated), true),
+    };
+    observed.read = stats;
     for (table, row) in named {
         let (Some(name), Some(uuid)) = (row.str("name"), row.uuid()) else { continue };
         let key = RowKey::new(table, name);
@@ -185,41 +168,11 @@ pub async fn observe(client: &Client, schema: &Schema, owners: &[String], wanted
             c.owner = result.rows().first().and_then(|r| r.get("external_ids")).and_then(|ids| ids.get(OWNER_KEY)).and_then(ovsdb::Atom::as_str).map(str::to_owned);
         }
     }
-    for (_, key, row) in &owned {
-        let foreign = foreign_children(key.table, row, &observed.ids);
-        if !foreign.is_empty() {
-            observed.foreign_children.insert(key.clone(), foreign);
-        }
-    }
-    // Conversion is the biggest part of an observation after parsing; two halves on two
-    // threads (the server is idle by now).
-    let converted = convert_all(&owned, schema, &observed.ids);
-    for ((owner, key, row), nb_row) in owned.into_iter().zip(converted) {
-        observed.rows.entry(owner).or_default().push(nb_row);
-        observed.raw.insert(key, row);
-    }
-    for rows in observed.rows.values_mut() {
-        rows.sort_by(|a, b| a.key.cmp(&b.key));
-    }
     for owner in owners {
         observed.rows.entry(owner.clone()).or_default();
     }
     observed.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(observed)
-}
-
-fn convert_all(owned: &[(String, RowKey, ovsdb::Row)], schema: &Schema, ids: &RowIds) -> Vec<nb::Row> {
-    let convert = |part: &[(String, RowKey, ovsdb::Row)]| part.iter().map(|(_, key, row)| to_nb_row(key.clone(), row, schema, ids)).collect::<Vec<_>>();
-    if owned.len() < 2048 {
-        return convert(owned);
-    }
-    let (first, second) = owned.split_at(owned.len() / 2);
-    std::thread::scope(|scope| {
-        let other = scope.spawn(|| convert(second));
-        let mut rows = convert(first);
-        rows.extend(other.join().expect("conversion does not panic"));
-        rows
-    })
 }
 
 /// The key a row's ownership marks give it, and its UUID; `None` for a row without a

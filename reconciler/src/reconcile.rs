@@ -3,6 +3,7 @@
 //! meanwhile. Level-triggered: it does not matter why it runs, so it is idempotent.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use wepoq_compiler::nb::{self, RowKey};
 use wepoq_compiler::plan::{self, Observed as PlanSource, Plan};
 
 use crate::observe::{self, Conflict, Observed};
+use crate::row_cache::RowCache;
 use crate::ovsdb::{self, Client, Schema, Timeouts, NB_DB};
 use crate::transaction;
 
@@ -106,6 +108,8 @@ impl Default for Options {
 pub struct Reconciler {
     pub client: Client,
     schema: Arc<Schema>,
+    /// Where observations keep their row cache (see [`crate::row_cache`]); none by default.
+    cache_dir: Option<PathBuf>,
 }
 
 impl Reconciler {
@@ -113,7 +117,18 @@ impl Reconciler {
     pub async fn connect(url: &str, timeouts: Timeouts) -> Result<Reconciler, ReconcileError> {
         let client = Client::connect(url, timeouts).await?;
         let schema = client.nb_schema().await?;
-        Ok(Reconciler { client, schema })
+        Ok(Reconciler { client, schema, cache_dir: None })
+    }
+
+    /// Keeps a cache of the owned rows in `dir`, so that observations read only the rows
+    /// that changed since the last one (`None`: read every row every time).
+    pub fn with_row_cache(mut self, dir: Option<PathBuf>) -> Reconciler {
+        self.cache_dir = dir;
+        self
+    }
+
+    fn row_cache(&self, owners: &[String]) -> Option<RowCache> {
+        self.cache_dir.as_deref().map(|dir| RowCache::new(dir, self.client.url(), owners, &self.schema))
     }
 
     /// The NB schema, as checked at connect.
@@ -122,7 +137,9 @@ impl Reconciler {
     }
 
     pub async fn observe(&self, desired: &Desired, options: Options) -> Result<Observed, ReconcileError> {
-        let mut observed = observe::observe(&self.client, &self.schema, &desired.owners(), &desired.wanted()).await?;
+        let owners = desired.owners();
+        let cache = self.row_cache(&owners);
+        let mut observed = observe::observe(&self.client, &self.schema, &owners, &desired.wanted(), cache.as_ref()).await?;
         if options.adopt {
             observe::adopt(&self.client, &self.schema, &mut observed, |k| desired.owner_of(k)).await?;
         } else if !observed.conflicts.is_empty() {
@@ -225,7 +242,8 @@ impl Reconciler {
             return Err(ReconcileError::WrongNamespaces { plan: saved.namespaces.clone(), given: desired_owners.to_vec() });
         }
         let wanted: HashSet<RowKey> = saved.changes.iter().map(|c| c.key.clone()).collect();
-        let observed = observe::observe(&self.client, &self.schema, &saved.namespaces, &wanted).await?;
+        let cache = self.row_cache(&saved.namespaces);
+        let observed = observe::observe(&self.client, &self.schema, &saved.namespaces, &wanted, cache.as_ref()).await?;
         if &observed.fingerprint() != fingerprint {
             return Err(ReconcileError::Stale { changed: what_changed(rows, &observed.digests()) });
         }

@@ -8,6 +8,7 @@ use clap::Args;
 use wepoq_compiler::Compiled;
 use wepoq_reconciler::ovsdb::{self, Timeouts};
 use wepoq_reconciler::reconcile::{Desired, ReconcileError, Reconciler};
+use wepoq_reconciler::row_cache::RowCache;
 
 /// Where the OVN Northbound database is.
 #[derive(Debug, Clone, Args)]
@@ -18,6 +19,10 @@ pub struct DbArgs {
     /// Time limit for each request to the NB, e.g. 30s
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Read every owned row from the NB instead of only those changed since the last run
+    /// (the row cache lives in $WEPOQ_CACHE_DIR, else $XDG_CACHE_HOME/wepoq or ~/.cache/wepoq)
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -33,7 +38,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
 pub async fn connect(db: &DbArgs) -> Result<Reconciler, ReconcileError> {
     let url = db.db.as_deref().unwrap_or_default();
     let timeouts = Timeouts { connect: db.timeout.min(Duration::from_secs(10)), request: db.timeout, ..Timeouts::default() };
-    Reconciler::connect(url, timeouts).await
+    let cache_dir = if db.no_cache { None } else { RowCache::default_dir() };
+    Ok(Reconciler::connect(url, timeouts).await?.with_row_cache(cache_dir))
 }
 
 pub fn desired(compiled: &Compiled) -> Desired {
@@ -58,7 +64,10 @@ pub fn confirm(question: &str) -> Result<bool, String> {
 
 /// Prints an error with what to do about it.
 pub fn report(error: &ReconcileError, db: &DbArgs) {
-    eprintln!("error: {error}");
+    match error {
+        ReconcileError::Ovsdb(ovsdb::Error::InvalidUrl { .. }) if db.db.is_none() => eprintln!("error: no Northbound database given"),
+        _ => eprintln!("error: {error}"),
+    }
     let help = match error {
         ReconcileError::Ovsdb(ovsdb::Error::InvalidUrl { .. }) if db.db.is_none() => Some("name the NB with --db unix:PATH or --db tcp:HOST:PORT, or set WEPOQ_DB".to_string()),
         ReconcileError::Ovsdb(ovsdb::Error::Connect { .. } | ovsdb::Error::InvalidUrl { .. }) => {

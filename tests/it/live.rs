@@ -35,9 +35,15 @@ impl Live {
             .arg(self.sandbox.nb_unix_url())
             .current_dir(&self.dir)
             .env_remove("WEPOQ_DB")
+            .env("WEPOQ_CACHE_DIR", self.row_cache())
             .stdin(Stdio::null())
             .output()
             .unwrap()
+    }
+
+    /// This test's row cache (each test its own: every plan after the first reads through it).
+    fn row_cache(&self) -> PathBuf {
+        self.dir.join("row-cache")
     }
 
     fn nbctl(&self, args: &[&str]) -> String {
@@ -82,10 +88,16 @@ fn assert_code(o: &Output, code: i32, what: &str) {
 #[test]
 fn apply_is_idempotent_and_plan_shows_drift() {
     let Some(live) = Live::start("ovn-vote") else { return };
+    assert_code(&live.wepoq(&["plan", "--no-cache"]), 0, "plan without the row cache");
+    assert!(!live.row_cache().exists(), "--no-cache wrote a row cache");
     let first = live.wepoq(&["apply", "--auto-approve", "--detailed-exitcode"]);
     assert_code(&first, 2, "first apply changes things");
     assert!(text(&first).contains("Apply complete: 113 added, 0 changed, 0 destroyed"), "{}", text(&first));
     assert_eq!(live.owned_count(), 113);
+    // The plans below read through the row cache the first one writes (the drift further
+    // down must show through it).
+    assert_code(&live.wepoq(&["plan", "--detailed-exitcode"]), 0, "nothing to do");
+    assert_eq!(std::fs::read_dir(live.row_cache()).map(Iterator::count).unwrap_or(0), 1, "one row cache file");
 
     // Without a terminal to confirm on, apply refuses rather than guess (nothing changes).
     let unconfirmed = {
@@ -202,7 +214,7 @@ fn failures_are_clear_and_change_nothing() {
     assert!(text(&out).contains("error:") && text(&out).contains("help:"), "{}", text(&out));
     let no_db = Command::new(env!("CARGO_BIN_EXE_wepoq")).args(["apply", "--auto-approve"]).current_dir(&dir).env_remove("WEPOQ_DB").output().unwrap();
     assert_code(&no_db, 1, "no --db");
-    assert!(text(&no_db).contains("WEPOQ_DB"), "{}", text(&no_db));
+    assert!(text(&no_db).contains("no Northbound database given") && text(&no_db).contains("WEPOQ_DB"), "{}", text(&no_db));
 
     // An NB whose schema is another major version is refused before anything is read.
     if wepoq_reconciler::sandbox::require(wepoq_reconciler::sandbox::Component::NbServer).is_none() {

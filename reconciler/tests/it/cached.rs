@@ -10,9 +10,9 @@ use wepoq_reconciler::ovsdb::Timeouts;
 use wepoq_reconciler::reconcile::{Desired, Options, Reconciler};
 use wepoq_reconciler::sandbox::{require, Component, Sandbox};
 
-const OWNER: &str = "shop.wepoq.net";
+pub(crate) const OWNER: &str = "shop.wepoq.net";
 
-fn spec(web_replicas: usize, api_calls_db: bool) -> String {
+pub(crate) fn spec(web_replicas: usize, api_calls_db: bool) -> String {
     let calls = if api_calls_db { ", calls: [db]" } else { "" };
     format!(
         "namespace: shop\nnetwork: 10.70.0.0/16\napps:\n  store:\n    services:\n      web:\n        svr: {{replicas: {web_replicas}, ports: [80/tcp]}}\n        cli: {{replicas: 2}}\n      api:\n        svr: {{replicas: 2, ports: [8080/tcp]{calls}}}\n        cli: {{replicas: 1}}\n      db:\n        svr: {{replicas: 1, ports: [5432/tcp]}}\n        cli: {{replicas: 1}}\n"
@@ -20,7 +20,7 @@ fn spec(web_replicas: usize, api_calls_db: bool) -> String {
 }
 
 /// Compiles `text` with `lock` (updated in place, as the CLI keeps wepoq.lock).
-fn desired(text: &str, lock: &mut Option<String>) -> Desired {
+pub(crate) fn desired(text: &str, lock: &mut Option<String>) -> Desired {
     let mut sources = Sources::new();
     let spec = sources.add("wepoq.yaml", text);
     let lock_id = lock.as_ref().map(|l| sources.add("wepoq.lock", l.clone()));

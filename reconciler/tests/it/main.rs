@@ -4,3 +4,4 @@ mod cached;
 mod dataplane;
 mod fake_server;
 mod ovsdb_client;
+mod row_cache;
