@@ -16,7 +16,7 @@
 mod codec;
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -59,6 +59,11 @@ impl RowCache {
     /// The cached rows; none when there is no file, or one that is damaged or was written
     /// for something else.
     pub fn load(&self) -> Vec<CachedRow> {
+        // A file others could have written is not believed: it could hide drift.
+        let private = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.mode() & 0o022 == 0);
+        if !private(&self.path) || !self.path.parent().is_some_and(private) {
+            return Vec::new();
+        }
         let Ok(bytes) = std::fs::read(&self.path) else { return Vec::new() };
         codec::decode(&self.key, &bytes).unwrap_or_default()
     }

@@ -77,7 +77,14 @@ async fn observations_through_the_row_cache_equal_full_reads() {
     assert!(again.changes.is_empty() && applied.operations == 0, "{:?}", again.changes);
     assert_same(&cached.observe(&want, Options::default()).await.unwrap(), &full.observe(&want, Options::default()).await.unwrap(), &want);
 
-    // 5. A damaged file, and a file of another NB put in its place: neither is believed.
+    // 5. A file others may write, a damaged file, and a file of another NB put in its
+    //    place: none is believed.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let writable = cached.observe(&want, Options::default()).await.unwrap();
+    assert_eq!(writable.read.from_cache, 0, "{:?}", writable.read);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(cached.observe(&want, Options::default()).await.unwrap().read.from_cache > 0);
     std::fs::write(&file, b"wqrows\0\n\x01\0\0\0garbage").unwrap();
     let damaged = cached.observe(&want, Options::default()).await.unwrap();
     assert_eq!(damaged.read.from_cache, 0, "{:?}", damaged.read);
