@@ -137,8 +137,13 @@ impl Reconciler {
     }
 
     pub async fn observe(&self, desired: &Desired, options: Options) -> Result<Observed, ReconcileError> {
+        self.observe_with(desired, options, true).await
+    }
+
+    /// [`Reconciler::observe`], reading every row when `use_cache` is false.
+    async fn observe_with(&self, desired: &Desired, options: Options, use_cache: bool) -> Result<Observed, ReconcileError> {
         let owners = desired.owners();
-        let cache = self.row_cache(&owners);
+        let cache = self.row_cache(&owners).filter(|_| use_cache);
         let mut observed = observe::observe(&self.client, &self.schema, &owners, &desired.wanted(), cache.as_ref()).await?;
         if options.adopt {
             observe::adopt(&self.client, &self.schema, &mut observed, |k| desired.owner_of(k)).await?;
@@ -205,7 +210,9 @@ impl Reconciler {
         let start = Instant::now();
         for attempt in 1..=options.attempts.max(1) {
             let phase = Instant::now();
-            let observed = self.observe(desired, options).await?;
+            // A retry reads every row: whatever made the guards fail, a cache file that is
+            // wrong in a way its checks miss cannot make it fail again.
+            let observed = self.observe_with(desired, options, attempt == 1).await?;
             timing("observe", phase);
             let phase = Instant::now();
             let plan = Reconciler::plan(desired, &observed);

@@ -18,6 +18,7 @@ mod codec;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wepoq_compiler::nb::Table;
@@ -77,7 +78,9 @@ impl RowCache {
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        let aside = self.path.with_extension(format!("{}.tmp", std::process::id()));
+        // Unique per process and per call: two writers never share the file set aside.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let aside = self.path.with_extension(format!("{}.{}.tmp", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed)));
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

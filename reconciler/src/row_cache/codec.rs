@@ -12,16 +12,21 @@
 //!
 //! `table` indexes [`Table::ALL`] and `column` that table's managed columns, so a file is
 //! only meaningful to the same wepoq; the key (which names the format of the columns) says
-//! whether it is. Decoding never trusts a length: a damaged file decodes to `None`.
+//! whether it is. The file ends with the first 16 bytes of the SHA-256 of all that precedes
+//! them: a damaged file decodes to `None` rather than to rows that differ from the server's
+//! under a version it confirms. Decoding never trusts a length either.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use sha2::{Digest, Sha256};
 use wepoq_compiler::nb::Table;
 
 use crate::ovsdb::{Atom, Row, Uuid, Value};
 
 const MAGIC: &[u8; 8] = b"wqrows\0\n";
 const FORMAT: u32 = 1;
+/// Bytes of the trailing checksum.
+const SUM: usize = 16;
 
 /// One cached row: its table, its `_version`, and the row as read (with `_uuid`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,13 +55,19 @@ pub fn encode<'a>(key: &str, rows: impl ExactSizeIterator<Item = (Table, &'a Row
             put_value(&mut out, value)?;
         }
     }
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum[..SUM]);
     Some(out)
 }
 
 /// Decodes a file written by [`encode`] under the same `key`; `None` if it was not, or is
 /// damaged.
 pub fn decode(key: &str, bytes: &[u8]) -> Option<Vec<CachedRow>> {
-    let mut r = Reader { bytes };
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(SUM)?)?;
+    if Sha256::digest(body)[..SUM] != *sum {
+        return None;
+    }
+    let mut r = Reader { bytes: body };
     if r.take(MAGIC.len())? != MAGIC || r.u32()? != FORMAT || r.str()? != key {
         return None;
     }
@@ -268,9 +279,12 @@ mod tests {
     #[test]
     fn another_key_or_format_is_not_read() {
         assert!(decode("other", &encoded("k")).is_none());
-        let mut bytes = encoded("k");
-        bytes[MAGIC.len()] = 2; // the format number
-        assert!(decode("k", &bytes).is_none());
+        let mut body = encoded("k");
+        body.truncate(body.len() - SUM);
+        body[MAGIC.len()] = 2; // the format number, with the checksum redone
+        let sum = Sha256::digest(&body);
+        body.extend_from_slice(&sum[..SUM]);
+        assert!(decode("k", &body).is_none());
     }
 
     #[test]
@@ -304,6 +318,16 @@ mod tests {
             for v in [0u8, 1, 4, 5, 0x7f, 0xff] {
                 let mut damaged = bytes.clone();
                 damaged[i] = v;
+                assert!(damaged == bytes || decode("k", &damaged).is_none(), "byte {i} set to {v} went unnoticed");
+            }
+        }
+        // Past the checksum, the decoder itself must still hold: damage with the sum redone.
+        for i in 0..bytes.len() - SUM {
+            for v in [0u8, 1, 4, 5, 0x7f, 0xff] {
+                let mut damaged = bytes[..bytes.len() - SUM].to_vec();
+                damaged[i] = v;
+                let sum = Sha256::digest(&damaged);
+                damaged.extend_from_slice(&sum[..SUM]);
                 let _ = decode("k", &damaged);
             }
         }
