@@ -37,7 +37,9 @@ pub fn build(changes: &[Change], observed: &Observed, comment: &str) -> Vec<Oper
 
     for change in changes.iter().filter(|c| c.action == Action::Create) {
         let mut row = ovsdb::Row::new();
-        for f in &change.fields {
+        // An empty set or map is every column's default: left out, the server has less to
+        // parse (on a 10k-endpoint namespace, a fifth of the columns inserted).
+        for f in change.fields.iter().filter(|f| f.after.as_ref().is_some_and(|v| !is_empty_container(v))) {
             if let Some(after) = &f.after {
                 row.insert(&f.column, to_ovsdb_value(after, ids, &named));
             }
@@ -120,6 +122,10 @@ fn delta(f: &FieldChange) -> Option<Delta> {
 fn by_delta(f: &FieldChange) -> bool {
     let map_or_absent = |v: &Option<NbValue>| matches!(v, None | Some(NbValue::Map(_)));
     is_ref_set(f) || (map_or_absent(&f.before) && map_or_absent(&f.after))
+}
+
+fn is_empty_container(value: &NbValue) -> bool {
+    matches!(value, NbValue::Set(s) if s.is_empty()) || matches!(value, NbValue::Map(m) if m.is_empty())
 }
 
 fn is_ref_set(f: &FieldChange) -> bool {
