@@ -13,7 +13,7 @@
 //! `$XDG_CACHE_HOME/wepoq`, else `~/.cache/wepoq` (directory 0700, files 0600: they hold
 //! what the NB holds).
 
-mod codec;
+pub mod codec;
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};

@@ -153,6 +153,53 @@ mod tests {
         }
     }
 
+    /// A bounded, deterministic stand-in for the `ovsdb_messages` fuzz target, so CI runs
+    /// the same property: mutated server messages decode or fail, never panic.
+    #[test]
+    fn mutated_server_messages_never_panic() {
+        use crate::ovsdb::{Row, Schema, TransactReply};
+        let seeds: [&[u8]; 4] = [
+            include_bytes!("../../../fuzz/seeds/ovsdb_messages/transact-reply.json"),
+            include_bytes!("../../../fuzz/seeds/ovsdb_messages/unicode-reply.json"),
+            include_bytes!("../../../fuzz/seeds/ovsdb_messages/failed-reply.json"),
+            include_bytes!("../../../fuzz/seeds/ovsdb_messages/schema.json"),
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n.max(1) as u64) as usize
+        };
+        for round in 0..40000 {
+            let mut bytes = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + next(4) {
+                let at = next(bytes.len());
+                match next(4) {
+                    0 => bytes[at] = [b'"', b'[', b']', b'{', b'}', b',', b':', 0xc3, 0xa9, b'1'][next(10)],
+                    1 => bytes.insert(at, [0xc3, 0xa9, b'\\', b'"', b'x'][next(5)]),
+                    2 => drop(bytes.remove(at)),
+                    _ => {
+                        let end = (at + next(64)).min(bytes.len());
+                        let chunk = bytes[at..end].to_vec();
+                        bytes.splice(at..at, chunk.iter().cycle().take(chunk.len() * next(8)).copied());
+                    }
+                }
+            }
+            let mut decoder = FrameDecoder::new();
+            let mut rest = &bytes[..];
+            while let Ok(Some((message, used))) = decoder.decode(rest) {
+                rest = &rest[used..];
+                if let Some(result) = message.get("result") {
+                    let _ = TransactReply::from_json(result, 3);
+                    let _ = TransactReply::from_json_value(result.clone(), 1);
+                    let _ = Schema::from_json(result);
+                    let _ = Row::from_json(result);
+                }
+            }
+        }
+    }
+
     #[test]
     fn decoder_refuses_garbage_between_messages() {
         let mut d = FrameDecoder::new();

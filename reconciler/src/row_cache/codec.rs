@@ -55,9 +55,14 @@ pub fn encode<'a>(key: &str, rows: impl ExactSizeIterator<Item = (Table, &'a Row
             put_value(&mut out, value)?;
         }
     }
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum[..SUM]);
-    Some(out)
+    Some(with_checksum(out))
+}
+
+/// `body` followed by its checksum, as [`encode`] ends a file.
+pub fn with_checksum(mut body: Vec<u8>) -> Vec<u8> {
+    let sum = Sha256::digest(&body);
+    body.extend_from_slice(&sum[..SUM]);
+    body
 }
 
 /// Decodes a file written by [`encode`] under the same `key`; `None` if it was not, or is
@@ -282,9 +287,7 @@ mod tests {
         let mut body = encoded("k");
         body.truncate(body.len() - SUM);
         body[MAGIC.len()] = 2; // the format number, with the checksum redone
-        let sum = Sha256::digest(&body);
-        body.extend_from_slice(&sum[..SUM]);
-        assert!(decode("k", &body).is_none());
+        assert!(decode("k", &with_checksum(body)).is_none());
     }
 
     #[test]
@@ -326,9 +329,7 @@ mod tests {
             for v in [0u8, 1, 4, 5, 0x7f, 0xff] {
                 let mut damaged = bytes[..bytes.len() - SUM].to_vec();
                 damaged[i] = v;
-                let sum = Sha256::digest(&damaged);
-                damaged.extend_from_slice(&sum[..SUM]);
-                let _ = decode("k", &damaged);
+                let _ = decode("k", &with_checksum(damaged));
             }
         }
     }
