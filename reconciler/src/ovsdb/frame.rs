@@ -157,8 +157,13 @@ mod tests {
     /// the same property: mutated server messages decode or fail, never panic.
     #[test]
     fn mutated_server_messages_never_panic() {
-        use crate::ovsdb::{Row, Schema, TransactReply};
-        let seeds: [&[u8]; 4] = [
+        use crate::ovsdb::monitor::MonitorState;
+        use crate::ovsdb::{MonitorSpec, Row, Schema, TransactReply};
+        let schema: Json = serde_json::from_slice(include_bytes!("../../../fuzz/seeds/ovsdb_messages/schema.json")).unwrap();
+        let schema = Schema::from_json(&schema["result"]).unwrap();
+        let spec = MonitorSpec::new().table_where("Logical_Switch", &["name", "ports", "external_ids"], Vec::new());
+        let seeds: [&[u8]; 5] = [
+            include_bytes!("../../../fuzz/seeds/ovsdb_messages/monitor.json"),
             include_bytes!("../../../fuzz/seeds/ovsdb_messages/transact-reply.json"),
             include_bytes!("../../../fuzz/seeds/ovsdb_messages/unicode-reply.json"),
             include_bytes!("../../../fuzz/seeds/ovsdb_messages/failed-reply.json"),
@@ -188,9 +193,14 @@ mod tests {
             }
             let mut decoder = FrameDecoder::new();
             let mut rest = &bytes[..];
+            let monitor = MonitorState::new("m".into(), "OVN_Northbound", &schema, &spec).unwrap();
             while let Ok(Some((message, used))) = decoder.decode(rest) {
                 rest = &rest[used..];
+                if let Some(updates) = message.get("params").and_then(|p| p.get(1)) {
+                    let _ = monitor.apply(updates);
+                }
                 if let Some(result) = message.get("result") {
+                    let _ = monitor.reset(result);
                     let _ = TransactReply::from_json(result, 3);
                     let _ = TransactReply::from_json_value(result.clone(), 1);
                     let _ = Schema::from_json(result);
