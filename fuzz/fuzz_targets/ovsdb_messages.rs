@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
     while let Ok(Some((message, used))) = decoder.decode(buf) {
         buf = &buf[used..];
         if let Some(result) = message.get("result") {
+            let _ = TransactReply::from_str(&result.to_string(), 3);
             let _ = TransactReply::from_json(result, 3);
             let _ = TransactReply::from_json_value(result.clone(), 1);
             let _ = Schema::from_json(result);

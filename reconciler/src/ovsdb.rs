@@ -57,6 +57,7 @@ mod operation;
 mod row;
 mod schema;
 mod target;
+mod typed;
 mod value;
 
 pub use client::{Client, Stats, Timeouts};

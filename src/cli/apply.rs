@@ -73,8 +73,8 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
 }
 
 fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
-    let loaded = load(&args.spec).map_err(|_| ())?;
-    let desired = live::desired(&loaded.compiled);
+    let mut loaded = load(&args.spec).map_err(|_| ())?;
+    let desired = live::desired(&mut loaded.compiled);
     let options = Options { adopt: args.adopt, ..Options::default() };
     let mut refused = None;
     let outcome = live::runtime().block_on(async {

@@ -42,10 +42,11 @@ pub async fn connect(db: &DbArgs) -> Result<Reconciler, ReconcileError> {
     Ok(Reconciler::connect(url, timeouts).await?.with_row_cache(cache_dir))
 }
 
-pub fn desired(compiled: &Compiled) -> Desired {
+/// The desired state of `compiled`, whose rows it takes (a 50k-row namespace is not copied).
+pub fn desired(compiled: &mut Compiled) -> Desired {
     Desired {
         spec_hash: compiled.spec_hash.clone(),
-        namespaces: compiled.namespaces.iter().map(|ns| (ns.owner(), ns.rows.clone())).collect(),
+        namespaces: compiled.namespaces.iter_mut().map(|ns| (ns.owner(), std::mem::take(&mut ns.rows))).collect(),
     }
 }
 

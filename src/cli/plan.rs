@@ -35,9 +35,9 @@ pub struct PlanArgs {
 }
 
 pub fn run(args: &PlanArgs) -> ExitCode {
-    let Ok(loaded) = load(&args.spec) else { return ExitCode::FAILURE };
+    let Ok(mut loaded) = load(&args.spec) else { return ExitCode::FAILURE };
     let plan = if args.db.db.is_some() {
-        let desired = live::desired(&loaded.compiled);
+        let desired = live::desired(&mut loaded.compiled);
         let result = live::runtime().block_on(async {
             let reconciler = live::connect(&args.db).await?;
             let observed = reconciler.observe(&desired, Options { adopt: args.adopt, ..Options::default() }).await?;

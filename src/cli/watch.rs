@@ -47,8 +47,8 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
         eprintln!("error: --watch follows specs, not a saved plan");
         return ExitCode::FAILURE;
     }
-    let Ok(loaded) = load(&args.spec) else { return ExitCode::FAILURE };
-    let mut desired = live::desired(&loaded.compiled);
+    let Ok(mut loaded) = load(&args.spec) else { return ExitCode::FAILURE };
+    let mut desired = live::desired(&mut loaded.compiled);
     let owners: Vec<String> = desired.namespaces.iter().map(|(o, _)| o.clone()).collect();
     let files = watched_files(&args.spec.specs);
     let options = Options { adopt: args.adopt, ..Options::default() };
@@ -101,7 +101,7 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
             if why == Cause::Spec {
                 // A spec that does not compile leaves the last good one in force.
                 match load(&args.spec) {
-                    Ok(loaded) => desired = live::desired(&loaded.compiled),
+                    Ok(mut loaded) => desired = live::desired(&mut loaded.compiled),
                     Err(_) => eprintln!("The spec does not compile: nothing applied; the last good spec stays in force."),
                 }
                 // Compiling may have written the lockfile: that is not a change to follow.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::connection::{Command, Counters, Driver};
+use super::connection::{Command, Counters, Driver, RawReply};
 use super::error::Error;
 use super::monitor::{Monitor, MonitorSpec, MonitorState};
 use super::operation::{Condition, Mutation, OpResult, Operation, TransactReply};
@@ -118,7 +118,7 @@ impl Client {
         method: &'static str,
         params: Json,
         monitor: Option<Arc<MonitorState>>,
-    ) -> Result<Json, Error> {
+    ) -> Result<RawReply, Error> {
         let (reply, rx) = oneshot::channel();
         self.shared
             .commands
@@ -141,7 +141,7 @@ impl Client {
     }
 
     pub async fn list_dbs(&self) -> Result<Vec<String>, Error> {
-        let result = self.call("list_dbs", json!([]), None).await?;
+        let result = self.call("list_dbs", json!([]), None).await?.to_json()?;
         serde_json::from_value(result.clone())
             .map_err(|_| super::value::decode("list_dbs result", &result))
     }
@@ -155,7 +155,7 @@ impl Client {
         if let Some(s) = self.shared.schemas.lock().expect("schema lock").get(db) {
             return Ok(s.clone());
         }
-        let json = self.call("get_schema", json!([db]), None).await?;
+        let json = self.call("get_schema", json!([db]), None).await?.to_json()?;
         let schema = Arc::new(Schema::from_json(&json)?);
         self.shared
             .schemas
@@ -183,7 +183,7 @@ impl Client {
         params.push(json!(db));
         params.extend(ops.iter().map(Operation::to_json));
         let result = self.call("transact", Json::Array(params), None).await?;
-        TransactReply::from_json_value(result, ops.len())
+        TransactReply::from_str(result.text(), ops.len())
     }
 
     /// Runs `ops` as one transaction: one result per operation, or the first failure
@@ -254,7 +254,7 @@ impl Client {
     /// holds it now. `Operation::Assert` in a transaction then fails unless it still does.
     /// Locks belong to the connection: after a reconnect, ask again.
     pub async fn try_lock(&self, name: &str) -> Result<bool, Error> {
-        let result = self.call("lock", json!([name]), None).await?;
+        let result = self.call("lock", json!([name]), None).await?.to_json()?;
         result
             .get("locked")
             .and_then(Json::as_bool)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::{Value as Json, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -35,17 +36,57 @@ pub(crate) enum Command {
     Call {
         method: &'static str,
         params: Json,
-        reply: oneshot::Sender<Result<Json, Error>>,
+        reply: oneshot::Sender<Result<RawReply, Error>>,
         monitor: Option<Arc<MonitorState>>,
     },
     CancelMonitor(String),
+}
+
+/// A reply's `result`, still as text: the message it came in, and where in it the result is.
+/// Callers decode it into what they expect; for a transact, straight into rows
+/// (`typed.rs`), without a JSON tree of tens of megabytes in between.
+#[derive(Debug)]
+pub struct RawReply {
+    message: Vec<u8>,
+    result: std::ops::Range<usize>,
+}
+
+impl RawReply {
+    fn null() -> RawReply {
+        RawReply { message: b"null".to_vec(), result: 0..4 }
+    }
+
+    /// The result's JSON text.
+    pub fn text(&self) -> &str {
+        // Checked to be UTF-8 JSON when the message was parsed.
+        std::str::from_utf8(&self.message[self.result.clone()]).unwrap_or("null")
+    }
+
+    pub fn to_json(&self) -> Result<Json, Error> {
+        serde_json::from_str(self.text()).map_err(|e| Error::Decode { what: "reply".into(), reason: e.to_string() })
+    }
+}
+
+/// What the task reads of every message; `params` and `result` stay text.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    id: Json,
+    #[serde(default, borrow)]
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Json,
 }
 
 /// A request in flight. `reply` is `None` for requests the task makes itself (monitor
 /// re-sync, cancel).
 struct Pending {
     method: &'static str,
-    reply: Option<oneshot::Sender<Result<Json, Error>>>,
+    reply: Option<oneshot::Sender<Result<RawReply, Error>>>,
     monitor: Option<Arc<MonitorState>>,
 }
 
@@ -207,10 +248,13 @@ impl Driver {
                     last_heard = Instant::now();
                     probing = false;
                     loop {
-                        match decoder.decode(&buf) {
-                            Ok(Some((msg, used))) => {
-                                buf.drain(..used);
-                                if let Err(e) = self.handle(conn, msg).await {
+                        match decoder.frame_len(&buf) {
+                            Ok(Some(len)) => {
+                                // The message keeps the buffer (no copy of a large reply);
+                                // what follows it moves to a new one.
+                                let rest = buf.split_off(len);
+                                let message = std::mem::replace(&mut buf, rest);
+                                if let Err(e) = self.handle(conn, message).await {
                                     return Exit::Lost(e);
                                 }
                             }
@@ -238,10 +282,14 @@ impl Driver {
 
     /// Handles one message from the server. An error drops the connection: after a
     /// message we could not apply, the only safe state is a fresh sync.
-    async fn handle(&mut self, conn: &mut Conn, mut msg: Json) -> Result<(), String> {
-        let id = msg.get("id").cloned().unwrap_or(Json::Null);
-        if let Some(method) = msg.get("method").and_then(Json::as_str) {
-            let params = msg.get("params").cloned().unwrap_or(json!([]));
+    async fn handle(&mut self, conn: &mut Conn, message: Vec<u8>) -> Result<(), String> {
+        let msg: Envelope = serde_json::from_slice(&message).map_err(|e| format!("bad message from the server: {e}"))?;
+        let id = msg.id;
+        if let Some(method) = msg.method.as_deref() {
+            let params: Json = match msg.params {
+                Some(raw) => serde_json::from_str(raw.get()).map_err(|e| format!("bad {method} from the server: {e}"))?,
+                None => json!([]),
+            };
             match method {
                 "echo" if !id.is_null() => {
                     write(conn, &json!({"result": params, "error": null, "id": id})).await?;
@@ -275,22 +323,36 @@ impl Driver {
         let Some(pending) = id.as_u64().and_then(|id| self.pending.remove(&id)) else {
             return Ok(()); // a reply to a request whose caller is gone
         };
-        let result = match msg.get("error") {
-            Some(e) if !e.is_null() => Err(Error::Rpc {
+        let result = if !msg.error.is_null() {
+            Err(Error::Rpc {
                 method: pending.method.to_owned(),
-                error: rpc_error_text(e),
-            }),
-            // Taken, not cloned: an observation's reply is tens of megabytes.
-            _ => Ok(msg.as_object_mut().and_then(|o| o.remove("result")).unwrap_or(Json::Null)),
+                error: rpc_error_text(&msg.error),
+            })
+        } else {
+            // Where the result lies in the message: handed over without copying it.
+            let range = msg.result.map(|raw| {
+                let start = raw.get().as_ptr() as usize - message.as_ptr() as usize;
+                start..start + raw.get().len()
+            });
+            Ok(range)
         };
         let result = match (&pending.monitor, result) {
-            (Some(m), Ok(initial)) => m.reset(&initial).map(|()| Json::Null),
+            (Some(m), Ok(range)) => {
+                let initial: Json = match range {
+                    Some(r) => serde_json::from_slice(&message[r]).map_err(|e| format!("bad monitor reply: {e}"))?,
+                    None => Json::Null,
+                };
+                m.reset(&initial).map(|()| RawReply::null())
+            }
             (Some(m), Err(e)) => {
                 // The server refused the monitor (e.g. the schema changed under us).
                 self.monitors.remove(&m.id);
                 Err(e)
             }
-            (None, result) => result,
+            (None, result) => result.map(|range| match range {
+                Some(result) => RawReply { message, result },
+                None => RawReply::null(),
+            }),
         };
         match pending.reply {
             Some(reply) => {

@@ -45,6 +45,17 @@ impl FrameDecoder {
     /// Like [`parse_frame`]; after `Some`, drop `consumed` bytes from the buffer's front
     /// before the next call.
     pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Json, usize)>, Error> {
+        let Some(len) = self.frame_len(buf)? else { return Ok(None) };
+        match parse_frame(&buf[..len])? {
+            Some((value, used)) if used == len => Ok(Some((value, used))),
+            _ => Err(unbalanced()),
+        }
+    }
+
+    /// The length of the message at the front of `buf` once it is complete (brackets
+    /// balanced outside strings), for a caller that parses it itself; the bytes are not
+    /// checked to be JSON. After `Some`, drop that many bytes before the next call.
+    pub fn frame_len(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
         let mut i = self.scanned;
         while i < buf.len() {
             let b = buf[i];
@@ -68,10 +79,7 @@ impl FrameDecoder {
                     self.depth -= 1;
                     if self.depth == 0 {
                         *self = FrameDecoder::default();
-                        return match parse_frame(&buf[..i])? {
-                            Some((value, used)) if used == i => Ok(Some((value, used))),
-                            _ => Err(unbalanced()),
-                        };
+                        return Ok(Some(i));
                     }
                 }
                 b' ' | b'\t' | b'\r' | b'\n' => {}
@@ -201,7 +209,15 @@ mod tests {
                 }
                 if let Some(result) = message.get("result") {
                     let _ = monitor.reset(result);
-                    let _ = TransactReply::from_json(result, 3);
+                    // The decoder from text agrees with the tree decoder, and is no laxer.
+                    let text = result.to_string();
+                    for n_ops in [1, 3] {
+                        match (TransactReply::from_str(&text, n_ops), TransactReply::from_json(result, n_ops)) {
+                            (Ok(typed), Ok(tree)) => assert_eq!(typed, tree, "{text}"),
+                            (Ok(typed), Err(e)) => panic!("typed decoder accepted what the tree refused ({e}): {typed:?} from {text}"),
+                            (Err(_), _) => {}
+                        }
+                    }
                     let _ = TransactReply::from_json_value(result.clone(), 1);
                     let _ = Schema::from_json(result);
                     let _ = Row::from_json(result);
