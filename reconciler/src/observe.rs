@@ -13,6 +13,7 @@ use crate::convert::{to_nb_row, RowIds};
 use crate::row_cache::RowCache;
 
 mod derive;
+pub(crate) mod patch;
 mod read;
 
 pub use read::ReadStats;
