@@ -147,7 +147,12 @@ pub async fn observe(client: &Client, schema: &Arc<Schema>, owners: &[String], w
         eprintln!("wepoq: observe: rows read in {:.1} ms ({stats:?})", started.elapsed().as_secs_f64() * 1e3);
     }
     let mut observed = match owned {
-        Owned::Derived(observed) => *observed,
+        Owned::Derived(observed) => {
+            if let Some(cache) = cache.filter(|_| cache_outdated) {
+                derive::store(cache, observed.raw.iter().map(|(key, row)| (key.table, row)));
+            }
+            *observed
+        }
         Owned::Rows(rows) => derive::derive(rows, schema, cache.filter(|_| cache_outdated), true),
     };
     observed.read = stats;

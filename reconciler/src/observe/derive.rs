@@ -31,11 +31,7 @@ pub(super) fn derive(rows: Vec<(String, Table, ovsdb::Row)>, schema: &Schema, st
     let converted = std::thread::scope(|scope| {
         if let Some(cache) = store_to {
             let owned = &owned;
-            scope.spawn(move || {
-                if let Err(e) = cache.store(owned.iter().map(|(_, key, row)| (key.table, row))) {
-                    eprintln!("wepoq: warning: could not write the row cache {}: {e}", cache.path().display());
-                }
-            });
+            scope.spawn(move || store(cache, owned.iter().map(|(_, key, row)| (key.table, row))));
         }
         convert_all(&owned, schema, &observed.ids, parallel)
     });
@@ -47,6 +43,13 @@ pub(super) fn derive(rows: Vec<(String, Table, ovsdb::Row)>, schema: &Schema, st
         rows.sort_by(|a, b| a.key.cmp(&b.key));
     }
     observed
+}
+
+/// Writes the row cache; a failure only costs the next run time, so it is a warning.
+pub(super) fn store<'a>(cache: &RowCache, rows: impl ExactSizeIterator<Item = (Table, &'a ovsdb::Row)>) {
+    if let Err(e) = cache.store(rows) {
+        eprintln!("wepoq: warning: could not write the row cache {}: {e}", cache.path().display());
+    }
 }
 
 fn convert_all(owned: &[(String, RowKey, ovsdb::Row)], schema: &Schema, ids: &RowIds, parallel: bool) -> Vec<nb::Row> {

@@ -2,12 +2,13 @@
 //! cache, where the server lists `_uuid` and `_version` and only the rows the cache lacks
 //! (or holds in an older version) are fetched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use wepoq_compiler::nb::{Table, OWNER_KEY};
 
+use super::patch::Patcher;
 use super::{derive::derive, owner_condition, owner_mark, Observed};
 use crate::ovsdb::{self, Client, Condition, Function, OpResult, Operation, Schema, Uuid, NB_DB};
 use crate::row_cache::{CachedRow, RowCache};
@@ -146,35 +147,50 @@ pub(super) async fn read(client: &Client, schema: &Arc<Schema>, owners: &[String
         return Ok(Read { owned: Owned::Derived(Box::new(observed)), named, stats, cache_outdated: false });
     }
 
-    // Something changed since the file was written: keep the rows the server confirms,
-    // fetch the others.
-    let mut cached: HashMap<Uuid, ovsdb::Row> = observed.raw.into_values().filter_map(|row| Some((row.uuid()?.clone(), row))).collect();
-    let mut owned = Vec::with_capacity(listing.len());
+    // Something changed since the file was written: keep what the server confirms, fetch
+    // the rest, and patch the speculation where they differ (re-deriving it whole would
+    // convert every row again).
+    let mut patcher = Patcher::for_observed(schema, &observed, |uuid| versions.get(uuid).map(|(_, _, owner)| owner.clone()));
+    let mut observed = observed;
+    let mut rows: HashMap<Uuid, (Table, ovsdb::Row)> = std::mem::take(&mut observed.raw).into_iter().filter_map(|(key, row)| Some((row.uuid()?.clone(), (key.table, row)))).collect();
     let mut missing = Vec::new();
+    let mut listed = HashSet::with_capacity(listing.len());
     for entry in listing {
-        match cached.remove(&entry.2).filter(|_| confirmed(&entry)) {
-            Some(row) => owned.push((entry.0, entry.1, row)),
-            None => missing.push(entry),
+        if !(confirmed(&entry) && rows.contains_key(&entry.2)) {
+            missing.push(entry.clone());
         }
+        listed.insert(entry.2);
     }
-    let cache_outdated = missing.len() + cached.len() > REWRITE_AFTER;
-    ovsdb::drop_in_background(cached, true);
+    let gone: Vec<Uuid> = rows.keys().filter(|uuid| !listed.contains(*uuid)).cloned().collect();
+    let cache_outdated = missing.len() + gone.len() > REWRITE_AFTER;
     // Fetching row by row costs the server more per row than one select: when the cache
     // holds less than half, read everything.
-    if missing.len() > 256 && missing.len() * 2 > owned.len() + missing.len() {
-        ovsdb::drop_in_background(owned, true);
+    if missing.len() > 256 && missing.len() * 2 > listed.len() {
+        ovsdb::drop_in_background((rows, observed), true);
         return read_full(client, owners, cache).await;
     }
-    let stats = ReadStats { from_cache: owned.len(), fetched: missing.len(), full_read: false };
-    if !missing.is_empty() {
-        let ops: Vec<Operation> = missing.iter().map(|(_, table, uuid, _)| Operation::select_columns(table.name(), vec![Condition::uuid(uuid)], &full_columns(*table))).collect();
-        for ((owner, table, _, _), result) in missing.into_iter().zip(client.transact(NB_DB, &ops).await?) {
-            let OpResult::Select { rows } = result else { continue };
-            // None if the row went meanwhile; not ours any more if its mark changed.
-            owned.extend(rows.into_iter().filter(|r| owner_mark(r) == Some(owner.as_str())).map(|r| (owner.clone(), table, r)));
+    let stats = ReadStats { from_cache: listed.len() - missing.len(), fetched: missing.len(), full_read: false };
+    let mut touched: Vec<(String, Uuid)> = Vec::with_capacity(missing.len() + gone.len());
+    for uuid in gone {
+        if let Some((table, _)) = rows.remove(&uuid) {
+            touched.push((table.name().to_owned(), uuid));
         }
     }
-    Ok(Read { owned: Owned::Rows(owned), named, stats, cache_outdated })
+    if !missing.is_empty() {
+        let ops: Vec<Operation> = missing.iter().map(|(_, table, uuid, _)| Operation::select_columns(table.name(), vec![Condition::uuid(uuid)], &full_columns(*table))).collect();
+        for ((owner, table, uuid, _), result) in missing.into_iter().zip(client.transact(NB_DB, &ops).await?) {
+            rows.remove(&uuid);
+            let OpResult::Select { rows: fetched } = result else { continue };
+            // None if the row went meanwhile; not ours any more if its mark changed.
+            if let Some(row) = fetched.into_iter().find(|r| owner_mark(r) == Some(owner.as_str())) {
+                rows.insert(uuid.clone(), (table, row));
+            }
+            touched.push((table.name().to_owned(), uuid));
+        }
+    }
+    patcher.update(&mut observed, schema, |_, uuid| rows.get(uuid).map(|(_, row)| row), &touched);
+    observed.raw = rows.into_iter().filter_map(|(uuid, (_, row))| Some((observed.ids.by_uuid.get(&uuid)?.clone(), row))).collect();
+    Ok(Read { owned: Owned::Derived(Box::new(observed)), named, stats, cache_outdated })
 }
 
 fn timing_since(what: &str, since: Instant) {
