@@ -11,7 +11,7 @@
 //!
 //! One file per NB address and owner set, under `$WEPOQ_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/wepoq`, else `~/.cache/wepoq` (directory 0700, files 0600: they hold
-//! what the NB holds).
+//! what the NB holds). Files not written for 30 days are removed when another is written.
 
 pub mod codec;
 
@@ -19,6 +19,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wepoq_compiler::nb::Table;
@@ -92,10 +93,58 @@ impl RowCache {
         if written.is_err() {
             let _ = std::fs::remove_file(&aside);
         }
+        prune(dir, std::time::SystemTime::now());
         written
+    }
+}
+
+/// A file not written for this long belongs to an NB (or a sandbox) that is gone.
+const FORGET_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A file set aside this long ago belongs to a writer that died before renaming it.
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
+/// Removes cache files of NBs not planned against for [`FORGET_AFTER`], and aside files
+/// older than [`ABANDONED_AFTER`]: one file per NB address and owner set would otherwise
+/// pile up (every throwaway sandbox has an address of its own).
+fn prune(dir: &Path, now: std::time::SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let limit = match path.extension().and_then(|e| e.to_str()) {
+            Some("rows") => FORGET_AFTER,
+            Some("tmp") => ABANDONED_AFTER,
+            _ => continue,
+        };
+        let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| now.duration_since(t).ok());
+        if age.is_some_and(|age| age > limit) {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_files_are_pruned_and_others_kept() {
+        let dir = std::env::temp_dir().join(format!("wepoq-row-cache-prune-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let now = std::time::SystemTime::now();
+        let files = [("old.rows", FORGET_AFTER * 2, false), ("recent.rows", FORGET_AFTER / 2, true), ("x.1.0.tmp", ABANDONED_AFTER * 2, false), ("y.1.1.tmp", ABANDONED_AFTER / 2, true), ("notes.txt", FORGET_AFTER * 2, true)];
+        for (name, age, _) in files {
+            let file = std::fs::File::create(dir.join(name)).unwrap();
+            file.set_modified(now - age).unwrap();
+        }
+        prune(&dir, now);
+        for (name, _, kept) in files {
+            assert_eq!(dir.join(name).exists(), kept, "{name}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
