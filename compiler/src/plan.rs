@@ -30,17 +30,18 @@ impl FieldChange {
     /// writers (a foreign port on our switch), so they change by membership, never wholesale.
     pub fn set_delta(&self) -> Option<(AtomSet, AtomSet)> {
         let empty = AtomSet::default();
-        let before = match &self.before {
-            Some(Value::Set(s)) => s,
-            None => &empty,
-            _ => return None,
-        };
-        let after = match &self.after {
-            Some(Value::Set(s)) => s,
-            None => &empty,
-            _ => return None,
-        };
+        let (before, after) = self.sides(&empty, |v| match v {
+            Value::Set(s) => Some(s),
+            _ => None,
+        })?;
         Some((after.difference(before), before.difference(after)))
+    }
+
+    /// Both sides as the kind `pick` takes (an absent side as `empty`); `None` when a side is
+    /// of another kind.
+    fn sides<'a, T>(&'a self, empty: &'a T, pick: fn(&'a Value) -> Option<&'a T>) -> Option<(&'a T, &'a T)> {
+        let side = |value: &'a Option<Value>| value.as_ref().map_or(Some(empty), pick);
+        Some((side(&self.before)?, side(&self.after)?))
     }
 
     /// For maps: the keys to remove (gone or revalued) and the pairs to insert (new or
@@ -48,16 +49,10 @@ impl FieldChange {
     /// the entries that differ rather than being rewritten whole.
     pub fn map_delta(&self) -> Option<(AtomSet, AtomMap)> {
         let empty = AtomMap::default();
-        let before = match &self.before {
-            Some(Value::Map(m)) => m,
-            None => &empty,
-            _ => return None,
-        };
-        let after = match &self.after {
-            Some(Value::Map(m)) => m,
-            None => &empty,
-            _ => return None,
-        };
+        let (before, after) = self.sides(&empty, |v| match v {
+            Value::Map(m) => Some(m),
+            _ => None,
+        })?;
         // One merge of the two key-sorted maps (the DNS row holds a record per endpoint).
         let (mut removed, mut inserted) = (Vec::new(), Vec::new());
         let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());

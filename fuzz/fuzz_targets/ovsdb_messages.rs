@@ -17,7 +17,6 @@ fuzz_target!(|data: &[u8]| {
         if let Some(result) = message.get("result") {
             let _ = TransactReply::from_str(&result.to_string(), 3);
             let _ = TransactReply::from_json(result, 3);
-            let _ = TransactReply::from_json_value(result.clone(), 1);
             let _ = Schema::from_json(result);
             let _ = Row::from_json(result);
         }

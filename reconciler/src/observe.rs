@@ -47,6 +47,13 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// Frees the observation on a thread of its own when it is large (see
+    /// [`ovsdb::drop_in_background`]).
+    pub fn free_in_background(self) {
+        let large = self.raw.len() > 1000;
+        ovsdb::drop_in_background(self, large);
+    }
+
     /// A hash of the owned rows read; a saved plan carries it and is stale once it differs.
     pub fn fingerprint(&self) -> String {
         let mut hasher = Sha256::new();
@@ -133,7 +140,8 @@ fn hash_value(h: &mut Sha256, value: &nb::Value) {
     }
 }
 
-fn owner_condition(owner: &str) -> Condition {
+/// Rows marked as `owner`'s.
+pub(crate) fn owner_condition(owner: &str) -> Condition {
     Condition::includes("external_ids", ovsdb::Value::map([(OWNER_KEY, owner)]))
 }
 
@@ -218,11 +226,7 @@ pub async fn adopt(client: &Client, schema: &Schema, observed: &mut Observed, ow
     // Every adopted row whole, in one transaction.
     let ops: Vec<Operation> = adopted
         .iter()
-        .map(|(c, _)| {
-            let mut columns: Vec<&str> = c.key.table.managed_columns().to_vec();
-            columns.push("_uuid");
-            Operation::select_columns(c.key.table.name(), vec![Condition::uuid(&c.uuid)], &columns)
-        })
+        .map(|(c, _)| Operation::select_columns(c.key.table.name(), vec![Condition::uuid(&c.uuid)], &read::full_columns(c.key.table)))
         .collect();
     let results = client.transact(NB_DB, &ops).await?;
     for ((c, owner), result) in adopted.into_iter().zip(results) {

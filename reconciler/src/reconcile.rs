@@ -23,7 +23,8 @@ pub struct Desired {
 }
 
 impl Desired {
-    fn owners(&self) -> Vec<String> {
+    /// The owners (namespace FQDNs) the desired state covers.
+    pub fn owners(&self) -> Vec<String> {
         self.namespaces.iter().map(|(o, _)| o.clone()).collect()
     }
 
@@ -224,8 +225,7 @@ impl Reconciler {
             let phase = Instant::now();
             let result = self.apply_plan(&plan, &observed).await;
             timing("apply", phase);
-            let large = observed.raw.len() > 1000;
-            ovsdb::drop_in_background(observed, large);
+            observed.free_in_background();
             match result {
                 Ok(operations) => {
                     let applied = Applied { summary: plan.summary(), operations, attempts: attempt, elapsed: start.elapsed() };

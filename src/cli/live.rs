@@ -65,12 +65,14 @@ pub fn confirm(question: &str) -> Result<bool, String> {
 
 /// Prints an error with what to do about it.
 pub fn report(error: &ReconcileError, db: &DbArgs) {
-    match error {
-        ReconcileError::Ovsdb(ovsdb::Error::InvalidUrl { .. }) if db.db.is_none() => eprintln!("error: no Northbound database given"),
-        _ => eprintln!("error: {error}"),
+    let no_db = db.db.is_none() && matches!(error, ReconcileError::Ovsdb(ovsdb::Error::InvalidUrl { .. }));
+    if no_db {
+        eprintln!("error: no Northbound database given");
+    } else {
+        eprintln!("error: {error}");
     }
     let help = match error {
-        ReconcileError::Ovsdb(ovsdb::Error::InvalidUrl { .. }) if db.db.is_none() => Some("name the NB with --db unix:PATH or --db tcp:HOST:PORT, or set WEPOQ_DB".to_string()),
+        _ if no_db => Some("name the NB with --db unix:PATH or --db tcp:HOST:PORT, or set WEPOQ_DB".to_string()),
         ReconcileError::Ovsdb(ovsdb::Error::Connect { .. } | ovsdb::Error::InvalidUrl { .. }) => {
             Some("is ovsdb-server running with the OVN NB there? `scripts/ovn-sandbox nb DIR` starts one".to_string())
         }

@@ -44,8 +44,7 @@ pub fn run(args: &PlanArgs) -> ExitCode {
             let plan = Reconciler::plan(&desired, &observed);
             // A saved or machine-read plan carries what it was computed from.
             let plan = if args.out.is_some() || args.json { Reconciler::fingerprinted(plan, &observed) } else { plan };
-            let large = observed.raw.len() > 1000;
-            wepoq_reconciler::ovsdb::drop_in_background(observed, large);
+            observed.free_in_background();
             Ok(plan)
         });
         match result {

@@ -17,7 +17,7 @@ use wepoq_reconciler::cached::CachedReconciler;
 use wepoq_reconciler::reconcile::{Desired, Options};
 
 use super::apply::ApplyArgs;
-use super::live;
+use super::live::{self, DbArgs};
 use super::load::load;
 use super::output::stdout_color;
 
@@ -49,7 +49,7 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
     }
     let Ok(mut loaded) = load(&args.spec) else { return ExitCode::FAILURE };
     let mut desired = live::desired(&mut loaded.compiled);
-    let owners: Vec<String> = desired.namespaces.iter().map(|(o, _)| o.clone()).collect();
+    let owners = desired.owners();
     let files = watched_files(&args.spec.specs);
     let options = Options { adopt: args.adopt, ..Options::default() };
 
@@ -76,7 +76,7 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
         let mut seen = stamps(&files);
         let mut cause = Cause::Start;
         loop {
-            let failed = round(&mut cached, &desired, options, cause).await;
+            let failed = round(&mut cached, &desired, options, cause, &args.db).await;
             let next = tokio::select! {
                 _ = interrupt.recv() => None,
                 _ = terminate.recv() => None,
@@ -112,7 +112,7 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
 }
 
 /// Plans and applies once; returns whether it failed (to retry later).
-async fn round(cached: &mut CachedReconciler, desired: &Desired, options: Options, cause: Cause) -> bool {
+async fn round(cached: &mut CachedReconciler, desired: &Desired, options: Options, cause: Cause, db: &DbArgs) -> bool {
     let mut shown = false;
     let result = cached
         .reconcile(desired, options, |plan, _| {
@@ -143,7 +143,7 @@ async fn round(cached: &mut CachedReconciler, desired: &Desired, options: Option
             if shown {
                 println!();
             }
-            eprintln!("error: {e}");
+            live::report(&e, db);
             eprintln!("Still watching; trying again on the next change or in {} s.", RETRY.as_secs());
             true
         }

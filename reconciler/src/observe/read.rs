@@ -46,7 +46,7 @@ pub(super) enum Owned {
 }
 
 /// Columns read for an owned row: the managed ones, `_uuid`, and `_version` for the cache.
-fn full_columns(table: Table) -> Vec<&'static str> {
+pub(super) fn full_columns(table: Table) -> Vec<&'static str> {
     table.managed_columns().iter().copied().chain(["_uuid", "_version"]).collect()
 }
 

@@ -218,7 +218,6 @@ mod tests {
                             (Err(_), _) => {}
                         }
                     }
-                    let _ = TransactReply::from_json_value(result.clone(), 1);
                     let _ = Schema::from_json(result);
                     let _ = Row::from_json(result);
                 }

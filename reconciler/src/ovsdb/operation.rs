@@ -446,22 +446,17 @@ pub struct TransactReply {
 
 impl TransactReply {
     pub fn from_json(json: &Json, n_ops: usize) -> Result<TransactReply, Error> {
-        TransactReply::from_json_value(json.clone(), n_ops)
-    }
-
-    /// As [`TransactReply::from_json`], consuming the JSON: selected rows move out of it.
-    pub fn from_json_value(json: Json, n_ops: usize) -> Result<TransactReply, Error> {
-        let Json::Array(items) = json else {
-            return Err(decode("transact result", &json));
-        };
+        let items = json
+            .as_array()
+            .ok_or_else(|| decode("transact result", json))?;
         let mut outcomes = Vec::with_capacity(n_ops);
         let mut commit_error = None;
-        for (i, item) in items.into_iter().enumerate() {
+        for (i, item) in items.iter().enumerate() {
             if i >= n_ops {
                 // Only an error can follow the per-operation results.
                 if !item.is_null() {
                     commit_error =
-                        Some(op_error(&item).ok_or_else(|| decode("commit error", &item))?);
+                        Some(op_error(item).ok_or_else(|| decode("commit error", item))?);
                 }
                 continue;
             }
@@ -522,29 +517,29 @@ fn op_error(item: &Json) -> Option<OpError> {
     Some(OpError { error, details })
 }
 
-fn outcome(mut item: Json) -> Result<OpOutcome, Error> {
+fn outcome(item: &Json) -> Result<OpOutcome, Error> {
     if item.is_null() {
         return Ok(OpOutcome::NotRun);
     }
     if item.get("error").is_some_and(|e| !e.is_null()) {
-        return op_error(&item)
+        return op_error(item)
             .map(OpOutcome::Failed)
-            .ok_or_else(|| decode("operation error", &item));
+            .ok_or_else(|| decode("operation error", item));
     }
     let result = if let Some(uuid) = item.get("uuid") {
         let uuid = Value::from_json(uuid)?
             .as_uuid()
             .cloned()
-            .ok_or_else(|| decode("inserted uuid", &item))?;
+            .ok_or_else(|| decode("inserted uuid", item))?;
         OpResult::Insert { uuid }
-    } else if let Some(rows) = item.as_object_mut().and_then(|o| o.remove("rows")) {
-        let Json::Array(rows) = rows else { return Err(decode("rows", &rows)) };
+    } else if let Some(rows) = item.get("rows") {
+        let rows = rows.as_array().ok_or_else(|| decode("rows", item))?;
         OpResult::Select {
-            rows: rows.into_iter().map(Row::from_json_value).collect::<Result<_, _>>()?,
+            rows: rows.iter().map(Row::from_json).collect::<Result<_, _>>()?,
         }
     } else if let Some(count) = item.get("count") {
         OpResult::Count {
-            count: count.as_u64().ok_or_else(|| decode("count", &item))?,
+            count: count.as_u64().ok_or_else(|| decode("count", item))?,
         }
     } else {
         OpResult::Empty

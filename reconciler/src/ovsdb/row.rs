@@ -65,16 +65,6 @@ impl Row {
         Ok(Row { columns })
     }
 
-    /// As [`Row::from_json`], consuming the JSON (names and strings move, not copied).
-    pub fn from_json_value(json: Json) -> Result<Row, Error> {
-        let Json::Object(object) = json else { return Err(decode("row", &json)) };
-        let mut columns = BTreeMap::new();
-        for (name, value) in object {
-            columns.insert(name, Value::from_json_value(value)?);
-        }
-        Ok(Row { columns })
-    }
-
     pub fn into_columns(self) -> BTreeMap<String, Value> {
         self.columns
     }

@@ -2,7 +2,7 @@
 //!
 //! An observation's reply is tens of megabytes of JSON; building a `serde_json::Value` tree
 //! of it first and converting that took longer than the server took to send it. These
-//! visitors give what [`TransactReply::from_json_value`] gives (a test holds them equal),
+//! visitors give what [`TransactReply::from_json`] gives (a test holds them equal),
 //! without the tree in between. They are a little stricter: a malformed value anywhere in
 //! the reply is an error, where the tree decoder looks only at the members it needs.
 
@@ -18,7 +18,7 @@ use super::row::Row;
 use super::value::{Atom, Uuid, Value};
 
 impl TransactReply {
-    /// As [`TransactReply::from_json_value`], from the reply's `result` as text.
+    /// As [`TransactReply::from_json`], from the reply's `result` as text.
     pub fn from_str(text: &str, n_ops: usize) -> Result<TransactReply, Error> {
         let items: Vec<Option<Fields>> = serde_json::from_str(text).map_err(|e| Error::Decode { what: "transact result".into(), reason: e.to_string() })?;
         let mut outcomes = Vec::with_capacity(n_ops);

@@ -329,37 +329,6 @@ impl Value {
             _ => Err(decode("value", json)),
         }
     }
-
-    /// As [`Value::from_json`], consuming the JSON: strings move instead of being copied
-    /// (the rows of an observation hold hundreds of thousands of them).
-    pub fn from_json_value(json: Json) -> Result<Value, Error> {
-        let tag = match &json {
-            Json::Array(a) if a.len() == 2 && a[1].is_array() => a[0].as_str().filter(|t| *t == "set" || *t == "map").map(str::to_owned),
-            _ => None,
-        };
-        let Some(tag) = tag else {
-            return Ok(Value::atom(atom_from_json_value(json)?));
-        };
-        let Json::Array(mut pair) = json else { unreachable!("matched as an array above") };
-        let Some(Json::Array(items)) = pair.pop() else { unreachable!("matched as a pair above") };
-        if tag == "set" {
-            return items.into_iter().map(atom_from_json_value).collect::<Result<BTreeSet<_>, _>>().map(Value::Set);
-        }
-        let mut map = BTreeMap::new();
-        for item in items {
-            let Json::Array(mut kv) = item else { return Err(decode("map pair", &item)) };
-            let (Some(v), Some(k), true) = (kv.pop(), kv.pop(), kv.is_empty()) else { return Err(decode("map pair", &Json::Array(kv))) };
-            map.insert(atom_from_json_value(k)?, atom_from_json_value(v)?);
-        }
-        Ok(Value::Map(map))
-    }
-}
-
-fn atom_from_json_value(json: Json) -> Result<Atom, Error> {
-    match json {
-        Json::String(s) => Ok(Atom::String(s)),
-        other => Atom::from_json(&other)?.ok_or_else(|| decode("atom", &other)),
-    }
 }
 
 impl PartialEq for Value {
@@ -409,30 +378,6 @@ mod tests {
 
     fn u(n: u8) -> Uuid {
         Uuid::parse(&format!("{n:08x}-0000-4000-8000-000000000000")).unwrap()
-    }
-
-    #[test]
-    fn consuming_and_borrowing_decoders_agree() {
-        let samples = [
-            json!("text"),
-            json!(7),
-            json!(true),
-            json!(["uuid", "0000000A-0000-4000-8000-000000000000"]),
-            json!(["set", []]),
-            json!(["set", ["a", "b", ["uuid", "00000001-0000-4000-8000-000000000000"]]]),
-            json!(["map", []]),
-            json!(["map", [["k", "v"], ["n", 3]]]),
-        ];
-        for sample in samples {
-            assert_eq!(Value::from_json_value(sample.clone()).unwrap(), Value::from_json(&sample).unwrap(), "{sample}");
-        }
-        for bad in [json!(["map", [["k"]]]), json!(["set", [["set", []]]]), json!({"a": 1}), json!(["uuid", "not-a-uuid"])] {
-            assert!(Value::from_json_value(bad.clone()).is_err(), "{bad}");
-            assert!(Value::from_json(&bad).is_err(), "{bad}");
-        }
-        assert!(Uuid::parse("0000000a-0000-4000-8000-00000000000").is_none());
-        assert!(Uuid::parse("0000000a+0000-4000-8000-000000000000").is_none());
-        assert_eq!(Uuid::parse("0000000A-0000-4000-8000-000000000000").unwrap().as_str(), "0000000a-0000-4000-8000-000000000000");
     }
 
     #[test]

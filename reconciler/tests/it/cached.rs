@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use wepoq_compiler::{compile, Input, Sources};
 use wepoq_reconciler::cached::CachedReconciler;
+use wepoq_reconciler::observe::Observed;
 use wepoq_reconciler::ovsdb::Timeouts;
 use wepoq_reconciler::reconcile::{Desired, Options, Reconciler};
 use wepoq_reconciler::sandbox::{require, Component, Sandbox};
@@ -37,10 +38,15 @@ async fn assert_cache_is_true(cached: &mut CachedReconciler, fresh: &Reconciler,
     cached.reconciler().client.echo().await.unwrap();
     let from_cache = cached.observed().clone();
     let observed = fresh.observe(want, Options::default()).await.unwrap();
-    assert_eq!(from_cache.rows, observed.rows, "cached rows differ from a fresh observation");
-    assert_eq!(from_cache.ids.by_key, observed.ids.by_key);
-    assert_eq!(from_cache.foreign_children, observed.foreign_children);
-    assert_eq!(Reconciler::plan(want, &from_cache).changes, Reconciler::plan(want, &observed).changes);
+    assert_plans_alike(&from_cache, &observed, want);
+}
+
+/// What a plan is made from is the same in both observations, and so are the plans.
+pub(crate) fn assert_plans_alike(a: &Observed, b: &Observed, want: &Desired) {
+    assert_eq!(a.rows, b.rows, "converted rows differ");
+    assert_eq!(a.ids.by_key, b.ids.by_key);
+    assert_eq!(a.foreign_children, b.foreign_children);
+    assert_eq!(Reconciler::plan(want, a).changes, Reconciler::plan(want, b).changes);
 }
 
 #[tokio::test]
