@@ -13,7 +13,7 @@ use mimalloc::MiMalloc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use wepoq_compiler::{compile, Input, Sources};
+use wepoq_compiler::{Input, Sources, compile};
 
 /// Counts live heap bytes and their high-water mark while `COUNTING` is on, so peak memory
 /// is exact; timed runs leave it off, since the counting itself costs time. Underneath is
@@ -75,7 +75,14 @@ fn compile_once(spec: &str, lock: Option<&str>) -> (Duration, usize, String) {
     let spec_id = sources.add("wepoq.yaml", spec);
     let lock_id = lock.map(|l| sources.add("wepoq.lock", l));
     let start = Instant::now();
-    let compiled = compile(&sources, &[Input { spec: spec_id, lock: lock_id }]).expect("generated specs compile");
+    let compiled = compile(
+        &sources,
+        &[Input {
+            spec: spec_id,
+            lock: lock_id,
+        }],
+    )
+    .expect("generated specs compile");
     let elapsed = start.elapsed();
     let ns = &compiled.namespaces[0];
     (elapsed, ns.rows.len(), ns.lock_text.clone())
@@ -97,7 +104,13 @@ fn measure(spec: &str, lock: Option<&str>, rounds: usize) -> Run {
     let _ = compile_once(spec, lock);
     COUNTING.store(false, Ordering::Relaxed);
     let peak = PEAK.load(Ordering::Relaxed).max(0) as usize;
-    Run { best: times[0], median: times[times.len() / 2], peak, rows, lock: lock_text }
+    Run {
+        best: times[0],
+        median: times[times.len() / 2],
+        peak,
+        rows,
+        lock: lock_text,
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -108,7 +121,14 @@ fn main() {
     println!("wepoq compile benchmark (release build, one thread)");
     println!(
         "{:>9} {:>8} {:>8} {:>11} {:>11} {:>11} {:>10} {:>12}  target",
-        "endpoints", "services", "NB rows", "fresh p50", "locked p50", "locked best", "peak heap", "us/endpoint"
+        "endpoints",
+        "services",
+        "NB rows",
+        "fresh p50",
+        "locked p50",
+        "locked best",
+        "peak heap",
+        "us/endpoint"
     );
     let mut per_endpoint = Vec::new();
     for (endpoints, rounds) in [(1_000, 9), (10_000, 7), (100_000, 3)] {

@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
-use crate::cidr::{prefix_for, Ipv4Net};
+use crate::cidr::{Ipv4Net, prefix_for};
 use crate::diagnostic::Diagnostic;
-use crate::lock::{self, mac_for, Lock, Mac};
+use crate::lock::{self, Lock, Mac, mac_for};
 use crate::model::{Namespace, SideKind};
 use crate::source::Span;
 
@@ -51,7 +51,8 @@ impl Allocation {
 
 /// Addresses a subnet can give to endpoints.
 fn capacity(net: &Ipv4Net) -> u64 {
-    net.size().saturating_sub(u64::from(FIRST_ENDPOINT_OFFSET) + 1)
+    net.size()
+        .saturating_sub(u64::from(FIRST_ENDPOINT_OFFSET) + 1)
 }
 
 /// A new side's subnet leaves room to double, so scaling up rarely outgrows it.
@@ -102,8 +103,10 @@ type Placed = (Vec<String>, Vec<Option<(u32, Mac)>>, Vec<bool>);
 pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let network = ns.network;
-    let sides: Vec<(String, SideKind, u32)> =
-        ns.sides().map(|(_, s, k)| (ns.side_name(s, k), k, s.side(k).replicas)).collect();
+    let sides: Vec<(String, SideKind, u32)> = ns
+        .sides()
+        .map(|(_, s, k)| (ns.side_name(s, k), k, s.side(k).replicas))
+        .collect();
     let wanted: HashMap<&str, u32> = sides.iter().map(|(n, _, r)| (n.as_str(), *r)).collect();
 
     let mut occupied = Occupied::default();
@@ -115,23 +118,41 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
     let mut subnets: HashMap<String, Ipv4Net> = HashMap::new();
     let mut subnet_spans: HashMap<String, Span> = HashMap::new();
     for locked in &lock.subnets {
-        let Some(&replicas) = wanted.get(locked.side.as_str()) else { continue };
+        let Some(&replicas) = wanted.get(locked.side.as_str()) else {
+            continue;
+        };
         if !network.contains_net(&locked.net) {
             diagnostics.push(
-                Diagnostic::error("wepoq::lock::outside_network", format!("wepoq.lock gives `{}` the subnet {}, outside the network {network}", locked.side, locked.net))
-                    .label(locked.span, "outside the namespace network")
-                    .label_opt(ns.network_span, "the network")
-                    .help("delete this line (and its endpoint lines) to allocate a new subnet"),
+                Diagnostic::error(
+                    "wepoq::lock::outside_network",
+                    format!(
+                        "wepoq.lock gives `{}` the subnet {}, outside the network {network}",
+                        locked.side, locked.net
+                    ),
+                )
+                .label(locked.span, "outside the namespace network")
+                .label_opt(ns.network_span, "the network")
+                .help("delete this line (and its endpoint lines) to allocate a new subnet"),
             );
             continue;
         }
         if let Some(end) = occupied.overlapping(locked.net.first(), locked.net.last()) {
-            let other = lock.subnets.iter().find(|o| o.net.first() <= end && o.net.last() >= locked.net.first() && o.side != locked.side);
-            let mut d = Diagnostic::error("wepoq::lock::overlap", format!("wepoq.lock gives `{}` the subnet {}, which overlaps another allocation", locked.side, locked.net))
-                .label(locked.span, "overlaps");
+            let other = lock.subnets.iter().find(|o| {
+                o.net.first() <= end && o.net.last() >= locked.net.first() && o.side != locked.side
+            });
+            let mut d = Diagnostic::error(
+                "wepoq::lock::overlap",
+                format!(
+                    "wepoq.lock gives `{}` the subnet {}, which overlaps another allocation",
+                    locked.side, locked.net
+                ),
+            )
+            .label(locked.span, "overlaps");
             d = match other {
                 Some(o) => d.label(o.span, format!("{}'s subnet", o.side)),
-                None => d.help("the namespace network's first /28 is reserved for the namespace itself"),
+                None => {
+                    d.help("the namespace network's first /28 is reserved for the namespace itself")
+                }
             };
             diagnostics.push(d);
             continue;
@@ -157,7 +178,9 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
             continue;
         }
         let prefix = new_prefix(*replicas);
-        let found = occupied.find(&network, prefix, cursor).or_else(|| occupied.find(&network, prefix, network.first()));
+        let found = occupied
+            .find(&network, prefix, cursor)
+            .or_else(|| occupied.find(&network, prefix, network.first()));
         match found {
             Some(net) => {
                 occupied.insert(&net);
@@ -168,22 +191,52 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
         }
     }
     if missing > 0 {
-        let needed: u64 = 16 + sides.iter().map(|(n, _, r)| subnets.get(n).map_or(1u64 << (32 - new_prefix(*r)), Ipv4Net::size)).sum::<u64>();
+        let needed: u64 = 16
+            + sides
+                .iter()
+                .map(|(n, _, r)| {
+                    subnets
+                        .get(n)
+                        .map_or(1u64 << (32 - new_prefix(*r)), Ipv4Net::size)
+                })
+                .sum::<u64>();
         diagnostics.push(
-            Diagnostic::error("wepoq::net::too_small", format!("network {network} holds {} addresses; this namespace needs about {needed}", network.size()))
-                .label_opt(ns.network_span, format!("too small for {} endpoints in {} sides", ns.endpoint_count(), sides.len()))
-                .help(format!("use a larger network, e.g. /{}", prefix_for(needed).max(1))),
+            Diagnostic::error(
+                "wepoq::net::too_small",
+                format!(
+                    "network {network} holds {} addresses; this namespace needs about {needed}",
+                    network.size()
+                ),
+            )
+            .label_opt(
+                ns.network_span,
+                format!(
+                    "too small for {} endpoints in {} sides",
+                    ns.endpoint_count(),
+                    sides.len()
+                ),
+            )
+            .help(format!(
+                "use a larger network, e.g. /{}",
+                prefix_for(needed).max(1)
+            )),
         );
     }
 
     // Endpoints: keep locked addresses that are still valid, then fill the gaps.
     let mut used_ips: HashMap<u32, Span> = HashMap::new();
     let mut used_macs: HashMap<Mac, Span> = HashMap::new();
-    let locked_by_port: HashMap<&str, &lock::LockedEndpoint> = lock.endpoints.iter().map(|e| (e.port.as_str(), e)).collect();
+    let locked_by_port: HashMap<&str, &lock::LockedEndpoint> = lock
+        .endpoints
+        .iter()
+        .map(|e| (e.port.as_str(), e))
+        .collect();
     // Per side: port names, and the address each got from the lockfile (if any).
     let mut placed: Vec<Placed> = Vec::with_capacity(sides.len());
     for (name, kind, replicas) in &sides {
-        let ports: Vec<String> = (1..=*replicas).map(|n| endpoint_port_name(name, *kind, n)).collect();
+        let ports: Vec<String> = (1..=*replicas)
+            .map(|n| endpoint_port_name(name, *kind, n))
+            .collect();
         let mut addrs = vec![None; ports.len()];
         let Some(net) = subnets.get(name) else {
             placed.push((ports, addrs, Vec::new()));
@@ -192,7 +245,9 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
         let mut slots = vec![false; net.size() as usize];
         let subnet_locked = subnet_spans.contains_key(name);
         for (i, port) in ports.iter().enumerate() {
-            let Some(locked) = locked_by_port.get(port.as_str()) else { continue };
+            let Some(locked) = locked_by_port.get(port.as_str()) else {
+                continue;
+            };
             if !network.contains(locked.ip) {
                 diagnostics.push(
                     Diagnostic::error("wepoq::lock::address_outside_network", format!("wepoq.lock gives `{port}` the address {}, outside the network {network}", Ipv4Addr::from(locked.ip)))
@@ -217,27 +272,48 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
             let offset = locked.ip - net.first();
             if offset < FIRST_ENDPOINT_OFFSET || u64::from(offset) == net.size() - 1 {
                 diagnostics.push(
-                    Diagnostic::error("wepoq::lock::reserved_address", format!("wepoq.lock gives `{port}` the reserved address {}", Ipv4Addr::from(locked.ip)))
-                        .label(locked.ip_span, "the network, gateway, VIP or broadcast address")
-                        .help("delete the line to allocate a new address"),
+                    Diagnostic::error(
+                        "wepoq::lock::reserved_address",
+                        format!(
+                            "wepoq.lock gives `{port}` the reserved address {}",
+                            Ipv4Addr::from(locked.ip)
+                        ),
+                    )
+                    .label(
+                        locked.ip_span,
+                        "the network, gateway, VIP or broadcast address",
+                    )
+                    .help("delete the line to allocate a new address"),
                 );
                 continue;
             }
             if let Some(first) = used_ips.get(&locked.ip) {
                 diagnostics.push(
-                    Diagnostic::error("wepoq::lock::duplicate_address", format!("wepoq.lock gives {} to two endpoints", Ipv4Addr::from(locked.ip)))
-                        .label(locked.ip_span, format!("`{port}`"))
-                        .label(*first, "already given here")
-                        .help("delete one of the lines to allocate it a new address"),
+                    Diagnostic::error(
+                        "wepoq::lock::duplicate_address",
+                        format!(
+                            "wepoq.lock gives {} to two endpoints",
+                            Ipv4Addr::from(locked.ip)
+                        ),
+                    )
+                    .label(locked.ip_span, format!("`{port}`"))
+                    .label(*first, "already given here")
+                    .help("delete one of the lines to allocate it a new address"),
                 );
                 continue;
             }
             if let Some(first) = used_macs.get(&locked.mac) {
                 diagnostics.push(
-                    Diagnostic::error("wepoq::lock::duplicate_mac", format!("wepoq.lock gives the MAC {} to two endpoints", lock::format_mac(&locked.mac)))
-                        .label(locked.mac_span, format!("`{port}`"))
-                        .label(*first, "already given here")
-                        .help("delete one of the lines to allocate it a new MAC"),
+                    Diagnostic::error(
+                        "wepoq::lock::duplicate_mac",
+                        format!(
+                            "wepoq.lock gives the MAC {} to two endpoints",
+                            lock::format_mac(&locked.mac)
+                        ),
+                    )
+                    .label(locked.mac_span, format!("`{port}`"))
+                    .label(*first, "already given here")
+                    .help("delete one of the lines to allocate it a new MAC"),
                 );
                 continue;
             }
@@ -276,9 +352,23 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
         .iter()
         .map(|(name, _, _)| {
             let side = &allocated[name];
-            lock::RenderedSide { side: name, net: side.net, endpoints: side.endpoints.iter().map(|(p, ip, mac)| (p.as_str(), *ip, *mac)).collect() }
+            lock::RenderedSide {
+                side: name,
+                net: side.net,
+                endpoints: side
+                    .endpoints
+                    .iter()
+                    .map(|(p, ip, mac)| (p.as_str(), *ip, *mac))
+                    .collect(),
+            }
         })
         .collect();
     let lock_text = lock::render(&ns.fqdn(), rendered);
-    (Some(Allocation { sides: allocated, lock_text }), diagnostics)
+    (
+        Some(Allocation {
+            sides: allocated,
+            lock_text,
+        }),
+        diagnostics,
+    )
 }

@@ -20,7 +20,10 @@ pub enum CidrError {
 impl Ipv4Net {
     pub fn new(base: u32, prefix: u8) -> Ipv4Net {
         debug_assert!(prefix <= 32);
-        Ipv4Net { base: base & mask(prefix), prefix }
+        Ipv4Net {
+            base: base & mask(prefix),
+            prefix,
+        }
     }
 
     pub fn parse(text: &str) -> Result<Ipv4Net, CidrError> {
@@ -73,7 +76,11 @@ impl Ipv4Net {
 }
 
 fn mask(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    }
 }
 
 impl fmt::Display for Ipv4Net {

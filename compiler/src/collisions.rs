@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::CompiledNamespace;
 use crate::diagnostic::Diagnostic;
 use crate::model::Namespace;
 use crate::nb::Table;
-use crate::CompiledNamespace;
 
 pub fn check_namespaces<'a>(namespaces: impl Iterator<Item = &'a Namespace>) -> Vec<Diagnostic> {
     let namespaces: Vec<&Namespace> = namespaces.collect();
@@ -15,17 +15,29 @@ pub fn check_namespaces<'a>(namespaces: impl Iterator<Item = &'a Namespace>) -> 
         for b in &namespaces[..i] {
             if a.fqdn() == b.fqdn() {
                 out.push(
-                    Diagnostic::error("wepoq::namespace::duplicate", format!("namespace `{}` is declared twice", a.fqdn()))
-                        .label_opt(a.namespace_span, "declared again here")
-                        .label_opt(b.namespace_span, "first declared here")
-                        .help("one file describes one namespace; merge them or rename one"),
+                    Diagnostic::error(
+                        "wepoq::namespace::duplicate",
+                        format!("namespace `{}` is declared twice", a.fqdn()),
+                    )
+                    .label_opt(a.namespace_span, "declared again here")
+                    .label_opt(b.namespace_span, "first declared here")
+                    .help("one file describes one namespace; merge them or rename one"),
                 );
             } else if a.network.overlaps(&b.network) {
                 out.push(
-                    Diagnostic::error("wepoq::net::cidr_overlap", format!("networks {} ({}) and {} ({}) overlap", a.network, a.fqdn(), b.network, b.fqdn()))
-                        .label_opt(a.network_span, "this network")
-                        .label_opt(b.network_span, "overlaps this one")
-                        .help("give every namespace a network of its own"),
+                    Diagnostic::error(
+                        "wepoq::net::cidr_overlap",
+                        format!(
+                            "networks {} ({}) and {} ({}) overlap",
+                            a.network,
+                            a.fqdn(),
+                            b.network,
+                            b.fqdn()
+                        ),
+                    )
+                    .label_opt(a.network_span, "this network")
+                    .label_opt(b.network_span, "overlaps this one")
+                    .help("give every namespace a network of its own"),
                 );
             }
         }
@@ -43,7 +55,9 @@ pub fn check_rows(namespaces: &[CompiledNamespace]) -> Vec<Diagnostic> {
     for (i, ns) in namespaces.iter().enumerate() {
         for row in &ns.rows {
             let table = row.key.table;
-            if !(table.name_is_indexed() || matches!(table, Table::LogicalSwitch | Table::LogicalRouter)) {
+            if !(table.name_is_indexed()
+                || matches!(table, Table::LogicalSwitch | Table::LogicalRouter))
+            {
                 continue;
             }
             let mut names = vec![row.key.name.clone()];
@@ -53,9 +67,16 @@ pub fn check_rows(namespaces: &[CompiledNamespace]) -> Vec<Diagnostic> {
             }
             for name in names {
                 // Port groups and their implied address sets share one space of names.
-                let space = if table == Table::PortGroup { Table::PortGroup } else { table };
+                let space = if table == Table::PortGroup {
+                    Table::PortGroup
+                } else {
+                    table
+                };
                 match seen.get(&(space, name.clone())) {
-                    Some(&other) if other != i => clashes.entry((other, i)).or_default().push(format!("{table} `{name}`")),
+                    Some(&other) if other != i => clashes
+                        .entry((other, i))
+                        .or_default()
+                        .push(format!("{table} `{name}`")),
                     Some(_) => {}
                     None => {
                         seen.insert((space, name), i);

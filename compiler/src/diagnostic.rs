@@ -44,11 +44,17 @@ impl Diagnostic {
     }
 
     pub fn warning(code: &'static str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message)
+        }
     }
 
     pub fn label(mut self, span: Span, text: impl Into<String>) -> Diagnostic {
-        self.labels.push(Label { span, text: text.into() });
+        self.labels.push(Label {
+            span,
+            text: text.into(),
+        });
         self
     }
 
@@ -80,7 +86,11 @@ impl Diagnostic {
 
 /// Orders diagnostics by where they point and drops exact duplicates.
 pub fn sort(diagnostics: &mut Vec<Diagnostic>) {
-    diagnostics.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()).then(a.message.cmp(&b.message)));
+    diagnostics.sort_by(|a, b| {
+        a.sort_key()
+            .cmp(&b.sort_key())
+            .then(a.message.cmp(&b.message))
+    });
     diagnostics.dedup();
 }
 
@@ -113,12 +123,20 @@ impl Report {
                 related.push(Report::new(note, sources));
             }
         }
-        Report { diagnostic, source, related }
+        Report {
+            diagnostic,
+            source,
+            related,
+        }
     }
 
     fn own_labels(&self) -> Vec<&Label> {
         let file = self.diagnostic.labels.first().map(|l| l.span.file);
-        self.diagnostic.labels.iter().filter(|l| Some(l.span.file) == file).collect()
+        self.diagnostic
+            .labels
+            .iter()
+            .filter(|l| Some(l.span.file) == file)
+            .collect()
     }
 }
 
@@ -143,7 +161,10 @@ impl miette::Diagnostic for Report {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.diagnostic.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.diagnostic
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -165,7 +186,9 @@ impl miette::Diagnostic for Report {
         if self.related.is_empty() {
             return None;
         }
-        Some(Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)))
+        Some(Box::new(
+            self.related.iter().map(|r| r as &dyn miette::Diagnostic),
+        ))
     }
 }
 

@@ -23,7 +23,7 @@ use crate::alloc::Allocation;
 use crate::lock::{format_mac, mac_for};
 use crate::model::{Namespace, Port, Proto, Runtime, Service, ServiceId, SideKind};
 use crate::names::ovn_identifier;
-use crate::nb::{Row, Table, Value, NAME_KEY, OWNER_KEY};
+use crate::nb::{NAME_KEY, OWNER_KEY, Row, Table, Value};
 
 pub const ACL_DENY_PRIORITY: i64 = 1000;
 pub const ACL_DNS_PRIORITY: i64 = 1100;
@@ -70,8 +70,14 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     fn ids(&self, name: &str, extra: &[(&str, String)]) -> Value {
-        let own = [(OWNER_KEY, self.owner.clone()), (NAME_KEY, name.to_string())];
-        Value::map(own.into_iter().chain(extra.iter().map(|(k, v)| (*k, v.clone()))))
+        let own = [
+            (OWNER_KEY, self.owner.clone()),
+            (NAME_KEY, name.to_string()),
+        ];
+        Value::map(
+            own.into_iter()
+                .chain(extra.iter().map(|(k, v)| (*k, v.clone()))),
+        )
     }
 
     fn router_name(&self) -> String {
@@ -88,7 +94,12 @@ impl Emitter<'_> {
     }
 
     fn lb_name(&self, service: &Service, proto: Proto) -> String {
-        format!("lb.{}.{}.{}", proto.as_str(), service.dotted(), self.ns.name)
+        format!(
+            "lb.{}.{}.{}",
+            proto.as_str(),
+            service.dotted(),
+            self.ns.name
+        )
     }
 }
 
@@ -102,14 +113,30 @@ fn ports_match(ports: &[Port]) -> String {
         .iter()
         .map(|(proto, nums)| match nums.as_slice() {
             [one] => format!("{}.dst == {one}", proto.as_str()),
-            many => format!("{}.dst == {{{}}}", proto.as_str(), many.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")),
+            many => format!(
+                "{}.dst == {{{}}}",
+                proto.as_str(),
+                many.iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         })
         .collect();
-    if terms.len() == 1 { terms[0].clone() } else { format!("({})", terms.join(" || ")) }
+    if terms.len() == 1 {
+        terms[0].clone()
+    } else {
+        format!("({})", terms.join(" || "))
+    }
 }
 
 pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
-    let mut e = Emitter { ns, alloc, owner: ns.fqdn(), rows: Vec::new() };
+    let mut e = Emitter {
+        ns,
+        alloc,
+        owner: ns.fqdn(),
+        rows: Vec::new(),
+    };
     let mut endpoints = Vec::new();
     let mut runtime = Vec::new();
     // Each service's names: its endpoints (both sides) and its VIP.
@@ -148,9 +175,21 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                     .with("port_security", Value::set([address.clone()]))
                     .with("type", Value::str(""))
                     .with("options", Value::map::<&str, &str>([]))
-                    .with("external_ids", e.ids(&port, &[("wepoq-name", fqdn.clone()), ("wepoq-addr", format!("{address}{ports_text}"))])),
+                    .with(
+                        "external_ids",
+                        e.ids(
+                            &port,
+                            &[
+                                ("wepoq-name", fqdn.clone()),
+                                ("wepoq-addr", format!("{address}{ports_text}")),
+                            ],
+                        ),
+                    ),
             );
-            dns_records.entry(*id).or_default().insert(fqdn.clone(), ip.to_string());
+            dns_records
+                .entry(*id)
+                .or_default()
+                .insert(fqdn.clone(), ip.to_string());
             endpoints.push(Endpoint {
                 fqdn: fqdn.clone(),
                 port: port.clone(),
@@ -175,7 +214,10 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
             Row::new(Table::LogicalRouterPort, lrp.clone())
                 .with("name", Value::str(lrp.clone()))
                 .with("mac", Value::str(format_mac(&mac_for(u32::from(gateway)))))
-                .with("networks", Value::set([format!("{gateway}/{}", net.prefix())]))
+                .with(
+                    "networks",
+                    Value::set([format!("{gateway}/{}", net.prefix())]),
+                )
                 .with("external_ids", e.ids(&lrp, &[])),
         );
         e.rows.push(
@@ -202,7 +244,10 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
         lbs.sort();
         lbs.dedup();
         // Names of its own service and of every service it may call.
-        let dns: Vec<String> = std::iter::once(*id).chain(targets.iter().copied()).map(|t| e.dns_name(ns.service(t))).collect();
+        let dns: Vec<String> = std::iter::once(*id)
+            .chain(targets.iter().copied())
+            .map(|t| e.dns_name(ns.service(t)))
+            .collect();
 
         e.rows.push(
             Row::new(Table::LogicalSwitch, side_name.clone())
@@ -210,7 +255,10 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                 .with("ports", Value::refs(Table::LogicalSwitchPort, switch_ports))
                 .with("load_balancer", Value::refs(Table::LoadBalancer, lbs))
                 .with("dns_records", Value::refs(Table::Dns, dns))
-                .with("external_ids", e.ids(&side_name, &[("wepoq.net/subnet", net.to_string())])),
+                .with(
+                    "external_ids",
+                    e.ids(&side_name, &[("wepoq.net/subnet", net.to_string())]),
+                ),
         );
 
         // The side's port group: default deny both ways, DNS to its own gateway only (OVN
@@ -218,10 +266,35 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
         // plain `udp.dst == 53` allow would let any endpoint send 53 -> 53 datagrams to any
         // other), and the ACLs that let it call out and be called.
         let group = ovn_identifier(&side_name);
-        let (deny_from, deny_to, dns_acl) = (format!("deny-from:{side_name}"), format!("deny-to:{side_name}"), format!("dns:{side_name}"));
-        e.rows.push(acl(&e, &deny_from, "from-lport", ACL_DENY_PRIORITY, format!("inport == @{group} && ip"), "drop"));
-        e.rows.push(acl(&e, &deny_to, "to-lport", ACL_DENY_PRIORITY, format!("outport == @{group} && ip"), "drop"));
-        e.rows.push(acl(&e, &dns_acl, "from-lport", ACL_DNS_PRIORITY, format!("inport == @{group} && ip4.dst == {gateway} && udp.dst == 53"), "allow-related"));
+        let (deny_from, deny_to, dns_acl) = (
+            format!("deny-from:{side_name}"),
+            format!("deny-to:{side_name}"),
+            format!("dns:{side_name}"),
+        );
+        e.rows.push(acl(
+            &e,
+            &deny_from,
+            "from-lport",
+            ACL_DENY_PRIORITY,
+            format!("inport == @{group} && ip"),
+            "drop",
+        ));
+        e.rows.push(acl(
+            &e,
+            &deny_to,
+            "to-lport",
+            ACL_DENY_PRIORITY,
+            format!("outport == @{group} && ip"),
+            "drop",
+        ));
+        e.rows.push(acl(
+            &e,
+            &dns_acl,
+            "from-lport",
+            ACL_DNS_PRIORITY,
+            format!("inport == @{group} && ip4.dst == {gateway} && udp.dst == 53"),
+            "allow-related",
+        ));
         let mut acls = vec![deny_from, deny_to, dns_acl];
         for &target in &targets {
             let t = ns.service(target);
@@ -232,8 +305,18 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
             // to this ACL already DNATed to a server, so those may go to the servers; a SYN
             // sent straight to a server stays dropped.
             let servers = format!("${}_ip4", ovn_identifier(&target_side));
-            let matches = format!("inport == @{group} && {} && (ip4.dst == {vip} || (ct.est && ip4.dst == {servers}))", ports_match(&t.ports));
-            e.rows.push(acl(&e, &name, "from-lport", ACL_ALLOW_PRIORITY, matches, "allow-related"));
+            let matches = format!(
+                "inport == @{group} && {} && (ip4.dst == {vip} || (ct.est && ip4.dst == {servers}))",
+                ports_match(&t.ports)
+            );
+            e.rows.push(acl(
+                &e,
+                &name,
+                "from-lport",
+                ACL_ALLOW_PRIORITY,
+                matches,
+                "allow-related",
+            ));
             acls.push(name);
         }
         if *kind == SideKind::Svr {
@@ -241,14 +324,27 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                 let c = ns.service(*caller);
                 let caller_group = ovn_identifier(&ns.side_name(c, *caller_kind));
                 let name = format!("accept:{side_name}:{}", ns.side_name(c, *caller_kind));
-                e.rows.push(acl(&e, &name, "to-lport", ACL_ALLOW_PRIORITY, format!("outport == @{group} && ip4.src == ${caller_group}_ip4 && {}", ports_match(&service.ports)), "allow-related"));
+                e.rows.push(acl(
+                    &e,
+                    &name,
+                    "to-lport",
+                    ACL_ALLOW_PRIORITY,
+                    format!(
+                        "outport == @{group} && ip4.src == ${caller_group}_ip4 && {}",
+                        ports_match(&service.ports)
+                    ),
+                    "allow-related",
+                ));
                 acls.push(name);
             }
         }
         e.rows.push(
             Row::new(Table::PortGroup, group.clone())
                 .with("name", Value::str(group.clone()))
-                .with("ports", Value::refs(Table::LogicalSwitchPort, group_ports.iter().cloned()))
+                .with(
+                    "ports",
+                    Value::refs(Table::LogicalSwitchPort, group_ports.iter().cloned()),
+                )
                 .with("acls", Value::refs(Table::Acl, acls))
                 .with("external_ids", e.ids(&group, &[])),
         );
@@ -259,7 +355,10 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
     for (i, service) in ns.services.iter().enumerate() {
         let Some(vip) = e.vip(service) else { continue };
         let svr_side = ns.side_name(service, SideKind::Svr);
-        dns_records.entry(ServiceId(i)).or_default().insert(format!("vip.{svr_side}.{}", ns.domain), vip.to_string());
+        dns_records
+            .entry(ServiceId(i))
+            .or_default()
+            .insert(format!("vip.{svr_side}.{}", ns.domain), vip.to_string());
         for proto in protos(&service.ports) {
             let name = e.lb_name(service, proto);
             let mut vips = BTreeMap::new();
@@ -291,16 +390,31 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
     for (i, service) in ns.services.iter().enumerate() {
         let dns = e.dns_name(service);
         let records = dns_records.remove(&ServiceId(i)).unwrap_or_default();
-        e.rows.push(Row::new(Table::Dns, dns.clone()).with("records", Value::map(records)).with("external_ids", e.ids(&dns, &[])));
+        e.rows.push(
+            Row::new(Table::Dns, dns.clone())
+                .with("records", Value::map(records))
+                .with("external_ids", e.ids(&dns, &[])),
+        );
     }
 
     e.rows.sort_by(|a, b| a.key.cmp(&b.key));
     endpoints.sort_by(|a, b| a.port.cmp(&b.port));
     runtime.sort_by(|a, b| a.port.cmp(&b.port));
-    Emitted { rows: e.rows, endpoints, runtime }
+    Emitted {
+        rows: e.rows,
+        endpoints,
+        runtime,
+    }
 }
 
-fn acl(e: &Emitter<'_>, name: &str, direction: &str, priority: i64, matches: String, action: &str) -> Row {
+fn acl(
+    e: &Emitter<'_>,
+    name: &str,
+    direction: &str,
+    priority: i64,
+    matches: String,
+    action: &str,
+) -> Row {
     Row::new(Table::Acl, name)
         .with("direction", Value::str(direction))
         .with("priority", Value::int(priority))
@@ -320,7 +434,10 @@ fn runtime_unit(fqdn: &str, port: &str, ip: Ipv4Addr, ports: &[Port], rt: &Runti
         endpoint: fqdn.to_string(),
         port: port.to_string(),
         ip,
-        listen: ports.iter().map(|p| format!("{ip}:{}/{}", p.number, p.proto.as_str())).collect(),
+        listen: ports
+            .iter()
+            .map(|p| format!("{ip}:{}/{}", p.number, p.proto.as_str()))
+            .collect(),
         settings: rt.clone(),
     }
 }

@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
+use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
-use petgraph::Direction;
 
 use crate::diagnostic::Diagnostic;
 use crate::model::{Namespace, SideKind};
@@ -17,7 +17,9 @@ pub enum NodeKind {
     Service,
     Side(SideKind),
     /// A group of endpoints of one side, drawn as one node (`s1..s3`).
-    Endpoints { count: u32 },
+    Endpoints {
+        count: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +43,13 @@ pub struct Topology {
 
 pub fn build(ns: &Namespace) -> Topology {
     let mut graph = StableDiGraph::new();
-    let root = graph.add_node(GraphNode { kind: NodeKind::Namespace, name: ns.name.clone(), label: ns.fqdn() });
-    let mut scopes: std::collections::HashMap<Vec<String>, NodeIndex> = std::collections::HashMap::new();
+    let root = graph.add_node(GraphNode {
+        kind: NodeKind::Namespace,
+        name: ns.name.clone(),
+        label: ns.fqdn(),
+    });
+    let mut scopes: std::collections::HashMap<Vec<String>, NodeIndex> =
+        std::collections::HashMap::new();
     scopes.insert(Vec::new(), root);
     let mut service_nodes = Vec::new();
     let mut side_nodes = Vec::new();
@@ -53,7 +60,11 @@ pub fn build(ns: &Namespace) -> Topology {
             parent = *scopes.entry(path.clone()).or_insert_with(|| {
                 let mut dotted: Vec<&str> = path.iter().rev().map(String::as_str).collect();
                 dotted.push(&ns.name);
-                let node = graph.add_node(GraphNode { kind: NodeKind::Scope, name: dotted.join("."), label: path[depth - 1].clone() });
+                let node = graph.add_node(GraphNode {
+                    kind: NodeKind::Scope,
+                    name: dotted.join("."),
+                    label: path[depth - 1].clone(),
+                });
                 graph.add_edge(parent, node, Edge::Contains);
                 node
             });
@@ -61,7 +72,16 @@ pub fn build(ns: &Namespace) -> Topology {
         let svc = graph.add_node(GraphNode {
             kind: NodeKind::Service,
             name: format!("{}.{}", service.dotted(), ns.name),
-            label: format!("{} ({})", service.name, service.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")),
+            label: format!(
+                "{} ({})",
+                service.name,
+                service
+                    .ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
         });
         graph.add_edge(parent, svc, Edge::Contains);
         service_nodes.push(svc);
@@ -73,11 +93,25 @@ pub fn build(ns: &Namespace) -> Topology {
                 continue;
             }
             let name = ns.side_name(service, kind);
-            let node = graph.add_node(GraphNode { kind: NodeKind::Side(kind), name: name.clone(), label: kind.as_str().to_string() });
+            let node = graph.add_node(GraphNode {
+                kind: NodeKind::Side(kind),
+                name: name.clone(),
+                label: kind.as_str().to_string(),
+            });
             graph.add_edge(svc, node, Edge::Contains);
             let p = kind.endpoint_prefix();
-            let label = if side.replicas == 1 { format!("{p}1") } else { format!("{p}1..{p}{}", side.replicas) };
-            let eps = graph.add_node(GraphNode { kind: NodeKind::Endpoints { count: side.replicas }, name: format!("endpoints.{name}"), label });
+            let label = if side.replicas == 1 {
+                format!("{p}1")
+            } else {
+                format!("{p}1..{p}{}", side.replicas)
+            };
+            let eps = graph.add_node(GraphNode {
+                kind: NodeKind::Endpoints {
+                    count: side.replicas,
+                },
+                name: format!("endpoints.{name}"),
+                label,
+            });
             graph.add_edge(node, eps, Edge::Contains);
             sides.push(Some(node));
         }
@@ -85,7 +119,9 @@ pub fn build(ns: &Namespace) -> Topology {
     }
     for (i, service) in ns.services.iter().enumerate() {
         for (k, kind) in [SideKind::Svr, SideKind::Cli].into_iter().enumerate() {
-            let Some(from) = side_nodes[i][k] else { continue };
+            let Some(from) = side_nodes[i][k] else {
+                continue;
+            };
             for t in service.targets(crate::model::ServiceId(i), kind) {
                 graph.add_edge(from, service_nodes[t.0], Edge::Calls);
             }
@@ -99,13 +135,24 @@ pub fn build(ns: &Namespace) -> Topology {
 pub fn check_reachability(ns: &Namespace, topology: &Topology) -> Vec<Diagnostic> {
     let g = &topology.graph;
     let mut out = Vec::new();
-    for (idx, service) in g.node_indices().filter(|i| g[*i].kind == NodeKind::Service).zip(&ns.services) {
-        let called = g.edges_directed(idx, Direction::Incoming).any(|e| *e.weight() == Edge::Calls);
+    for (idx, service) in g
+        .node_indices()
+        .filter(|i| g[*i].kind == NodeKind::Service)
+        .zip(&ns.services)
+    {
+        let called = g
+            .edges_directed(idx, Direction::Incoming)
+            .any(|e| *e.weight() == Edge::Calls);
         if !called {
             out.push(
-                Diagnostic::warning("wepoq::graph::unreachable", format!("nothing can reach `{}`", service.path()))
-                    .label_opt(service.span, "no clients and no caller")
-                    .help("give it clients (`cli: {replicas: N}`) or list it in another side's `calls`"),
+                Diagnostic::warning(
+                    "wepoq::graph::unreachable",
+                    format!("nothing can reach `{}`", service.path()),
+                )
+                .label_opt(service.span, "no clients and no caller")
+                .help(
+                    "give it clients (`cli: {replicas: N}`) or list it in another side's `calls`",
+                ),
             );
         }
     }
@@ -130,13 +177,24 @@ pub fn to_dot(topology: &Topology) -> String {
             NodeKind::Side(SideKind::Cli) => "orange",
             NodeKind::Endpoints { .. } => "gray60",
         };
-        let _ = writeln!(out, "  {:?} [label={:?}, shape=box, color={color}];", n.name, n.label);
+        let _ = writeln!(
+            out,
+            "  {:?} [label={:?}, shape=box, color={color}];",
+            n.name, n.label
+        );
     }
     for edge in g.edge_references() {
         let (a, b) = (&g[edge.source()].name, &g[edge.target()].name);
         match edge.weight() {
-            Edge::Contains => { let _ = writeln!(out, "  {a:?} -> {b:?} [arrowhead=none, color=gray50];"); }
-            Edge::Calls => { let _ = writeln!(out, "  {a:?} -> {b:?} [style=dashed, color=blue, label=\"calls\"];"); }
+            Edge::Contains => {
+                let _ = writeln!(out, "  {a:?} -> {b:?} [arrowhead=none, color=gray50];");
+            }
+            Edge::Calls => {
+                let _ = writeln!(
+                    out,
+                    "  {a:?} -> {b:?} [style=dashed, color=blue, label=\"calls\"];"
+                );
+            }
         }
     }
     out.push_str("}\n");

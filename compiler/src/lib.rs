@@ -10,6 +10,7 @@
 
 pub mod alloc;
 pub mod cidr;
+mod collisions;
 pub mod diagnostic;
 pub mod emit;
 pub mod graph;
@@ -28,7 +29,6 @@ pub mod spec;
 pub mod suggest;
 pub mod yaml;
 pub mod zone;
-mod collisions;
 
 use sha2::{Digest, Sha256};
 
@@ -80,7 +80,11 @@ impl Compiled {
         }
         plan::Plan {
             spec_hash: self.spec_hash.clone(),
-            namespaces: self.namespaces.iter().map(CompiledNamespace::owner).collect(),
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(CompiledNamespace::owner)
+                .collect(),
             observed: plan::Observed::Nothing,
             changes,
         }
@@ -140,7 +144,9 @@ pub fn compile(sources: &Sources, inputs: &[Input]) -> Result<Compiled, Vec<Diag
         }
         diagnostics.append(&mut found);
     }
-    diagnostics.extend(collisions::check_namespaces(lowered.iter().map(|(ns, _, _)| ns)));
+    diagnostics.extend(collisions::check_namespaces(
+        lowered.iter().map(|(ns, _, _)| ns),
+    ));
     if diagnostics.iter().any(Diagnostic::is_error) {
         diagnostic::sort(&mut diagnostics);
         return Err(diagnostics);
@@ -150,10 +156,14 @@ pub fn compile(sources: &Sources, inputs: &[Input]) -> Result<Compiled, Vec<Diag
     for (ns, lock, input) in lowered {
         let (allocation, mut found) = alloc::allocate(&ns, &lock);
         diagnostics.append(&mut found);
-        let Some(allocation) = allocation else { continue };
+        let Some(allocation) = allocation else {
+            continue;
+        };
         let emitted = emit::emit(&ns, &allocation);
         let zone = zone::render(&ns, &emitted.rows);
-        let lock_changed = input.lock.is_none_or(|f| sources.text(f) != allocation.lock_text);
+        let lock_changed = input
+            .lock
+            .is_none_or(|f| sources.text(f) != allocation.lock_text);
         namespaces.push(CompiledNamespace {
             namespace: ns,
             rows: emitted.rows,
@@ -170,7 +180,11 @@ pub fn compile(sources: &Sources, inputs: &[Input]) -> Result<Compiled, Vec<Diag
         return Err(diagnostics);
     }
     let spec_hash = spec_hash(sources, inputs, &namespaces);
-    Ok(Compiled { namespaces, warnings: diagnostics, spec_hash })
+    Ok(Compiled {
+        namespaces,
+        warnings: diagnostics,
+        spec_hash,
+    })
 }
 
 /// Hashes what the desired state is made of: the spec texts and the allocations they got
@@ -197,11 +211,22 @@ fn serde_error(file: FileId, text: &str, e: &serde_saphyr::Error) -> Diagnostic 
     let span = e.location().and_then(|l| {
         let line = l.line() as usize;
         let col = l.column() as usize;
-        let start: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum::<usize>() + col.saturating_sub(1);
+        let start: usize = text
+            .split_inclusive('\n')
+            .take(line.saturating_sub(1))
+            .map(str::len)
+            .sum::<usize>()
+            + col.saturating_sub(1);
         (start <= text.len()).then(|| Span::new(file, start..(start + 1).min(text.len())))
     });
-    Diagnostic::error("wepoq::spec::invalid", format!("the spec does not match wepoq.yaml's schema: {}", first_line(&e.to_string())))
-        .label(span.unwrap_or(Span::new(file, 0..0)), "here")
+    Diagnostic::error(
+        "wepoq::spec::invalid",
+        format!(
+            "the spec does not match wepoq.yaml's schema: {}",
+            first_line(&e.to_string())
+        ),
+    )
+    .label(span.unwrap_or(Span::new(file, 0..0)), "here")
 }
 
 fn first_line(text: &str) -> &str {

@@ -50,7 +50,9 @@ impl Lowering<'_> {
     /// The span of the key that ends `path` (for naming errors, the name itself).
     fn key_span(&self, path: &Path) -> Option<Span> {
         let (last, parent) = path.0.split_last()?;
-        self.node(&Path(parent.to_vec()))?.entry(last).map(|e| e.key_span)
+        self.node(&Path(parent.to_vec()))?
+            .entry(last)
+            .map(|e| e.key_span)
     }
 
     fn check_label(&mut self, label: &str, span: Option<Span>, what: &str) {
@@ -73,14 +75,20 @@ struct RawCall {
 }
 
 pub fn lower(file: FileId, spec: &Spec, root: &Node) -> (Option<Namespace>, Vec<Diagnostic>) {
-    let mut l = Lowering { root, diagnostics: Vec::new() };
+    let mut l = Lowering {
+        root,
+        diagnostics: Vec::new(),
+    };
     let top = Path::default();
 
     l.check_label(&spec.namespace, l.span(&top.join("namespace")), "namespace");
     if let Some(problem) = domain_problem(&spec.domain) {
         l.diagnostics.push(
-            Diagnostic::error("wepoq::name::invalid_domain", format!("domain `{}` is not a valid DNS name", spec.domain))
-                .label_opt(l.span(&top.join("domain")), problem),
+            Diagnostic::error(
+                "wepoq::name::invalid_domain",
+                format!("domain `{}` is not a valid DNS name", spec.domain),
+            )
+            .label_opt(l.span(&top.join("domain")), problem),
         );
     }
     let network_span = l.span(&top.join("network"));
@@ -88,14 +96,26 @@ pub fn lower(file: FileId, spec: &Spec, root: &Node) -> (Option<Namespace>, Vec<
         Ok(net) => Some(net),
         Err(e) => {
             let (why, help) = match e {
-                CidrError::Syntax => ("not an IPv4 CIDR".to_string(), "write the network as ADDRESS/PREFIX, e.g. 10.64.0.0/16".to_string()),
-                CidrError::Prefix => ("the prefix length must be 0 to 32".to_string(), "e.g. 10.64.0.0/16".to_string()),
-                CidrError::HostBits(net) => ("host bits are set".to_string(), format!("did you mean `{net}`?")),
+                CidrError::Syntax => (
+                    "not an IPv4 CIDR".to_string(),
+                    "write the network as ADDRESS/PREFIX, e.g. 10.64.0.0/16".to_string(),
+                ),
+                CidrError::Prefix => (
+                    "the prefix length must be 0 to 32".to_string(),
+                    "e.g. 10.64.0.0/16".to_string(),
+                ),
+                CidrError::HostBits(net) => (
+                    "host bits are set".to_string(),
+                    format!("did you mean `{net}`?"),
+                ),
             };
             l.diagnostics.push(
-                Diagnostic::error("wepoq::net::cidr_invalid", format!("network `{}` is invalid: {why}", spec.network))
-                    .label_opt(network_span, why)
-                    .help(help),
+                Diagnostic::error(
+                    "wepoq::net::cidr_invalid",
+                    format!("network `{}` is invalid: {why}", spec.network),
+                )
+                .label_opt(network_span, why)
+                .help(help),
             );
             None
         }
@@ -103,9 +123,24 @@ pub fn lower(file: FileId, spec: &Spec, root: &Node) -> (Option<Namespace>, Vec<
 
     let mut services = Vec::new();
     let mut calls = Vec::new();
-    lower_services(&mut l, &spec.services, &[], &top.join("services"), &mut services, &mut calls);
+    lower_services(
+        &mut l,
+        &spec.services,
+        &[],
+        &top.join("services"),
+        &mut services,
+        &mut calls,
+    );
     for (name, scope) in &spec.apps {
-        lower_scope(&mut l, name, scope, &[], &top.join("apps").join(name.as_str()), &mut services, &mut calls);
+        lower_scope(
+            &mut l,
+            name,
+            scope,
+            &[],
+            &top.join("apps").join(name.as_str()),
+            &mut services,
+            &mut calls,
+        );
     }
 
     // Sort by path so ids, names and every output are independent of map order.
@@ -143,9 +178,24 @@ fn lower_scope(
     l.check_label(name, l.key_span(path), "scope");
     let mut scopes = parents.to_vec();
     scopes.push(name.to_string());
-    lower_services(l, &scope.services, &scopes, &path.join("services"), services, calls);
+    lower_services(
+        l,
+        &scope.services,
+        &scopes,
+        &path.join("services"),
+        services,
+        calls,
+    );
     for (child, sub) in &scope.scopes {
-        lower_scope(l, child, sub, &scopes, &path.join("scopes").join(child.as_str()), services, calls);
+        lower_scope(
+            l,
+            child,
+            sub,
+            &scopes,
+            &path.join("scopes").join(child.as_str()),
+            services,
+            calls,
+        );
     }
 }
 
@@ -164,20 +214,45 @@ fn lower_services(
         let index = services.len();
         let svr_path = svc_path.join("svr");
         let ports = lower_ports(l, &svc.svr.ports, &svr_path.join("ports"));
-        let runtime = svc.svr.runtime.as_ref().map(|r| lower_runtime(l, r, &svr_path.join("runtime")));
+        let runtime = svc
+            .svr
+            .runtime
+            .as_ref()
+            .map(|r| lower_runtime(l, r, &svr_path.join("runtime")));
         for (i, target) in svc.svr.calls.iter().enumerate() {
-            calls.push(RawCall { caller: index, side: SideKind::Svr, target: target.clone(), span: l.span(&svr_path.join("calls").join(i.to_string())) });
+            calls.push(RawCall {
+                caller: index,
+                side: SideKind::Svr,
+                target: target.clone(),
+                span: l.span(&svr_path.join("calls").join(i.to_string())),
+            });
         }
-        let cli = svc.cli.clone().unwrap_or(spec::Client { replicas: 0, calls: Vec::new() });
+        let cli = svc.cli.clone().unwrap_or(spec::Client {
+            replicas: 0,
+            calls: Vec::new(),
+        });
         for (i, target) in cli.calls.iter().enumerate() {
-            calls.push(RawCall { caller: index, side: SideKind::Cli, target: target.clone(), span: l.span(&svc_path.join("cli").join("calls").join(i.to_string())) });
+            calls.push(RawCall {
+                caller: index,
+                side: SideKind::Cli,
+                target: target.clone(),
+                span: l.span(&svc_path.join("cli").join("calls").join(i.to_string())),
+            });
         }
         services.push(Service {
             name: name.clone(),
             scopes: scopes.to_vec(),
             ports,
-            svr: Side { kind: SideKind::Svr, replicas: svc.svr.replicas, calls: Vec::new() },
-            cli: Side { kind: SideKind::Cli, replicas: cli.replicas, calls: Vec::new() },
+            svr: Side {
+                kind: SideKind::Svr,
+                replicas: svc.svr.replicas,
+                calls: Vec::new(),
+            },
+            cli: Side {
+                kind: SideKind::Cli,
+                replicas: cli.replicas,
+                calls: Vec::new(),
+            },
             runtime,
             span,
         });
@@ -189,13 +264,18 @@ fn lower_ports(l: &mut Lowering<'_>, ports: &[String], path: &Path) -> Vec<Port>
     let mut seen: HashMap<Port, Option<Span>> = HashMap::new();
     for (i, text) in ports.iter().enumerate() {
         let span = l.span(&path.join(i.to_string()));
-        let Some(port) = parse_port(l, text, span) else { continue };
+        let Some(port) = parse_port(l, text, span) else {
+            continue;
+        };
         if let Some(first) = seen.get(&port) {
             l.diagnostics.push(
-                Diagnostic::error("wepoq::port::duplicate", format!("port {port} is listed twice"))
-                    .label_opt(span, "listed again here")
-                    .label_opt(*first, "first listed here")
-                    .help("list each port once"),
+                Diagnostic::error(
+                    "wepoq::port::duplicate",
+                    format!("port {port} is listed twice"),
+                )
+                .label_opt(span, "listed again here")
+                .label_opt(*first, "first listed here")
+                .help("list each port once"),
             );
             continue;
         }
@@ -209,9 +289,12 @@ fn lower_ports(l: &mut Lowering<'_>, ports: &[String], path: &Path) -> Vec<Port>
 fn parse_port(l: &mut Lowering<'_>, text: &str, span: Option<Span>) -> Option<Port> {
     let Some((number, proto)) = text.split_once('/') else {
         l.diagnostics.push(
-            Diagnostic::error("wepoq::port::invalid", format!("port `{text}` has no protocol"))
-                .label_opt(span, "expected PORT/PROTO")
-                .help(format!("write it as `{text}/tcp` or `{text}/udp`")),
+            Diagnostic::error(
+                "wepoq::port::invalid",
+                format!("port `{text}` has no protocol"),
+            )
+            .label_opt(span, "expected PORT/PROTO")
+            .help(format!("write it as `{text}/tcp` or `{text}/udp`")),
         );
         return None;
     };
@@ -224,27 +307,39 @@ fn parse_port(l: &mut Lowering<'_>, text: &str, span: Option<Span>) -> Option<Po
                 None => "the protocol is `tcp` or `udp`".to_string(),
             };
             l.diagnostics.push(
-                Diagnostic::error("wepoq::port::invalid", format!("port `{text}` has an unknown protocol `{other}`"))
-                    .label_opt(span, "unknown protocol")
-                    .help(help),
+                Diagnostic::error(
+                    "wepoq::port::invalid",
+                    format!("port `{text}` has an unknown protocol `{other}`"),
+                )
+                .label_opt(span, "unknown protocol")
+                .help(help),
             );
             return None;
         }
     };
     match number.parse::<u32>() {
-        Ok(n) if (1..=65535).contains(&n) => Some(Port { proto, number: n as u16 }),
+        Ok(n) if (1..=65535).contains(&n) => Some(Port {
+            proto,
+            number: n as u16,
+        }),
         Ok(_) => {
             l.diagnostics.push(
-                Diagnostic::error("wepoq::port::range", format!("port `{text}` is out of range"))
-                    .label_opt(span, "must be 1 to 65535"),
+                Diagnostic::error(
+                    "wepoq::port::range",
+                    format!("port `{text}` is out of range"),
+                )
+                .label_opt(span, "must be 1 to 65535"),
             );
             None
         }
         Err(_) => {
             l.diagnostics.push(
-                Diagnostic::error("wepoq::port::invalid", format!("port `{text}` is not a number"))
-                    .label_opt(span, "expected PORT/PROTO")
-                    .help("e.g. `80/tcp`"),
+                Diagnostic::error(
+                    "wepoq::port::invalid",
+                    format!("port `{text}` is not a number"),
+                )
+                .label_opt(span, "expected PORT/PROTO")
+                .help("e.g. `80/tcp`"),
             );
             None
         }
@@ -256,26 +351,44 @@ fn lower_runtime(l: &mut Lowering<'_>, r: &spec::Runtime, path: &Path) -> Runtim
         Some(ms) if (1_000..=86_400_000).contains(&ms) => ms,
         Some(_) => {
             l.diagnostics.push(
-                Diagnostic::error("wepoq::duration::range", format!("idle timeout `{}` is out of range", r.idle_timeout))
-                    .label_opt(l.span(&path.join("idle_timeout")), "must be 1s to 24h"),
+                Diagnostic::error(
+                    "wepoq::duration::range",
+                    format!("idle timeout `{}` is out of range", r.idle_timeout),
+                )
+                .label_opt(l.span(&path.join("idle_timeout")), "must be 1s to 24h"),
             );
             0
         }
         None => {
             l.diagnostics.push(
-                Diagnostic::error("wepoq::duration::invalid", format!("`{}` is not a duration", r.idle_timeout))
-                    .label_opt(l.span(&path.join("idle_timeout")), "expected NUMBER followed by ms, s, m or h")
-                    .help("e.g. `30s`, `5m`, `1h`"),
+                Diagnostic::error(
+                    "wepoq::duration::invalid",
+                    format!("`{}` is not a duration", r.idle_timeout),
+                )
+                .label_opt(
+                    l.span(&path.join("idle_timeout")),
+                    "expected NUMBER followed by ms, s, m or h",
+                )
+                .help("e.g. `30s`, `5m`, `1h`"),
             );
             0
         }
     };
     if r.min_warm > r.max_workers {
         l.diagnostics.push(
-            Diagnostic::error("wepoq::runtime::min_warm", format!("min_warm ({}) is more than max_workers ({})", r.min_warm, r.max_workers))
-                .label_opt(l.span(&path.join("min_warm")), "more warm workers than may run")
-                .label_opt(l.span(&path.join("max_workers")), "the limit")
-                .help("keep min_warm at or below max_workers"),
+            Diagnostic::error(
+                "wepoq::runtime::min_warm",
+                format!(
+                    "min_warm ({}) is more than max_workers ({})",
+                    r.min_warm, r.max_workers
+                ),
+            )
+            .label_opt(
+                l.span(&path.join("min_warm")),
+                "more warm workers than may run",
+            )
+            .label_opt(l.span(&path.join("max_workers")), "the limit")
+            .help("keep min_warm at or below max_workers"),
         );
     }
     Runtime {
@@ -303,8 +416,17 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     n.checked_mul(scale)
 }
 
-fn resolve_calls(l: &mut Lowering<'_>, services: &mut [Service], calls: Vec<RawCall>, new_index: &[usize]) {
-    let by_path: HashMap<String, usize> = services.iter().enumerate().map(|(i, s)| (s.path(), i)).collect();
+fn resolve_calls(
+    l: &mut Lowering<'_>,
+    services: &mut [Service],
+    calls: Vec<RawCall>,
+    new_index: &[usize],
+) {
+    let by_path: HashMap<String, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.path(), i))
+        .collect();
     for call in calls {
         let caller = new_index[call.caller];
         let scopes = services[caller].scopes.clone();
@@ -322,22 +444,45 @@ fn resolve_calls(l: &mut Lowering<'_>, services: &mut [Service], calls: Vec<RawC
             })
         };
         let Some(target) = target else {
-            let candidates: Vec<String> = services.iter().flat_map(|s| [s.path(), s.name.clone()]).collect();
+            let candidates: Vec<String> = services
+                .iter()
+                .flat_map(|s| [s.path(), s.name.clone()])
+                .collect();
             let help = match nearest(&call.target, candidates.iter().map(String::as_str)) {
                 Some(near) => format!("did you mean `{near}`?"),
-                None => format!("known services: {}", services.iter().map(Service::path).collect::<Vec<_>>().join(", ")),
+                None => format!(
+                    "known services: {}",
+                    services
+                        .iter()
+                        .map(Service::path)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             };
             l.diagnostics.push(
-                Diagnostic::error("wepoq::call::unknown", format!("`{}` calls `{}`, which is not a service of this namespace", services[caller].path(), call.target))
-                    .label_opt(call.span, "unknown service")
-                    .help(help),
+                Diagnostic::error(
+                    "wepoq::call::unknown",
+                    format!(
+                        "`{}` calls `{}`, which is not a service of this namespace",
+                        services[caller].path(),
+                        call.target
+                    ),
+                )
+                .label_opt(call.span, "unknown service")
+                .help(help),
             );
             continue;
         };
         if target == caller {
             l.diagnostics.push(
-                Diagnostic::warning("wepoq::call::self", format!("`{}` calls itself", services[caller].path()))
-                    .label_opt(call.span, "a service's clients always reach it; this entry changes nothing"),
+                Diagnostic::warning(
+                    "wepoq::call::self",
+                    format!("`{}` calls itself", services[caller].path()),
+                )
+                .label_opt(
+                    call.span,
+                    "a service's clients always reach it; this entry changes nothing",
+                ),
             );
             if call.side == SideKind::Cli {
                 continue;
@@ -372,9 +517,12 @@ fn check_name_lengths(l: &mut Lowering<'_>, spec: &Spec, services: &[Service]) {
             );
             if name.len() > 253 {
                 l.diagnostics.push(
-                    Diagnostic::error("wepoq::name::too_long", format!("the name `{name}` is {} octets, over DNS's 253", name.len()))
-                        .label_opt(s.span, "this service's names are too long")
-                        .help("shorten the service, scope, namespace or domain names"),
+                    Diagnostic::error(
+                        "wepoq::name::too_long",
+                        format!("the name `{name}` is {} octets, over DNS's 253", name.len()),
+                    )
+                    .label_opt(s.span, "this service's names are too long")
+                    .help("shorten the service, scope, namespace or domain names"),
                 );
             }
         }

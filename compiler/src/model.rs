@@ -170,6 +170,9 @@ impl Namespace {
     }
 
     pub fn endpoint_count(&self) -> u64 {
-        self.services.iter().map(|s| u64::from(s.svr.replicas) + u64::from(s.cli.replicas)).sum()
+        self.services
+            .iter()
+            .map(|s| u64::from(s.svr.replicas) + u64::from(s.cli.replicas))
+            .sum()
     }
 }

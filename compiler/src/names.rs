@@ -12,7 +12,10 @@ pub fn label_problem(label: &str) -> Option<&'static str> {
     if label.bytes().any(|b| b.is_ascii_uppercase()) {
         return Some("names are lower case");
     }
-    if !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Some("a DNS label holds only letters, digits and `-`");
     }
     if label.starts_with('-') || label.ends_with('-') {
@@ -26,7 +29,9 @@ pub fn domain_problem(domain: &str) -> Option<String> {
     if domain.ends_with('.') {
         return Some("write the domain without a trailing dot".into());
     }
-    domain.split('.').find_map(|l| label_problem(l).map(|p| format!("label `{l}`: {p}")))
+    domain
+        .split('.')
+        .find_map(|l| label_problem(l).map(|p| format!("label `{l}`: {p}")))
 }
 
 /// Maps a dotted wepoq name onto the identifier alphabet OVN allows for Port_Group and
@@ -34,7 +39,10 @@ pub fn domain_problem(domain: &str) -> Option<String> {
 /// `[a-z0-9-]` and our names start with a side (`svr`/`cli`) or a fixed word, so the result is
 /// always a valid identifier; collisions are still possible across namespaces (see `check`).
 pub fn ovn_identifier(name: &str) -> String {
-    let mut id: String = name.chars().map(|c| if c == '-' { '_' } else { c }).collect();
+    let mut id: String = name
+        .chars()
+        .map(|c| if c == '-' { '_' } else { c })
+        .collect();
     if id.starts_with(|c: char| c.is_ascii_digit()) {
         id.insert(0, '_');
     }
@@ -43,7 +51,9 @@ pub fn ovn_identifier(name: &str) -> String {
 
 pub fn is_ovn_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '.')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '.')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
@@ -64,7 +74,10 @@ mod tests {
 
     #[test]
     fn identifiers() {
-        assert_eq!(ovn_identifier("svr.result.ovn-vote.ns"), "svr.result.ovn_vote.ns");
+        assert_eq!(
+            ovn_identifier("svr.result.ovn-vote.ns"),
+            "svr.result.ovn_vote.ns"
+        );
         assert!(is_ovn_identifier(&ovn_identifier("svr.result.ovn-vote.ns")));
         assert!(is_ovn_identifier(&ovn_identifier("9lives")));
     }

@@ -67,12 +67,18 @@ impl Table {
     /// Non-root tables keep a row only while a strong reference points at it, so such rows
     /// must be inserted in the same transaction as the reference that holds them.
     pub fn is_root(&self) -> bool {
-        !matches!(self, Table::LogicalRouterPort | Table::LogicalSwitchPort | Table::Acl)
+        !matches!(
+            self,
+            Table::LogicalRouterPort | Table::LogicalSwitchPort | Table::Acl
+        )
     }
 
     /// Whether the table's `name` column is a unique index (the others need a guard).
     pub fn name_is_indexed(&self) -> bool {
-        matches!(self, Table::LogicalRouterPort | Table::LogicalSwitchPort | Table::PortGroup)
+        matches!(
+            self,
+            Table::LogicalRouterPort | Table::LogicalSwitchPort | Table::PortGroup
+        )
     }
 
     /// Whether the table has a `name` column wepoq fills in.
@@ -96,7 +102,10 @@ pub struct RowKey {
 
 impl RowKey {
     pub fn new(table: Table, name: impl Into<String>) -> RowKey {
-        RowKey { table, name: name.into() }
+        RowKey {
+            table,
+            name: name.into(),
+        }
     }
 }
 
@@ -204,7 +213,10 @@ impl AtomMap {
     }
 
     pub fn get(&self, key: &Atom) -> Option<&Atom> {
-        self.0.binary_search_by(|(k, _)| k.cmp(key)).ok().map(|i| &self.0[i].1)
+        self.0
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .map(|i| &self.0[i].1)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &Atom> {
@@ -244,11 +256,21 @@ impl Value {
     }
 
     pub fn refs(table: Table, names: impl IntoIterator<Item = String>) -> Value {
-        Value::Set(names.into_iter().map(|n| Atom::Ref(RowKey::new(table, n))).collect())
+        Value::Set(
+            names
+                .into_iter()
+                .map(|n| Atom::Ref(RowKey::new(table, n)))
+                .collect(),
+        )
     }
 
     pub fn map<K: Into<Atom>, V: Into<Atom>>(items: impl IntoIterator<Item = (K, V)>) -> Value {
-        Value::Map(items.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Value::Map(
+            items
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     /// Whether this is a set of references (such columns are shared with other writers and
@@ -296,7 +318,10 @@ pub struct Row {
 
 impl Row {
     pub fn new(table: Table, name: impl Into<String>) -> Row {
-        Row { key: RowKey::new(table, name), columns: Vec::new() }
+        Row {
+            key: RowKey::new(table, name),
+            columns: Vec::new(),
+        }
     }
 
     /// Sets a column, replacing any earlier value.
@@ -309,7 +334,10 @@ impl Row {
     }
 
     pub fn column(&self, column: &str) -> Option<&Value> {
-        self.columns.iter().find(|(c, _)| *c == column).map(|(_, v)| v)
+        self.columns
+            .iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, v)| v)
     }
 
     pub fn columns(&self) -> impl Iterator<Item = (&'static str, &Value)> {
@@ -324,8 +352,21 @@ impl Table {
         match self {
             Table::LogicalRouter => &["external_ids", "name", "ports"],
             Table::LogicalRouterPort => &["external_ids", "mac", "name", "networks"],
-            Table::LogicalSwitch => &["dns_records", "external_ids", "load_balancer", "name", "ports"],
-            Table::LogicalSwitchPort => &["addresses", "external_ids", "name", "options", "port_security", "type"],
+            Table::LogicalSwitch => &[
+                "dns_records",
+                "external_ids",
+                "load_balancer",
+                "name",
+                "ports",
+            ],
+            Table::LogicalSwitchPort => &[
+                "addresses",
+                "external_ids",
+                "name",
+                "options",
+                "port_security",
+                "type",
+            ],
             Table::LoadBalancer => &["external_ids", "name", "protocol", "vips"],
             Table::Dns => &["external_ids", "records"],
             Table::PortGroup => &["acls", "external_ids", "name", "ports"],

@@ -39,7 +39,11 @@ impl FieldChange {
 
     /// Both sides as the kind `pick` takes (an absent side as `empty`); `None` when a side is
     /// of another kind.
-    fn sides<'a, T>(&'a self, empty: &'a T, pick: fn(&'a Value) -> Option<&'a T>) -> Option<(&'a T, &'a T)> {
+    fn sides<'a, T>(
+        &'a self,
+        empty: &'a T,
+        pick: fn(&'a Value) -> Option<&'a T>,
+    ) -> Option<(&'a T, &'a T)> {
         let side = |value: &'a Option<Value>| value.as_ref().map_or(Some(empty), pick);
         Some((side(&self.before)?, side(&self.after)?))
     }
@@ -87,7 +91,10 @@ impl FieldChange {
                 },
             }
         }
-        let (removed, inserted): (AtomSet, AtomMap) = (removed.into_iter().collect(), inserted.into_iter().collect());
+        let (removed, inserted): (AtomSet, AtomMap) = (
+            removed.into_iter().collect(),
+            inserted.into_iter().collect(),
+        );
         Some((removed, inserted))
     }
 }
@@ -168,13 +175,37 @@ fn sorted(rows: &[Row]) -> Cow<'_, [Row]> {
 }
 
 fn create(owner: &str, row: &Row) -> Change {
-    let fields = row.columns().map(|(c, v)| FieldChange { column: c.to_string(), before: None, after: Some(v.clone()) }).collect();
-    Change { action: Action::Create, key: row.key.clone(), owner: owner.to_string(), fields }
+    let fields = row
+        .columns()
+        .map(|(c, v)| FieldChange {
+            column: c.to_string(),
+            before: None,
+            after: Some(v.clone()),
+        })
+        .collect();
+    Change {
+        action: Action::Create,
+        key: row.key.clone(),
+        owner: owner.to_string(),
+        fields,
+    }
 }
 
 fn destroy(owner: &str, row: &Row) -> Change {
-    let fields = row.columns().map(|(c, v)| FieldChange { column: c.to_string(), before: Some(v.clone()), after: None }).collect();
-    Change { action: Action::Destroy, key: row.key.clone(), owner: owner.to_string(), fields }
+    let fields = row
+        .columns()
+        .map(|(c, v)| FieldChange {
+            column: c.to_string(),
+            before: Some(v.clone()),
+            after: None,
+        })
+        .collect();
+    Change {
+        action: Action::Destroy,
+        key: row.key.clone(),
+        owner: owner.to_string(),
+        fields,
+    }
 }
 
 fn update(owner: &str, want: &Row, have: &Row) -> Option<Change> {
@@ -185,10 +216,19 @@ fn update(owner: &str, want: &Row, have: &Row) -> Option<Change> {
         .columns()
         .filter_map(|(c, v)| {
             let before = have.column(c);
-            (before != Some(v)).then(|| FieldChange { column: c.to_string(), before: before.cloned(), after: Some(v.clone()) })
+            (before != Some(v)).then(|| FieldChange {
+                column: c.to_string(),
+                before: before.cloned(),
+                after: Some(v.clone()),
+            })
         })
         .collect();
-    (!fields.is_empty()).then(|| Change { action: Action::Update, key: want.key.clone(), owner: owner.to_string(), fields })
+    (!fields.is_empty()).then(|| Change {
+        action: Action::Update,
+        key: want.key.clone(),
+        owner: owner.to_string(),
+        fields,
+    })
 }
 
 #[cfg(test)]
@@ -199,7 +239,13 @@ mod tests {
     fn sw(name: &str, ports: &[&str]) -> Row {
         Row::new(Table::LogicalSwitch, name)
             .with("name", Value::str(name))
-            .with("ports", Value::refs(Table::LogicalSwitchPort, ports.iter().map(|p| p.to_string())))
+            .with(
+                "ports",
+                Value::refs(
+                    Table::LogicalSwitchPort,
+                    ports.iter().map(|p| p.to_string()),
+                ),
+            )
     }
 
     #[test]
@@ -207,8 +253,18 @@ mod tests {
         let desired = vec![sw("a", &["p1", "p2"]), sw("b", &[])];
         let observed = vec![sw("a", &["p1"]), sw("c", &[])];
         let changes = diff("ns.x", &desired, &observed);
-        let actions: Vec<_> = changes.iter().map(|c| (c.action, c.key.name.as_str())).collect();
-        assert_eq!(actions, [(Action::Update, "a"), (Action::Create, "b"), (Action::Destroy, "c")]);
+        let actions: Vec<_> = changes
+            .iter()
+            .map(|c| (c.action, c.key.name.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                (Action::Update, "a"),
+                (Action::Create, "b"),
+                (Action::Destroy, "c")
+            ]
+        );
         let (added, removed) = changes[0].fields[0].set_delta().unwrap();
         assert_eq!(added.len(), 1);
         assert!(removed.is_empty());
@@ -216,7 +272,14 @@ mod tests {
 
     #[test]
     fn map_delta_names_only_the_entries_that_differ() {
-        let map = |pairs: &[(&str, &str)]| Value::Map(pairs.iter().map(|(k, v)| (Atom::String(k.to_string()), Atom::String(v.to_string()))).collect());
+        let map = |pairs: &[(&str, &str)]| {
+            Value::Map(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (Atom::String(k.to_string()), Atom::String(v.to_string())))
+                    .collect(),
+            )
+        };
         let change = FieldChange {
             column: "records".into(),
             before: Some(map(&[("a", "1"), ("b", "2"), ("c", "3")])),
@@ -226,7 +289,15 @@ mod tests {
         let keys: Vec<String> = removed.iter().map(ToString::to_string).collect();
         assert_eq!(keys, ["\"b\"", "\"c\""]);
         assert_eq!(Value::Map(inserted), map(&[("b", "9"), ("d", "4")]));
-        assert!(FieldChange { column: "name".into(), before: Some(Value::str("x")), after: Some(Value::str("y")) }.map_delta().is_none());
+        assert!(
+            FieldChange {
+                column: "name".into(),
+                before: Some(Value::str("x")),
+                after: Some(Value::str("y"))
+            }
+            .map_delta()
+            .is_none()
+        );
     }
 
     #[test]
@@ -239,8 +310,18 @@ mod tests {
         sorted_observed.sort_by(|x, y| x.key.cmp(&y.key));
         let changes = diff("ns.x", &desired, &observed);
         assert_eq!(changes, diff("ns.x", &sorted_desired, &sorted_observed));
-        let actions: Vec<_> = changes.iter().map(|c| (c.action, c.key.name.as_str())).collect();
-        assert_eq!(actions, [(Action::Update, "a"), (Action::Create, "b"), (Action::Destroy, "c")]);
+        let actions: Vec<_> = changes
+            .iter()
+            .map(|c| (c.action, c.key.name.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                (Action::Update, "a"),
+                (Action::Create, "b"),
+                (Action::Destroy, "c")
+            ]
+        );
     }
 
     #[test]
@@ -256,7 +337,10 @@ mod tests {
 pub enum Observed {
     Nothing,
     /// `rows` holds a short digest per owned row (`Table name`), to say what moved.
-    Live { fingerprint: String, rows: Vec<(String, String)> },
+    Live {
+        fingerprint: String,
+        rows: Vec<(String, String)>,
+    },
 }
 
 /// A complete plan: the changes plus what they were computed from.

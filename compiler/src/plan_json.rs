@@ -5,7 +5,7 @@
 //! JSON string, number or boolean; a set is `["set", [...]]`; a map `["map", [[k, v], ...]]`;
 //! a reference to another wepoq row `["ref", TABLE, NAME]`.
 
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json, json};
 
 use crate::nb::{Atom, RowKey, Table, Value};
 use crate::plan::{Action, Change, FieldChange, Observed, Plan};
@@ -70,7 +70,13 @@ pub fn value_to_json(v: &Value) -> Json {
     match v {
         Value::Atom(a) => atom_to_json(a),
         Value::Set(items) => json!(["set", items.iter().map(atom_to_json).collect::<Vec<_>>()]),
-        Value::Map(items) => json!(["map", items.iter().map(|(k, v)| json!([atom_to_json(k), atom_to_json(v)])).collect::<Vec<_>>()]),
+        Value::Map(items) => json!([
+            "map",
+            items
+                .iter()
+                .map(|(k, v)| json!([atom_to_json(k), atom_to_json(v)]))
+                .collect::<Vec<_>>()
+        ]),
     }
 }
 
@@ -88,26 +94,47 @@ fn shape(what: &str) -> PlanFormatError {
 }
 
 pub fn from_json(doc: &Json) -> Result<Plan, PlanFormatError> {
-    let version = doc.get("format_version").and_then(Json::as_str).ok_or_else(|| shape("no format_version"))?;
+    let version = doc
+        .get("format_version")
+        .and_then(Json::as_str)
+        .ok_or_else(|| shape("no format_version"))?;
     if version != FORMAT_VERSION {
-        return Err(PlanFormatError::Version { found: version.to_string() });
+        return Err(PlanFormatError::Version {
+            found: version.to_string(),
+        });
     }
-    let spec_hash = doc.get("spec_hash").and_then(Json::as_str).ok_or_else(|| shape("no spec_hash"))?.to_string();
+    let spec_hash = doc
+        .get("spec_hash")
+        .and_then(Json::as_str)
+        .ok_or_else(|| shape("no spec_hash"))?
+        .to_string();
     let namespaces = doc
         .get("namespaces")
         .and_then(Json::as_array)
         .ok_or_else(|| shape("no namespaces"))?
         .iter()
-        .map(|n| n.as_str().map(str::to_string).ok_or_else(|| shape("a namespace is not a string")))
+        .map(|n| {
+            n.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| shape("a namespace is not a string"))
+        })
         .collect::<Result<_, _>>()?;
     let observed = match doc.pointer("/observed/source").and_then(Json::as_str) {
         Some("none") => Observed::Nothing,
         Some("ovsdb") => Observed::Live {
-            fingerprint: doc.pointer("/observed/fingerprint").and_then(Json::as_str).ok_or_else(|| shape("no observed fingerprint"))?.to_string(),
+            fingerprint: doc
+                .pointer("/observed/fingerprint")
+                .and_then(Json::as_str)
+                .ok_or_else(|| shape("no observed fingerprint"))?
+                .to_string(),
             rows: doc
                 .pointer("/observed/rows")
                 .and_then(Json::as_object)
-                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
                 .unwrap_or_default(),
         },
         _ => return Err(shape("observed.source is neither none nor ovsdb")),
@@ -119,7 +146,12 @@ pub fn from_json(doc: &Json) -> Result<Plan, PlanFormatError> {
         .iter()
         .map(change_from_json)
         .collect::<Result<_, _>>()?;
-    Ok(Plan { spec_hash, namespaces, observed, changes })
+    Ok(Plan {
+        spec_hash,
+        namespaces,
+        observed,
+        changes,
+    })
 }
 
 fn change_from_json(c: &Json) -> Result<Change, PlanFormatError> {
@@ -129,27 +161,53 @@ fn change_from_json(c: &Json) -> Result<Change, PlanFormatError> {
         Some("destroy") => Action::Destroy,
         _ => return Err(shape("a change has no valid action")),
     };
-    let table = c.get("table").and_then(Json::as_str).and_then(Table::from_name).ok_or_else(|| shape("a change names an unknown table"))?;
-    let name = c.get("name").and_then(Json::as_str).ok_or_else(|| shape("a change has no name"))?;
-    let owner = c.get("owner").and_then(Json::as_str).ok_or_else(|| shape("a change has no owner"))?;
-    let columns = c.get("columns").and_then(Json::as_object).ok_or_else(|| shape("a change has no columns"))?;
+    let table = c
+        .get("table")
+        .and_then(Json::as_str)
+        .and_then(Table::from_name)
+        .ok_or_else(|| shape("a change names an unknown table"))?;
+    let name = c
+        .get("name")
+        .and_then(Json::as_str)
+        .ok_or_else(|| shape("a change has no name"))?;
+    let owner = c
+        .get("owner")
+        .and_then(Json::as_str)
+        .ok_or_else(|| shape("a change has no owner"))?;
+    let columns = c
+        .get("columns")
+        .and_then(Json::as_object)
+        .ok_or_else(|| shape("a change has no columns"))?;
     let mut fields = Vec::new();
     for (column, entry) in columns {
         let before = entry.get("before").map(value_from_json).transpose()?;
         let after = entry.get("after").map(value_from_json).transpose()?;
-        fields.push(FieldChange { column: column.clone(), before, after });
+        fields.push(FieldChange {
+            column: column.clone(),
+            before,
+            after,
+        });
     }
-    Ok(Change { action, key: RowKey::new(table, name), owner: owner.to_string(), fields })
+    Ok(Change {
+        action,
+        key: RowKey::new(table, name),
+        owner: owner.to_string(),
+        fields,
+    })
 }
 
 fn atom_from_json(j: &Json) -> Result<Atom, PlanFormatError> {
     match j {
         Json::String(s) => Ok(Atom::String(s.clone())),
         Json::Bool(b) => Ok(Atom::Boolean(*b)),
-        Json::Number(n) => n.as_i64().map(Atom::Integer).ok_or_else(|| shape("a number is not an integer")),
+        Json::Number(n) => n
+            .as_i64()
+            .map(Atom::Integer)
+            .ok_or_else(|| shape("a number is not an integer")),
         Json::Array(a) => match a.as_slice() {
             [Json::String(tag), Json::String(table), Json::String(name)] if tag == "ref" => {
-                let table = Table::from_name(table).ok_or_else(|| shape("a reference names an unknown table"))?;
+                let table = Table::from_name(table)
+                    .ok_or_else(|| shape("a reference names an unknown table"))?;
                 Ok(Atom::Ref(RowKey::new(table, name.clone())))
             }
             _ => Err(shape("an atom is malformed")),
@@ -162,7 +220,9 @@ pub fn value_from_json(j: &Json) -> Result<Value, PlanFormatError> {
     if let Json::Array(a) = j {
         match a.as_slice() {
             [Json::String(tag), Json::Array(items)] if tag == "set" => {
-                return Ok(Value::Set(items.iter().map(atom_from_json).collect::<Result<_, _>>()?));
+                return Ok(Value::Set(
+                    items.iter().map(atom_from_json).collect::<Result<_, _>>()?,
+                ));
             }
             [Json::String(tag), Json::Array(pairs)] if tag == "map" => {
                 let mut map = Vec::new();

@@ -13,22 +13,43 @@ const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
 
 pub fn human(plan: &Plan, color: bool) -> String {
-    let paint = |code: &str, text: &str| if color { format!("{code}{text}{RESET}") } else { text.to_string() };
+    let paint = |code: &str, text: &str| {
+        if color {
+            format!("{code}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    };
     let mut out = String::new();
     let against = match &plan.observed {
         Observed::Nothing => "an empty state (offline)".to_string(),
         Observed::Live { .. } => "the live Northbound database".to_string(),
     };
-    let _ = writeln!(out, "wepoq plan for {} against {against}", plan.namespaces.join(", "));
+    let _ = writeln!(
+        out,
+        "wepoq plan for {} against {against}",
+        plan.namespaces.join(", ")
+    );
     let _ = writeln!(out);
-    let width = plan.changes.iter().flat_map(|c| c.fields.iter().map(|f| f.column.len())).max().unwrap_or(0);
+    let width = plan
+        .changes
+        .iter()
+        .flat_map(|c| c.fields.iter().map(|f| f.column.len()))
+        .max()
+        .unwrap_or(0);
     for change in &plan.changes {
         let (symbol, code) = match change.action {
             Action::Create => ("+", GREEN),
             Action::Update => ("~", YELLOW),
             Action::Destroy => ("-", RED),
         };
-        let _ = writeln!(out, "  {} {} {}", paint(code, symbol), paint(BOLD, change.key.table.name()), change.key.name);
+        let _ = writeln!(
+            out,
+            "  {} {} {}",
+            paint(code, symbol),
+            paint(BOLD, change.key.table.name()),
+            change.key.name
+        );
         match change.action {
             Action::Create => {
                 // Empty values (an endpoint's `type`, `options`) are noise to a reader.
@@ -59,21 +80,42 @@ pub fn human(plan: &Plan, color: bool) -> String {
         if !plan.changes.is_empty() {
             out.push('\n');
         }
-        let _ = writeln!(out, "Plan: {} to add, {} to change, {} to destroy.", s.add, s.change, s.destroy);
+        let _ = writeln!(
+            out,
+            "Plan: {} to add, {} to change, {} to destroy.",
+            s.add, s.change, s.destroy
+        );
     }
     out
 }
 
-fn field_update(out: &mut String, f: &FieldChange, width: usize, paint: &dyn Fn(&str, &str) -> String) {
+fn field_update(
+    out: &mut String,
+    f: &FieldChange,
+    width: usize,
+    paint: &dyn Fn(&str, &str) -> String,
+) {
     // Reference sets change by membership; show just the members that come and go.
     if let (Some(Value::Set(_)) | None, Some(Value::Set(_)) | None) = (&f.before, &f.after)
         && let Some((added, removed)) = f.set_delta()
     {
         if !added.is_empty() {
-            let _ = writeln!(out, "      {:width$} {} {}", f.column, paint(GREEN, "+="), Value::Set(added));
+            let _ = writeln!(
+                out,
+                "      {:width$} {} {}",
+                f.column,
+                paint(GREEN, "+="),
+                Value::Set(added)
+            );
         }
         if !removed.is_empty() {
-            let _ = writeln!(out, "      {:width$} {} {}", f.column, paint(RED, "-="), Value::Set(removed));
+            let _ = writeln!(
+                out,
+                "      {:width$} {} {}",
+                f.column,
+                paint(RED, "-="),
+                Value::Set(removed)
+            );
         }
         return;
     }
@@ -81,12 +123,29 @@ fn field_update(out: &mut String, f: &FieldChange, width: usize, paint: &dyn Fn(
         map_update(out, &f.column, before, after, paint);
         return;
     }
-    let before = f.before.as_ref().map_or_else(|| "(none)".to_string(), ToString::to_string);
-    let after = f.after.as_ref().map_or_else(|| "(none)".to_string(), ToString::to_string);
-    let _ = writeln!(out, "      {:width$} = {before} {} {after}", f.column, paint(YELLOW, "->"));
+    let before = f
+        .before
+        .as_ref()
+        .map_or_else(|| "(none)".to_string(), ToString::to_string);
+    let after = f
+        .after
+        .as_ref()
+        .map_or_else(|| "(none)".to_string(), ToString::to_string);
+    let _ = writeln!(
+        out,
+        "      {:width$} = {before} {} {after}",
+        f.column,
+        paint(YELLOW, "->")
+    );
 }
 
-fn map_update(out: &mut String, column: &str, before: &AtomMap, after: &AtomMap, paint: &dyn Fn(&str, &str) -> String) {
+fn map_update(
+    out: &mut String,
+    column: &str,
+    before: &AtomMap,
+    after: &AtomMap,
+    paint: &dyn Fn(&str, &str) -> String,
+) {
     let keys: std::collections::BTreeSet<&Atom> = before.keys().chain(after.keys()).collect();
     for k in keys {
         match (before.get(k), after.get(k)) {

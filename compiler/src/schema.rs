@@ -9,7 +9,8 @@ pub fn json_schema() -> serde_json::Value {
 
 /// The schema as the pretty-printed text kept in `schema/wepoq.schema.json`.
 pub fn json_schema_text() -> String {
-    let mut text = serde_json::to_string_pretty(&json_schema()).expect("a generated schema serializes");
+    let mut text =
+        serde_json::to_string_pretty(&json_schema()).expect("a generated schema serializes");
     text.push('\n');
     text
 }

@@ -23,9 +23,16 @@ pub struct Checked {
 }
 
 pub fn check(root: &Node, schema: &Value) -> Checked {
-    let mut checker = Checker { schema, diagnostics: Vec::new(), rejected: HashMap::new() };
+    let mut checker = Checker {
+        schema,
+        diagnostics: Vec::new(),
+        rejected: HashMap::new(),
+    };
     checker.node(root, schema, "the spec");
-    Checked { diagnostics: checker.diagnostics, rejected: checker.rejected }
+    Checked {
+        diagnostics: checker.diagnostics,
+        rejected: checker.rejected,
+    }
 }
 
 /// The tree as JSON without the rejected nodes: what serde reads when the shape check failed,
@@ -42,12 +49,20 @@ pub fn pruned_json(node: &Node, rejected: &HashMap<Span, Option<Value>>) -> Valu
                 .map(|e| (e.key.clone(), pruned_json(&e.value, rejected)))
                 .collect(),
         ),
-        NodeKind::Seq(items) => Value::Array(items.iter().map(|i| pruned_json(i, rejected)).collect()),
+        NodeKind::Seq(items) => {
+            Value::Array(items.iter().map(|i| pruned_json(i, rejected)).collect())
+        }
         NodeKind::Scalar { value, .. } => match node.scalar_type() {
             Some(ScalarType::Null) => Value::Null,
             Some(ScalarType::Bool) => Value::Bool(value.eq_ignore_ascii_case("true")),
-            Some(ScalarType::Integer) => parse_int(value).and_then(|n| i64::try_from(n).ok()).map_or(Value::Null, Value::from),
-            Some(ScalarType::Float) => value.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
+            Some(ScalarType::Integer) => parse_int(value)
+                .and_then(|n| i64::try_from(n).ok())
+                .map_or(Value::Null, Value::from),
+            Some(ScalarType::Float) => value
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map_or(Value::Null, Value::Number),
             _ => Value::String(value.clone()),
         },
     }
@@ -78,18 +93,29 @@ impl<'s> Checker<'s> {
     fn node(&mut self, node: &Node, schema: &'s Value, what: &str) {
         let schema = self.resolve(schema);
         // Option<T> comes out as anyOf [T, null].
-        if let Some(branches) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(Value::as_array) {
+        if let Some(branches) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Value::as_array)
+        {
             let is_null = node.scalar_type() == Some(ScalarType::Null);
-            let allows_null = branches.iter().any(|b| b.get("type") == Some(&Value::from("null")));
+            let allows_null = branches
+                .iter()
+                .any(|b| b.get("type") == Some(&Value::from("null")));
             if is_null && allows_null {
                 return;
             }
-            if let Some(branch) = branches.iter().find(|b| b.get("type") != Some(&Value::from("null"))) {
+            if let Some(branch) = branches
+                .iter()
+                .find(|b| b.get("type") != Some(&Value::from("null")))
+            {
                 self.node(node, branch, what);
             }
             return;
         }
-        let Some(expected) = schema.get("type") else { return };
+        let Some(expected) = schema.get("type") else {
+            return;
+        };
         let types: Vec<&str> = match expected {
             Value::String(t) => vec![t.as_str()],
             Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
@@ -99,12 +125,21 @@ impl<'s> Checker<'s> {
             if types == ["null"] {
                 return;
             }
-            let wanted = types.iter().filter(|t| **t != "null").map(|t| type_word(t)).collect::<Vec<_>>().join(" or ");
-            self.rejected.insert(node.span, Some(stand_in(schema, &types)));
+            let wanted = types
+                .iter()
+                .filter(|t| **t != "null")
+                .map(|t| type_word(t))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            self.rejected
+                .insert(node.span, Some(stand_in(schema, &types)));
             self.diagnostics.push(
-                Diagnostic::error("wepoq::spec::type", format!("{what} must be {wanted}, found {}", node.type_name()))
-                    .label(node.span, format!("expected {wanted}"))
-                    .help(describe(schema).unwrap_or_else(|| format!("write {wanted} here"))),
+                Diagnostic::error(
+                    "wepoq::spec::type",
+                    format!("{what} must be {wanted}, found {}", node.type_name()),
+                )
+                .label(node.span, format!("expected {wanted}"))
+                .help(describe(schema).unwrap_or_else(|| format!("write {wanted} here"))),
             );
             return;
         }
@@ -115,9 +150,12 @@ impl<'s> Checker<'s> {
                     && (items.len() as u64) < min
                 {
                     self.diagnostics.push(
-                        Diagnostic::error("wepoq::spec::too_few", format!("{what} needs at least {min} item(s)"))
-                            .label(node.span, "empty list")
-                            .help(describe(schema).unwrap_or_default()),
+                        Diagnostic::error(
+                            "wepoq::spec::too_few",
+                            format!("{what} needs at least {min} item(s)"),
+                        )
+                        .label(node.span, "empty list")
+                        .help(describe(schema).unwrap_or_default()),
                     );
                 }
                 if let Some(item_schema) = schema.get("items") {
@@ -130,9 +168,18 @@ impl<'s> Checker<'s> {
         }
     }
 
-    fn mapping(&mut self, node: &Node, entries: &[crate::yaml::Entry], schema: &'s Value, what: &str) {
+    fn mapping(
+        &mut self,
+        node: &Node,
+        entries: &[crate::yaml::Entry],
+        schema: &'s Value,
+        what: &str,
+    ) {
         static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        let properties = schema.get("properties").and_then(Value::as_object).unwrap_or_else(|| EMPTY.get_or_init(Map::new));
+        let properties = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .unwrap_or_else(|| EMPTY.get_or_init(Map::new));
         let additional = schema.get("additionalProperties");
         for entry in entries {
             if let Some(prop) = properties.get(&entry.key) {
@@ -143,26 +190,37 @@ impl<'s> Checker<'s> {
                 Some(Value::Bool(false)) => {
                     self.rejected.insert(entry.key_span, None);
                     let known: Vec<&str> = properties.keys().map(String::as_str).collect();
-                    let mut d = Diagnostic::error("wepoq::spec::unknown_key", format!("unknown key `{}` in {what}", entry.key))
-                        .label(entry.key_span, "not a known key");
+                    let mut d = Diagnostic::error(
+                        "wepoq::spec::unknown_key",
+                        format!("unknown key `{}` in {what}", entry.key),
+                    )
+                    .label(entry.key_span, "not a known key");
                     d = match nearest(&entry.key, known.iter().copied()) {
                         Some(near) => d.help(format!("did you mean `{near}`?")),
                         None => d.help(format!("known keys here: {}", known.join(", "))),
                     };
                     self.diagnostics.push(d);
                 }
-                Some(item) if item.is_object() => self.node(&entry.value, item, &format!("`{}`", entry.key)),
+                Some(item) if item.is_object() => {
+                    self.node(&entry.value, item, &format!("`{}`", entry.key))
+                }
                 _ => {}
             }
         }
         if let Some(required) = schema.get("required").and_then(Value::as_array) {
             for key in required.iter().filter_map(Value::as_str) {
                 if !entries.iter().any(|e| e.key == key) {
-                    let help = properties.get(key).and_then(|p| describe(self.resolve(p))).unwrap_or_default();
+                    let help = properties
+                        .get(key)
+                        .and_then(|p| describe(self.resolve(p)))
+                        .unwrap_or_default();
                     self.diagnostics.push(
-                        Diagnostic::error("wepoq::spec::missing_key", format!("{what} needs the key `{key}`"))
-                            .label(node.span, format!("`{key}` is missing here"))
-                            .help(help),
+                        Diagnostic::error(
+                            "wepoq::spec::missing_key",
+                            format!("{what} needs the key `{key}`"),
+                        )
+                        .label(node.span, format!("`{key}` is missing here"))
+                        .help(help),
                     );
                 }
             }
@@ -172,7 +230,8 @@ impl<'s> Checker<'s> {
     fn scalar(&mut self, node: &Node, value: &str, schema: &Value, what: &str) {
         if node.scalar_type() == Some(ScalarType::Integer) {
             let Some(n) = parse_int(value) else {
-                self.rejected.insert(node.span, Some(stand_in(schema, &["integer"])));
+                self.rejected
+                    .insert(node.span, Some(stand_in(schema, &["integer"])));
                 self.diagnostics.push(
                     Diagnostic::error("wepoq::spec::range", format!("{what} is too large"))
                         .label(node.span, "out of range"),
@@ -188,11 +247,15 @@ impl<'s> Checker<'s> {
                     (None, Some(b)) => format!("at most {b}"),
                     (None, None) => unreachable!(),
                 };
-                self.rejected.insert(node.span, Some(stand_in(schema, &["integer"])));
+                self.rejected
+                    .insert(node.span, Some(stand_in(schema, &["integer"])));
                 self.diagnostics.push(
-                    Diagnostic::error("wepoq::spec::range", format!("{what} must be {range}, found {value}"))
-                        .label(node.span, format!("must be {range}"))
-                        .help(describe(schema).unwrap_or_default()),
+                    Diagnostic::error(
+                        "wepoq::spec::range",
+                        format!("{what} must be {range}, found {value}"),
+                    )
+                    .label(node.span, format!("must be {range}"))
+                    .help(describe(schema).unwrap_or_default()),
                 );
             }
         }
@@ -213,7 +276,9 @@ fn stand_in(schema: &Value, types: &[&str]) -> Value {
     match types.iter().find(|t| **t != "null") {
         Some(&"array") => Value::Array(Vec::new()),
         Some(&"object") => Value::Object(Map::new()),
-        Some(&"integer") | Some(&"number") => schema.get("minimum").cloned().unwrap_or(Value::from(0)),
+        Some(&"integer") | Some(&"number") => {
+            schema.get("minimum").cloned().unwrap_or(Value::from(0))
+        }
         Some(&"boolean") => Value::Bool(false),
         _ => Value::String(String::new()),
     }

@@ -16,7 +16,11 @@ pub struct Span {
 
 impl Span {
     pub fn new(file: FileId, range: Range<usize>) -> Span {
-        Span { file, start: range.start, end: range.end.max(range.start) }
+        Span {
+            file,
+            start: range.start,
+            end: range.end.max(range.start),
+        }
     }
 
     pub fn range(&self) -> Range<usize> {
@@ -43,7 +47,10 @@ impl Sources {
     }
 
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
-        self.files.push(SourceFile { name: name.into(), text: text.into() });
+        self.files.push(SourceFile {
+            name: name.into(),
+            text: text.into(),
+        });
         FileId(self.files.len() - 1)
     }
 

@@ -19,7 +19,10 @@ pub struct Node {
 #[derive(Debug, Clone)]
 pub enum NodeKind {
     /// `quoted` scalars are always strings; plain ones resolve by the YAML 1.2 core schema.
-    Scalar { value: String, quoted: bool },
+    Scalar {
+        value: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<Entry>),
 }
@@ -96,8 +99,12 @@ pub fn resolve_scalar(value: &str, quoted: bool) -> ScalarType {
     }
     let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
     let is_int = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-        || value.strip_prefix("0x").is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        || value.strip_prefix("0o").is_some_and(|o| !o.is_empty() && o.bytes().all(|b| (b'0'..=b'7').contains(&b)));
+        || value
+            .strip_prefix("0x")
+            .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        || value
+            .strip_prefix("0o")
+            .is_some_and(|o| !o.is_empty() && o.bytes().all(|b| (b'0'..=b'7').contains(&b)));
     if is_int {
         return ScalarType::Integer;
     }
@@ -112,17 +119,31 @@ pub fn resolve_scalar(value: &str, quoted: bool) -> ScalarType {
 /// Parses one YAML document. Syntax errors stop the parse (there is nothing sound to check
 /// after them); duplicate keys, aliases and extra documents are reported and parsing goes on.
 pub fn parse(file: FileId, text: &str) -> (Option<Node>, Vec<Diagnostic>) {
-    let mut builder = Builder { file, text, diagnostics: Vec::new(), stack: Vec::new(), root: None, documents: 0 };
+    let mut builder = Builder {
+        file,
+        text,
+        diagnostics: Vec::new(),
+        stack: Vec::new(),
+        root: None,
+        documents: 0,
+    };
     for item in Parser::new_from_str(text) {
         match item {
             Ok((event, span)) => builder.event(event, span),
             Err(error) => {
-                let at = error.marker().byte_offset().unwrap_or(error.marker().index()).min(text.len());
+                let at = error
+                    .marker()
+                    .byte_offset()
+                    .unwrap_or(error.marker().index())
+                    .min(text.len());
                 let end = next_char_boundary(text, at);
                 builder.diagnostics.push(
-                    Diagnostic::error("wepoq::yaml::syntax", format!("invalid YAML: {}", error.info()))
-                        .label(Span::new(file, at..end), "here")
-                        .help("fix the YAML syntax; nothing else in this file was checked"),
+                    Diagnostic::error(
+                        "wepoq::yaml::syntax",
+                        format!("invalid YAML: {}", error.info()),
+                    )
+                    .label(Span::new(file, at..end), "here")
+                    .help("fix the YAML syntax; nothing else in this file was checked"),
                 );
                 return (None, builder.diagnostics);
             }
@@ -148,8 +169,15 @@ fn next_char_boundary(text: &str, at: usize) -> usize {
 }
 
 enum Frame {
-    Seq { start: usize, items: Vec<Node> },
-    Map { start: usize, entries: Vec<Entry>, pending_key: Option<(String, Span)> },
+    Seq {
+        start: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: usize,
+        entries: Vec<Entry>,
+        pending_key: Option<(String, Span)>,
+    },
 }
 
 struct Builder<'a> {
@@ -163,8 +191,16 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn offset(&self, span: &YamlSpan) -> (usize, usize) {
-        let start = span.start.byte_offset().unwrap_or(span.start.index()).min(self.text.len());
-        let end = span.end.byte_offset().unwrap_or(span.end.index()).min(self.text.len());
+        let start = span
+            .start
+            .byte_offset()
+            .unwrap_or(span.start.index())
+            .min(self.text.len());
+        let end = span
+            .end
+            .byte_offset()
+            .unwrap_or(span.end.index())
+            .min(self.text.len());
         (start, end.max(start))
     }
 
@@ -179,35 +215,73 @@ impl Builder<'_> {
                 self.documents += 1;
                 if self.documents == 2 {
                     self.diagnostics.push(
-                        Diagnostic::error("wepoq::yaml::multiple_documents", "a spec file holds exactly one document")
-                            .label(self.span((start, end.max(start + 3).min(self.text.len()))), "second document starts here")
-                            .help("put each namespace in a file of its own and pass them all to wepoq"),
+                        Diagnostic::error(
+                            "wepoq::yaml::multiple_documents",
+                            "a spec file holds exactly one document",
+                        )
+                        .label(
+                            self.span((start, end.max(start + 3).min(self.text.len()))),
+                            "second document starts here",
+                        )
+                        .help("put each namespace in a file of its own and pass them all to wepoq"),
                     );
                 }
             }
             Event::Scalar(value, style, _, _) => {
                 let quoted = !matches!(style, ScalarStyle::Plain);
-                let node = Node { span: self.span((start, end)), kind: NodeKind::Scalar { value: value.into_owned(), quoted } };
+                let node = Node {
+                    span: self.span((start, end)),
+                    kind: NodeKind::Scalar {
+                        value: value.into_owned(),
+                        quoted,
+                    },
+                };
                 self.push(node);
             }
-            Event::SequenceStart(..) => self.stack.push(Frame::Seq { start, items: Vec::new() }),
-            Event::MappingStart(..) => self.stack.push(Frame::Map { start, entries: Vec::new(), pending_key: None }),
+            Event::SequenceStart(..) => self.stack.push(Frame::Seq {
+                start,
+                items: Vec::new(),
+            }),
+            Event::MappingStart(..) => self.stack.push(Frame::Map {
+                start,
+                entries: Vec::new(),
+                pending_key: None,
+            }),
             Event::SequenceEnd | Event::MappingEnd => {
-                let Some(frame) = self.stack.pop() else { return };
+                let Some(frame) = self.stack.pop() else {
+                    return;
+                };
                 let node = match frame {
-                    Frame::Seq { start: s, items } => Node { span: self.span((s, end.max(s))), kind: NodeKind::Seq(items) },
-                    Frame::Map { start: s, entries, .. } => Node { span: self.span((s, end.max(s))), kind: NodeKind::Map(entries) },
+                    Frame::Seq { start: s, items } => Node {
+                        span: self.span((s, end.max(s))),
+                        kind: NodeKind::Seq(items),
+                    },
+                    Frame::Map {
+                        start: s, entries, ..
+                    } => Node {
+                        span: self.span((s, end.max(s))),
+                        kind: NodeKind::Map(entries),
+                    },
                 };
                 self.push(node);
             }
             Event::Alias(_) | Event::UnresolvedAlias(_) => {
                 self.diagnostics.push(
-                    Diagnostic::error("wepoq::yaml::alias", "YAML aliases are not supported in a spec")
-                        .label(self.span((start, end)), "alias")
-                        .help("write the value out; a spec stays readable without anchors"),
+                    Diagnostic::error(
+                        "wepoq::yaml::alias",
+                        "YAML aliases are not supported in a spec",
+                    )
+                    .label(self.span((start, end)), "alias")
+                    .help("write the value out; a spec stays readable without anchors"),
                 );
                 // Stand in a null so the surrounding structure stays whole.
-                let node = Node { span: self.span((start, end)), kind: NodeKind::Scalar { value: String::new(), quoted: false } };
+                let node = Node {
+                    span: self.span((start, end)),
+                    kind: NodeKind::Scalar {
+                        value: String::new(),
+                        quoted: false,
+                    },
+                };
                 self.push(node);
             }
             _ => {}
@@ -222,24 +296,34 @@ impl Builder<'_> {
                 }
             }
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, pending_key, .. }) => match pending_key.take() {
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
                 None => {
                     let key = match &node.kind {
                         NodeKind::Scalar { value, .. } => value.clone(),
                         _ => {
                             self.diagnostics.push(
-                                Diagnostic::error("wepoq::yaml::complex_key", "mapping keys must be plain names")
-                                    .label(node.span, "this key is a collection"),
+                                Diagnostic::error(
+                                    "wepoq::yaml::complex_key",
+                                    "mapping keys must be plain names",
+                                )
+                                .label(node.span, "this key is a collection"),
                             );
                             String::from("\u{0}complex")
                         }
                     };
                     if let Some(first) = entries.iter().find(|e| e.key == key) {
                         self.diagnostics.push(
-                            Diagnostic::error("wepoq::yaml::duplicate_key", format!("duplicate key `{key}`"))
-                                .label(node.span, "defined again here")
-                                .label(first.key_span, "first defined here")
-                                .help("a key may appear once per mapping; merge the two entries"),
+                            Diagnostic::error(
+                                "wepoq::yaml::duplicate_key",
+                                format!("duplicate key `{key}`"),
+                            )
+                            .label(node.span, "defined again here")
+                            .label(first.key_span, "first defined here")
+                            .help("a key may appear once per mapping; merge the two entries"),
                         );
                     }
                     *pending_key = Some((key, node.span));
@@ -247,7 +331,11 @@ impl Builder<'_> {
                 Some((key, key_span)) => {
                     // A duplicate keeps its first value so later checks see one consistent map.
                     if !entries.iter().any(|e| e.key == key) {
-                        entries.push(Entry { key, key_span, value: node });
+                        entries.push(Entry {
+                            key,
+                            key_span,
+                            value: node,
+                        });
                     }
                 }
             },
@@ -275,14 +363,20 @@ mod tests {
         let y = c.index(1).unwrap();
         assert_eq!(&text[y.span.range()], "'y'");
         assert_eq!(y.scalar_type(), Some(ScalarType::String));
-        assert_eq!(root.get("a").unwrap().scalar_type(), Some(ScalarType::Integer));
+        assert_eq!(
+            root.get("a").unwrap().scalar_type(),
+            Some(ScalarType::Integer)
+        );
     }
 
     #[test]
     fn every_duplicate_key_is_reported() {
         let (_, diags) = parse(FileId(0), "a: 1\na: 2\nb: {c: 1, c: 2}\n");
         let codes: Vec<_> = diags.iter().map(|d| d.code).collect();
-        assert_eq!(codes, ["wepoq::yaml::duplicate_key", "wepoq::yaml::duplicate_key"]);
+        assert_eq!(
+            codes,
+            ["wepoq::yaml::duplicate_key", "wepoq::yaml::duplicate_key"]
+        );
     }
 
     #[test]

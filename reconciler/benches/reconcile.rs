@@ -13,11 +13,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wepoq_compiler::nb::Table;
-use wepoq_compiler::{compile, Input, Sources};
+use wepoq_compiler::{Input, Sources, compile};
 use wepoq_reconciler::cached::CachedReconciler;
 use wepoq_reconciler::ovsdb::Timeouts;
 use wepoq_reconciler::reconcile::{Desired, Options, Reconciler};
-use wepoq_reconciler::sandbox::{require, Component, Sandbox};
+use wepoq_reconciler::sandbox::{Component, Sandbox, require};
 
 const NBCTL_SAMPLE: usize = 300;
 const CACHED_ROUNDS: usize = 9;
@@ -43,7 +43,10 @@ fn spec(services: usize, bump: Option<usize>) -> String {
 
 /// Compiles with the given lockfile; returns the desired rows, the new lockfile, the endpoint
 /// ports (for the anchor) and the compile time.
-fn compiled(text: &str, lock: Option<&str>) -> (Desired, String, Vec<(String, String, String)>, Duration) {
+fn compiled(
+    text: &str,
+    lock: Option<&str>,
+) -> (Desired, String, Vec<(String, String, String)>, Duration) {
     let mut sources = Sources::new();
     let spec = sources.add("wepoq.yaml", text);
     let lock = lock.map(|l| sources.add("wepoq.lock", l));
@@ -51,8 +54,21 @@ fn compiled(text: &str, lock: Option<&str>) -> (Desired, String, Vec<(String, St
     let c = compile(&sources, &[Input { spec, lock }]).expect("generated specs compile");
     let took = start.elapsed();
     let ns = &c.namespaces[0];
-    let ports = ns.endpoints.iter().map(|e| (ns.namespace.name.clone() + "-" + &e.port, e.mac.clone(), e.ip.to_string())).collect();
-    let desired = Desired { spec_hash: c.spec_hash.clone(), namespaces: vec![(ns.owner(), ns.rows.clone())] };
+    let ports = ns
+        .endpoints
+        .iter()
+        .map(|e| {
+            (
+                ns.namespace.name.clone() + "-" + &e.port,
+                e.mac.clone(),
+                e.ip.to_string(),
+            )
+        })
+        .collect();
+    let desired = Desired {
+        spec_hash: c.spec_hash.clone(),
+        namespaces: vec![(ns.owner(), ns.rows.clone())],
+    };
     (desired, ns.lock_text.clone(), ports, took)
 }
 
@@ -67,10 +83,20 @@ fn rows(desired: &Desired) -> usize {
     desired.namespaces.iter().map(|(_, r)| r.len()).sum()
 }
 
-async fn reconcile_fresh(url: &str, desired: &Desired, row_cache: Option<&Path>) -> (Duration, usize) {
+async fn reconcile_fresh(
+    url: &str,
+    desired: &Desired,
+    row_cache: Option<&Path>,
+) -> (Duration, usize) {
     let start = Instant::now();
-    let reconciler = Reconciler::connect(url, Timeouts::default()).await.expect("connect").with_row_cache(row_cache.map(Path::to_path_buf));
-    let (_, applied) = reconciler.reconcile(desired, Options::default(), |_, _| true).await.expect("reconcile");
+    let reconciler = Reconciler::connect(url, Timeouts::default())
+        .await
+        .expect("connect")
+        .with_row_cache(row_cache.map(Path::to_path_buf));
+    let (_, applied) = reconciler
+        .reconcile(desired, Options::default(), |_, _| true)
+        .await
+        .expect("reconcile");
     (start.elapsed(), applied.operations)
 }
 
@@ -79,8 +105,16 @@ fn ms(d: Duration) -> String {
 }
 
 fn nbctl(sandbox: &Sandbox, args: &[String]) {
-    let out = Command::new("ovn-nbctl").arg(format!("--db={}", sandbox.nb_unix_url())).args(args).output().expect("ovn-nbctl runs");
-    assert!(out.status.success(), "ovn-nbctl: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ovn-nbctl")
+        .arg(format!("--db={}", sandbox.nb_unix_url()))
+        .args(args)
+        .output()
+        .expect("ovn-nbctl runs");
+    assert!(
+        out.status.success(),
+        "ovn-nbctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The anchor: ovn-nbctl creating the same ports, one process per command (the first
@@ -92,15 +126,37 @@ fn anchor(ports: &[(String, String, String)]) -> (Duration, Duration) {
         nbctl(&sandbox, &["ls-add".into(), "anchor".into()]);
         let start = Instant::now();
         for (name, mac, ip) in ports.iter().take(NBCTL_SAMPLE) {
-            nbctl(&sandbox, &["lsp-add".into(), "anchor".into(), name.clone(), "--".into(), "lsp-set-addresses".into(), name.clone(), format!("{mac} {ip}")]);
+            nbctl(
+                &sandbox,
+                &[
+                    "lsp-add".into(),
+                    "anchor".into(),
+                    name.clone(),
+                    "--".into(),
+                    "lsp-set-addresses".into(),
+                    name.clone(),
+                    format!("{mac} {ip}"),
+                ],
+            );
         }
-        start.elapsed().mul_f64(ports.len() as f64 / NBCTL_SAMPLE.min(ports.len()) as f64)
+        start
+            .elapsed()
+            .mul_f64(ports.len() as f64 / NBCTL_SAMPLE.min(ports.len()) as f64)
     };
     let one_process = {
         let sandbox = Sandbox::nb_only().expect("NB sandbox");
         let mut args: Vec<String> = vec!["ls-add".into(), "anchor".into()];
         for (name, mac, ip) in ports {
-            args.extend(["--".into(), "lsp-add".into(), "anchor".into(), name.clone(), "--".into(), "lsp-set-addresses".into(), name.clone(), format!("{mac} {ip}")]);
+            args.extend([
+                "--".into(),
+                "lsp-add".into(),
+                "anchor".into(),
+                name.clone(),
+                "--".into(),
+                "lsp-set-addresses".into(),
+                name.clone(),
+                format!("{mac} {ip}"),
+            ]);
         }
         let start = Instant::now();
         nbctl(&sandbox, &args);
@@ -117,7 +173,11 @@ fn back_or_bumped<'a>(bumped: &'a Desired, back: &'a Desired) -> &'a Desired {
 /// The anchor for observing: ovsdb-server answering the same selects wepoq's observation
 /// sends for the owned rows (`columns` of each table), over a plain socket, the reply read
 /// but not parsed: the server's share of an observation, which no client can go below.
-fn server_select(socket: &Path, owner: &str, columns: fn(Table) -> Vec<&'static str>) -> (Duration, usize) {
+fn server_select(
+    socket: &Path,
+    owner: &str,
+    columns: fn(Table) -> Vec<&'static str>,
+) -> (Duration, usize) {
     let mut ops = vec![serde_json::json!("OVN_Northbound")];
     for table in Table::ALL {
         let columns = columns(table);
@@ -159,7 +219,10 @@ fn main() {
     if require(Component::NbServer).is_none() {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!("wepoq reconcile benchmark (release build; a fresh NB ovsdb-server per scenario)\n");
 
     // 1. 10k endpoints into an empty NB.
@@ -173,17 +236,39 @@ fn main() {
         let (took, ops) = runtime.block_on(reconcile_fresh(&sandbox.nb_unix_url(), &desired, None));
         applies.push(took);
         ops_10k = ops;
-        (again_10k, again_ops) = runtime.block_on(reconcile_fresh(&sandbox.nb_unix_url(), &desired, None));
+        (again_10k, again_ops) =
+            runtime.block_on(reconcile_fresh(&sandbox.nb_unix_url(), &desired, None));
     }
     applies.sort();
     let apply_10k = applies[1];
     let (per_command, one_process) = anchor(&ports);
-    println!("1. apply 10,000 endpoints ({} NB rows) into an empty NB                target <= 1 s", rows(&desired));
-    println!("   compile                                  {:>12}", ms(compile_10k));
-    println!("   wepoq: connect + observe + plan + apply  {:>12}   ({ops_10k} operations, one transaction; median of 3 empty NBs: {}, {}, {})", ms(apply_10k), ms(applies[0]), ms(applies[1]), ms(applies[2]));
-    println!("   wepoq: the same again (no change)        {:>12}   ({again_ops} operations)", ms(again_10k));
-    println!("   anchor ovn-nbctl, one process per port   {:>12}   (first {NBCTL_SAMPLE} timed, extrapolated; ports only)", ms(per_command));
-    println!("   anchor ovn-nbctl, all in one process     {:>12}   (one transaction; ports only)", ms(one_process));
+    println!(
+        "1. apply 10,000 endpoints ({} NB rows) into an empty NB                target <= 1 s",
+        rows(&desired)
+    );
+    println!(
+        "   compile                                  {:>12}",
+        ms(compile_10k)
+    );
+    println!(
+        "   wepoq: connect + observe + plan + apply  {:>12}   ({ops_10k} operations, one transaction; median of 3 empty NBs: {}, {}, {})",
+        ms(apply_10k),
+        ms(applies[0]),
+        ms(applies[1]),
+        ms(applies[2])
+    );
+    println!(
+        "   wepoq: the same again (no change)        {:>12}   ({again_ops} operations)",
+        ms(again_10k)
+    );
+    println!(
+        "   anchor ovn-nbctl, one process per port   {:>12}   (first {NBCTL_SAMPLE} timed, extrapolated; ports only)",
+        ms(per_command)
+    );
+    println!(
+        "   anchor ovn-nbctl, all in one process     {:>12}   (one transaction; ports only)",
+        ms(one_process)
+    );
 
     // 2 and 3. An NB holding ~50k owned rows.
     // 38 rows per service of 20 endpoints: about 50k owned rows.
@@ -194,14 +279,33 @@ fn main() {
     let (fill, _) = runtime.block_on(reconcile_fresh(&url, &big, None));
     settle();
     let (no_change, no_ops) = runtime.block_on(reconcile_fresh(&url, &big, None));
-    println!("\n2. no-change plan against {} owned rows, fresh connection              target <= 1 s", rows(&big));
-    println!("   (filling that NB took                    {:>12})", ms(fill));
-    println!("   wepoq: connect + observe + plan          {:>12}   ({no_ops} operations)", ms(no_change));
+    println!(
+        "\n2. no-change plan against {} owned rows, fresh connection              target <= 1 s",
+        rows(&big)
+    );
+    println!(
+        "   (filling that NB took                    {:>12})",
+        ms(fill)
+    );
+    println!(
+        "   wepoq: connect + observe + plan          {:>12}   ({no_ops} operations)",
+        ms(no_change)
+    );
     let socket = sandbox.dir().join("nb.sock");
     let owner = &big.namespaces[0].0;
-    let every_column = |t: Table| t.managed_columns().iter().copied().chain(["_uuid", "_version"]).collect();
+    let every_column = |t: Table| {
+        t.managed_columns()
+            .iter()
+            .copied()
+            .chain(["_uuid", "_version"])
+            .collect()
+    };
     let (server_only, bytes) = server_select(&socket, owner, every_column);
-    println!("   anchor: ovsdb-server answering the same selects {:>6}   ({:.1} MB of JSON, read, not parsed: the server's share)", ms(server_only), bytes as f64 / 1e6);
+    println!(
+        "   anchor: ovsdb-server answering the same selects {:>6}   ({:.1} MB of JSON, read, not parsed: the server's share)",
+        ms(server_only),
+        bytes as f64 / 1e6
+    );
     // With the row cache (what the CLI does): the server lists versions, the rows come from disk.
     let row_cache = sandbox.dir().join("row-cache");
     settle();
@@ -209,13 +313,28 @@ fn main() {
     let mut warm = Vec::new();
     for _ in 0..3 {
         settle();
-        warm.push(runtime.block_on(reconcile_fresh(&url, &big, Some(&row_cache))).0);
+        warm.push(
+            runtime
+                .block_on(reconcile_fresh(&url, &big, Some(&row_cache)))
+                .0,
+        );
     }
     warm.sort();
-    println!("   wepoq with its row cache, the run that writes it {:>5}", ms(writing));
-    println!("   wepoq with its row cache (warm)           {:>12}   (median of 3: {})", ms(warm[1]), warm.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", "));
+    println!(
+        "   wepoq with its row cache, the run that writes it {:>5}",
+        ms(writing)
+    );
+    println!(
+        "   wepoq with its row cache (warm)           {:>12}   (median of 3: {})",
+        ms(warm[1]),
+        warm.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
+    );
     let (versions_only, bytes) = server_select(&socket, owner, |_| vec!["_uuid", "_version"]);
-    println!("   anchor: ovsdb-server listing _uuid, _version {:>8}   ({:.1} MB: the server's share with the cache)", ms(versions_only), bytes as f64 / 1e6);
+    println!(
+        "   anchor: ovsdb-server listing _uuid, _version {:>8}   ({:.1} MB: the server's share with the cache)",
+        ms(versions_only),
+        bytes as f64 / 1e6
+    );
 
     let (bumped, _, _, compile_big) = compiled(&spec(services, Some(777)), Some(&lock));
     settle();
@@ -225,7 +344,8 @@ fn main() {
     let (back_fresh, _) = runtime.block_on(reconcile_fresh(&url, &back, None));
     settle();
     // The cache was written before both changes: each run fetches the rows they touched.
-    let (one_service_cached, _) = runtime.block_on(reconcile_fresh(&url, &bumped, Some(&row_cache)));
+    let (one_service_cached, _) =
+        runtime.block_on(reconcile_fresh(&url, &bumped, Some(&row_cache)));
     settle();
     let (back_cached, _) = runtime.block_on(reconcile_fresh(&url, &back, Some(&row_cache)));
     settle();
@@ -233,27 +353,65 @@ fn main() {
     // Connected (`wepoq apply --watch`): the owned rows stay in memory through a monitor.
     let start = Instant::now();
     let owners = [big.namespaces[0].0.clone()];
-    let mut cached = runtime.block_on(async { CachedReconciler::start(Reconciler::connect(&url, Timeouts::default()).await?, &owners).await }).expect("monitor");
+    let mut cached = runtime
+        .block_on(async {
+            CachedReconciler::start(
+                Reconciler::connect(&url, Timeouts::default()).await?,
+                &owners,
+            )
+            .await
+        })
+        .expect("monitor");
     let started = start.elapsed();
     let mut rounds = Vec::new();
     for i in 0..CACHED_ROUNDS {
         let target = if i % 2 == 0 { &bumped } else { &back };
         let start = Instant::now();
-        let (plan, applied) = runtime.block_on(cached.reconcile(target, Options::default(), |_, _| true)).expect("cached reconcile");
+        let (plan, applied) = runtime
+            .block_on(cached.reconcile(target, Options::default(), |_, _| true))
+            .expect("cached reconcile");
         rounds.push(start.elapsed());
-        assert!(!plan.changes.is_empty() && applied.operations > 0, "each round changes one service");
+        assert!(
+            !plan.changes.is_empty() && applied.operations > 0,
+            "each round changes one service"
+        );
     }
     rounds.sort();
     let start = Instant::now();
-    let (plan, _) = runtime.block_on(cached.reconcile(back_or_bumped(&bumped, &back), Options::default(), |_, _| true)).expect("cached no-change plan");
+    let (plan, _) = runtime
+        .block_on(cached.reconcile(
+            back_or_bumped(&bumped, &back),
+            Options::default(),
+            |_, _| true,
+        ))
+        .expect("cached no-change plan");
     let no_change_connected = start.elapsed();
     assert!(plan.changes.is_empty());
-    println!("\n   (connected, as `wepoq apply --watch`: a no-change plan from memory {}, after the changes below)", ms(no_change_connected));
-    println!("\n3. change one service (a fifth server) in that NB: plan + apply          target <= 100 ms");
-    println!("   compile (with lockfile)                  {:>12}   (the compiler's share; issue 2)", ms(compile_big));
-    println!("   wepoq: fresh connection                  {:>12}   ({one_ops} operations; and back: {})", ms(one_service), ms(back_fresh));
-    println!("   wepoq: fresh connection, row cache       {:>12}   (and back: {})", ms(one_service_cached), ms(back_cached));
-    println!("   wepoq --watch: monitor started            {:>12}   (once: the first reply carries every owned row)", ms(started));
+    println!(
+        "\n   (connected, as `wepoq apply --watch`: a no-change plan from memory {}, after the changes below)",
+        ms(no_change_connected)
+    );
+    println!(
+        "\n3. change one service (a fifth server) in that NB: plan + apply          target <= 100 ms"
+    );
+    println!(
+        "   compile (with lockfile)                  {:>12}   (the compiler's share; issue 2)",
+        ms(compile_big)
+    );
+    println!(
+        "   wepoq: fresh connection                  {:>12}   ({one_ops} operations; and back: {})",
+        ms(one_service),
+        ms(back_fresh)
+    );
+    println!(
+        "   wepoq: fresh connection, row cache       {:>12}   (and back: {})",
+        ms(one_service_cached),
+        ms(back_cached)
+    );
+    println!(
+        "   wepoq --watch: monitor started            {:>12}   (once: the first reply carries every owned row)",
+        ms(started)
+    );
     println!(
         "   wepoq --watch: plan + apply, connected   {:>12}   (median of {CACHED_ROUNDS} changes, alternating there and back; min {}, max {})",
         ms(rounds[rounds.len() / 2]),
@@ -261,4 +419,3 @@ fn main() {
         ms(rounds[rounds.len() - 1])
     );
 }
-

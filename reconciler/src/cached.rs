@@ -18,9 +18,11 @@ use wepoq_compiler::nb::Table;
 use wepoq_compiler::plan::{self, Plan};
 
 use crate::observe::patch::Patcher;
-use crate::observe::{owner_condition, Observed};
-use crate::ovsdb::{Condition, Monitor, MonitorSpec, Schema, Uuid, NB_DB};
-use crate::reconcile::{is_contention, timing, Applied, Desired, Options, ReconcileError, Reconciler};
+use crate::observe::{Observed, owner_condition};
+use crate::ovsdb::{Condition, Monitor, MonitorSpec, NB_DB, Schema, Uuid};
+use crate::reconcile::{
+    Applied, Desired, Options, ReconcileError, Reconciler, is_contention, timing,
+};
 
 /// A connection, a monitor of the owned rows, and the observation derived from it.
 pub struct CachedReconciler {
@@ -36,7 +38,10 @@ pub struct CachedReconciler {
 impl CachedReconciler {
     /// Starts monitoring the rows marked as `owners`' (the first reply carries all of them,
     /// which costs about what one observation does).
-    pub async fn start(reconciler: Reconciler, owners: &[String]) -> Result<CachedReconciler, ReconcileError> {
+    pub async fn start(
+        reconciler: Reconciler,
+        owners: &[String],
+    ) -> Result<CachedReconciler, ReconcileError> {
         let clauses: Vec<Condition> = owners.iter().map(|o| owner_condition(o)).collect();
         let mut spec = MonitorSpec::new();
         for table in Table::ALL {
@@ -45,7 +50,14 @@ impl CachedReconciler {
         let monitor = reconciler.client.monitor(NB_DB, spec).await?;
         let schema = reconciler.schema().clone();
         let patcher = Patcher::new(&schema);
-        let mut cached = CachedReconciler { reconciler, monitor, schema, owners: owners.to_vec(), observed: Observed::default(), patcher };
+        let mut cached = CachedReconciler {
+            reconciler,
+            monitor,
+            schema,
+            owners: owners.to_vec(),
+            observed: Observed::default(),
+            patcher,
+        };
         cached.refresh();
         Ok(cached)
     }
@@ -69,7 +81,12 @@ impl CachedReconciler {
     /// Plans from memory and applies; on a failed guard or index clash (someone else wrote,
     /// or a foreign row holds a wanted name: `--adopt` takes it there), hands over to a full
     /// reconcile, which observes with selects and reports conflicts as a one-shot apply does.
-    pub async fn reconcile(&mut self, desired: &Desired, options: Options, mut confirm: impl FnMut(&Plan, usize) -> bool) -> Result<(Plan, Applied), ReconcileError> {
+    pub async fn reconcile(
+        &mut self,
+        desired: &Desired,
+        options: Options,
+        mut confirm: impl FnMut(&Plan, usize) -> bool,
+    ) -> Result<(Plan, Applied), ReconcileError> {
         let start = Instant::now();
         self.refresh();
         timing("cached: catching up with the monitor", start);
@@ -77,7 +94,15 @@ impl CachedReconciler {
         let plan = Reconciler::plan(desired, &self.observed);
         timing("cached: plan from memory", phase);
         if plan.changes.is_empty() || !confirm(&plan, 1) {
-            return Ok((plan, Applied { summary: plan::Summary::default(), operations: 0, attempts: 1, elapsed: start.elapsed() }));
+            return Ok((
+                plan,
+                Applied {
+                    summary: plan::Summary::default(),
+                    operations: 0,
+                    attempts: 1,
+                    elapsed: start.elapsed(),
+                },
+            ));
         }
         // The guards compare what was read: the monitor's copy of the rows the plan touches.
         self.observed.raw = self.monitor.with(|tables| {
@@ -85,19 +110,32 @@ impl CachedReconciler {
                 .iter()
                 .filter_map(|c| {
                     let uuid = self.observed.ids.by_key.get(&c.key)?;
-                    Some((c.key.clone(), tables.get(c.key.table.name())?.get(uuid)?.clone()))
+                    Some((
+                        c.key.clone(),
+                        tables.get(c.key.table.name())?.get(uuid)?.clone(),
+                    ))
                 })
                 .collect()
         });
         match self.reconciler.apply_plan(&plan, &self.observed).await {
             Ok(operations) => {
-                let applied = Applied { summary: plan.summary(), operations, attempts: 1, elapsed: start.elapsed() };
+                let applied = Applied {
+                    summary: plan.summary(),
+                    operations,
+                    attempts: 1,
+                    elapsed: start.elapsed(),
+                };
                 return Ok((plan, applied));
             }
-            Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => timing("cached: the NB moved; a full reconcile follows", start),
+            Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => {
+                timing("cached: the NB moved; a full reconcile follows", start)
+            }
             Err(e) => return Err(e),
         }
-        let (plan, mut applied) = self.reconciler.reconcile(desired, options, |p, attempt| confirm(p, attempt + 1)).await?;
+        let (plan, mut applied) = self
+            .reconciler
+            .reconcile(desired, options, |p, attempt| confirm(p, attempt + 1))
+            .await?;
         applied.elapsed = start.elapsed();
         Ok((plan, applied))
     }
@@ -108,7 +146,12 @@ impl CachedReconciler {
         if touched.everything {
             self.observed = Observed::default();
             self.patcher.clear();
-            let all: Vec<(String, Uuid)> = self.monitor.with(|tables| tables.iter().flat_map(|(t, rows)| rows.keys().map(move |u| (t.clone(), u.clone()))).collect());
+            let all: Vec<(String, Uuid)> = self.monitor.with(|tables| {
+                tables
+                    .iter()
+                    .flat_map(|(t, rows)| rows.keys().map(move |u| (t.clone(), u.clone())))
+                    .collect()
+            });
             self.update(&all);
             for owner in &self.owners {
                 self.observed.rows.entry(owner.clone()).or_default();
@@ -121,6 +164,13 @@ impl CachedReconciler {
     /// Re-derives the given rows from the monitor's cache.
     fn update(&mut self, rows: &[(String, Uuid)]) {
         let (patcher, observed, schema) = (&mut self.patcher, &mut self.observed, &self.schema);
-        self.monitor.with(|tables| patcher.update(observed, schema, |table, uuid| tables.get(table)?.get(uuid), rows));
+        self.monitor.with(|tables| {
+            patcher.update(
+                observed,
+                schema,
+                |table, uuid| tables.get(table)?.get(uuid),
+                rows,
+            )
+        });
     }
 }

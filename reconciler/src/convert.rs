@@ -28,17 +28,28 @@ impl RowIds {
 pub fn to_nb_row(key: RowKey, row: &ovsdb::Row, schema: &Schema, ids: &RowIds) -> nb::Row {
     let mut out = nb::Row::new(key.table, key.name.clone());
     for &column in key.table.managed_columns() {
-        let Some(ty) = schema.column(key.table.name(), column) else { continue };
-        let value = row.get(column).cloned().unwrap_or_else(|| ty.default_value());
+        let Some(ty) = schema.column(key.table.name(), column) else {
+            continue;
+        };
+        let value = row
+            .get(column)
+            .cloned()
+            .unwrap_or_else(|| ty.default_value());
         let converted = match (ty.kind(), &value) {
-            (ColumnKind::Map, ovsdb::Value::Map(map)) => {
-                nb::Value::Map(map.iter().filter_map(|(k, v)| Some((to_nb_atom(k, ids)?, to_nb_atom(v, ids)?))).collect())
+            (ColumnKind::Map, ovsdb::Value::Map(map)) => nb::Value::Map(
+                map.iter()
+                    .filter_map(|(k, v)| Some((to_nb_atom(k, ids)?, to_nb_atom(v, ids)?)))
+                    .collect(),
+            ),
+            (ColumnKind::Scalar, ovsdb::Value::Set(set)) if set.len() == 1 => {
+                match set.iter().next().and_then(|a| to_nb_atom(a, ids)) {
+                    Some(atom) => nb::Value::Atom(atom),
+                    None => continue,
+                }
             }
-            (ColumnKind::Scalar, ovsdb::Value::Set(set)) if set.len() == 1 => match set.iter().next().and_then(|a| to_nb_atom(a, ids)) {
-                Some(atom) => nb::Value::Atom(atom),
-                None => continue,
-            },
-            (_, ovsdb::Value::Set(set)) => nb::Value::Set(set.iter().filter_map(|a| to_nb_atom(a, ids)).collect()),
+            (_, ovsdb::Value::Set(set)) => {
+                nb::Value::Set(set.iter().filter_map(|a| to_nb_atom(a, ids)).collect())
+            }
             _ => continue,
         };
         out = out.with(column, converted);
@@ -64,7 +75,11 @@ impl RowIds {
 
 /// How a reference is written in the transaction: a UUID for a row that exists, a
 /// named-uuid for one inserted by it.
-pub fn to_ovsdb_atom(atom: &nb::Atom, ids: &RowIds, named: &HashMap<RowKey, String>) -> ovsdb::Atom {
+pub fn to_ovsdb_atom(
+    atom: &nb::Atom,
+    ids: &RowIds,
+    named: &HashMap<RowKey, String>,
+) -> ovsdb::Atom {
     match atom {
         nb::Atom::Integer(i) => ovsdb::Atom::Integer(*i),
         nb::Atom::Boolean(b) => ovsdb::Atom::Boolean(*b),
@@ -80,11 +95,18 @@ pub fn to_ovsdb_atom(atom: &nb::Atom, ids: &RowIds, named: &HashMap<RowKey, Stri
     }
 }
 
-pub fn to_ovsdb_value(value: &nb::Value, ids: &RowIds, named: &HashMap<RowKey, String>) -> ovsdb::Value {
+pub fn to_ovsdb_value(
+    value: &nb::Value,
+    ids: &RowIds,
+    named: &HashMap<RowKey, String>,
+) -> ovsdb::Value {
     match value {
         nb::Value::Atom(a) => ovsdb::Value::atom(to_ovsdb_atom(a, ids, named)),
         nb::Value::Set(s) => ovsdb::Value::set(s.iter().map(|a| to_ovsdb_atom(a, ids, named))),
-        nb::Value::Map(m) => ovsdb::Value::map(m.iter().map(|(k, v)| (to_ovsdb_atom(k, ids, named), to_ovsdb_atom(v, ids, named)))),
+        nb::Value::Map(m) => ovsdb::Value::map(
+            m.iter()
+                .map(|(k, v)| (to_ovsdb_atom(k, ids, named), to_ovsdb_atom(v, ids, named))),
+        ),
     }
 }
 

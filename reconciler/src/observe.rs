@@ -7,18 +7,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use wepoq_compiler::nb::{self, RowKey, Table, NAME_KEY, OWNER_KEY};
+use wepoq_compiler::nb::{self, NAME_KEY, OWNER_KEY, RowKey, Table};
 
-use crate::convert::{to_nb_row, RowIds};
+use crate::convert::{RowIds, to_nb_row};
 use crate::row_cache::RowCache;
 
 mod derive;
 pub(crate) mod patch;
 mod read;
 
+use crate::ovsdb::{self, Client, Condition, NB_DB, Operation, Schema, Uuid};
 pub use read::ReadStats;
 use read::{Owned, Read};
-use crate::ovsdb::{self, Client, Condition, Operation, Schema, Uuid, NB_DB};
 
 /// A row that carries a name wepoq wants but is not marked as this namespace's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,16 +148,33 @@ pub(crate) fn owner_condition(owner: &str) -> Condition {
 /// Observes the NB for `owners`. `wanted` names the rows the desired state holds, so that a
 /// foreign row with one of those names is reported as a conflict. With a `cache`, only the
 /// rows it lacks (or holds in an older version) are read whole, and it is brought up to date.
-pub async fn observe(client: &Client, schema: &Arc<Schema>, owners: &[String], wanted: &HashSet<RowKey>, cache: Option<&RowCache>) -> Result<Observed, ovsdb::Error> {
+pub async fn observe(
+    client: &Client,
+    schema: &Arc<Schema>,
+    owners: &[String],
+    wanted: &HashSet<RowKey>,
+    cache: Option<&RowCache>,
+) -> Result<Observed, ovsdb::Error> {
     let started = std::time::Instant::now();
-    let Read { owned, named, stats, cache_outdated } = read::read(client, schema, owners, cache).await?;
+    let Read {
+        owned,
+        named,
+        stats,
+        cache_outdated,
+    } = read::read(client, schema, owners, cache).await?;
     if std::env::var_os("WEPOQ_TIMINGS").is_some() {
-        eprintln!("wepoq: observe: rows read in {:.1} ms ({stats:?})", started.elapsed().as_secs_f64() * 1e3);
+        eprintln!(
+            "wepoq: observe: rows read in {:.1} ms ({stats:?})",
+            started.elapsed().as_secs_f64() * 1e3
+        );
     }
     let mut observed = match owned {
         Owned::Derived(observed) => {
             if let Some(cache) = cache.filter(|_| cache_outdated) {
-                derive::store(cache, observed.raw.iter().map(|(key, row)| (key.table, row)));
+                derive::store(
+                    cache,
+                    observed.raw.iter().map(|(key, row)| (key.table, row)),
+                );
             }
             *observed
         }
@@ -165,10 +182,16 @@ pub async fn observe(client: &Client, schema: &Arc<Schema>, owners: &[String], w
     };
     observed.read = stats;
     for (table, row) in named {
-        let (Some(name), Some(uuid)) = (row.str("name"), row.uuid()) else { continue };
+        let (Some(name), Some(uuid)) = (row.str("name"), row.uuid()) else {
+            continue;
+        };
         let key = RowKey::new(table, name);
         if wanted.contains(&key) && !observed.ids.by_uuid.contains_key(uuid) {
-            observed.conflicts.push(Conflict { key, uuid: uuid.clone(), owner: None });
+            observed.conflicts.push(Conflict {
+                key,
+                uuid: uuid.clone(),
+                owner: None,
+            });
         }
     }
     // Conflicts are rare; say whose rows they are with one more read (one transaction).
@@ -176,10 +199,26 @@ pub async fn observe(client: &Client, schema: &Arc<Schema>, owners: &[String], w
         let ops: Vec<Operation> = observed
             .conflicts
             .iter()
-            .map(|c| Operation::select_columns(c.key.table.name(), vec![Condition::uuid(&c.uuid)], &["external_ids"]))
+            .map(|c| {
+                Operation::select_columns(
+                    c.key.table.name(),
+                    vec![Condition::uuid(&c.uuid)],
+                    &["external_ids"],
+                )
+            })
             .collect();
-        for (c, result) in observed.conflicts.iter_mut().zip(client.transact(NB_DB, &ops).await?) {
-            c.owner = result.rows().first().and_then(|r| r.get("external_ids")).and_then(|ids| ids.get(OWNER_KEY)).and_then(ovsdb::Atom::as_str).map(str::to_owned);
+        for (c, result) in observed
+            .conflicts
+            .iter_mut()
+            .zip(client.transact(NB_DB, &ops).await?)
+        {
+            c.owner = result
+                .rows()
+                .first()
+                .and_then(|r| r.get("external_ids"))
+                .and_then(|ids| ids.get(OWNER_KEY))
+                .and_then(ovsdb::Atom::as_str)
+                .map(str::to_owned);
         }
     }
     for owner in owners {
@@ -206,27 +245,49 @@ pub(crate) fn owner_mark(row: &ovsdb::Row) -> Option<&str> {
 pub(crate) fn foreign_children(table: Table, row: &ovsdb::Row, ids: &RowIds) -> Vec<String> {
     let mut foreign = Vec::new();
     for (_, column) in crate::convert::strong_children(table) {
-        let Some(ovsdb::Value::Set(members)) = row.get(*column) else { continue };
-        foreign.extend(members.iter().filter_map(ovsdb::Atom::as_uuid).filter(|u| !ids.by_uuid.contains_key(*u)).map(|u| format!("{column} {}", u.as_str())));
+        let Some(ovsdb::Value::Set(members)) = row.get(*column) else {
+            continue;
+        };
+        foreign.extend(
+            members
+                .iter()
+                .filter_map(ovsdb::Atom::as_uuid)
+                .filter(|u| !ids.by_uuid.contains_key(*u))
+                .map(|u| format!("{column} {}", u.as_str())),
+        );
     }
     foreign
 }
 
 /// Takes over conflicting rows (`--adopt`): reads them whole and treats them as owned by
 /// `owner_of(key)`, so the plan rewrites their columns and ownership marks.
-pub async fn adopt(client: &Client, schema: &Schema, observed: &mut Observed, owner_of: impl Fn(&RowKey) -> Option<String>) -> Result<(), ovsdb::Error> {
+pub async fn adopt(
+    client: &Client,
+    schema: &Schema,
+    observed: &mut Observed,
+    owner_of: impl Fn(&RowKey) -> Option<String>,
+) -> Result<(), ovsdb::Error> {
     let conflicts = std::mem::take(&mut observed.conflicts);
     for c in &conflicts {
         observed.ids.insert(c.key.clone(), c.uuid.clone());
     }
-    let adopted: Vec<(Conflict, String)> = conflicts.into_iter().filter_map(|c| owner_of(&c.key).map(|o| (c, o))).collect();
+    let adopted: Vec<(Conflict, String)> = conflicts
+        .into_iter()
+        .filter_map(|c| owner_of(&c.key).map(|o| (c, o)))
+        .collect();
     if adopted.is_empty() {
         return Ok(());
     }
     // Every adopted row whole, in one transaction.
     let ops: Vec<Operation> = adopted
         .iter()
-        .map(|(c, _)| Operation::select_columns(c.key.table.name(), vec![Condition::uuid(&c.uuid)], &read::full_columns(c.key.table)))
+        .map(|(c, _)| {
+            Operation::select_columns(
+                c.key.table.name(),
+                vec![Condition::uuid(&c.uuid)],
+                &read::full_columns(c.key.table),
+            )
+        })
         .collect();
     let results = client.transact(NB_DB, &ops).await?;
     for ((c, owner), result) in adopted.into_iter().zip(results) {

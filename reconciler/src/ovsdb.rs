@@ -81,6 +81,8 @@ pub use value::{Atom, Uuid, Value};
 pub fn drop_in_background<T: Send + 'static>(value: T, large: bool) {
     if large {
         // If no thread can be started, the closure and the value are dropped right here.
-        let _ = std::thread::Builder::new().name("wepoq-drop".into()).spawn(move || drop(value));
+        let _ = std::thread::Builder::new()
+            .name("wepoq-drop".into())
+            .spawn(move || drop(value));
     }
 }

@@ -11,8 +11,8 @@ use wepoq_compiler::nb::{self, RowKey};
 use wepoq_compiler::plan::{self, Observed as PlanSource, Plan};
 
 use crate::observe::{self, Conflict, Observed};
+use crate::ovsdb::{self, Client, NB_DB, Schema, Timeouts};
 use crate::row_cache::RowCache;
-use crate::ovsdb::{self, Client, Schema, Timeouts, NB_DB};
 use crate::transaction;
 
 /// The desired NB state: rows per owner (namespace FQDN), as the compiler emits them.
@@ -29,11 +29,17 @@ impl Desired {
     }
 
     fn wanted(&self) -> HashSet<RowKey> {
-        self.namespaces.iter().flat_map(|(_, rows)| rows.iter().map(|r| r.key.clone())).collect()
+        self.namespaces
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().map(|r| r.key.clone()))
+            .collect()
     }
 
     fn owner_of(&self, key: &RowKey) -> Option<String> {
-        self.namespaces.iter().find(|(_, rows)| rows.iter().any(|r| &r.key == key)).map(|(o, _)| o.clone())
+        self.namespaces
+            .iter()
+            .find(|(_, rows)| rows.iter().any(|r| &r.key == key))
+            .map(|(o, _)| o.clone())
     }
 }
 
@@ -50,7 +56,10 @@ pub enum ReconcileError {
     #[error("destroying {key} would delete rows that are not wepoq's: {}", .children.join(", "))]
     WouldDeleteForeign { key: String, children: Vec<String> },
     #[error("the saved plan covers {plan:?} but was applied for {given:?}")]
-    WrongNamespaces { plan: Vec<String>, given: Vec<String> },
+    WrongNamespaces {
+        plan: Vec<String>,
+        given: Vec<String>,
+    },
 }
 
 impl ReconcileError {
@@ -100,7 +109,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { adopt: false, attempts: 3 }
+        Options {
+            adopt: false,
+            attempts: 3,
+        }
     }
 }
 
@@ -118,7 +130,11 @@ impl Reconciler {
     pub async fn connect(url: &str, timeouts: Timeouts) -> Result<Reconciler, ReconcileError> {
         let client = Client::connect(url, timeouts).await?;
         let schema = client.nb_schema().await?;
-        Ok(Reconciler { client, schema, cache_dir: None })
+        Ok(Reconciler {
+            client,
+            schema,
+            cache_dir: None,
+        })
     }
 
     /// Keeps a cache of the owned rows in `dir`, so that observations read only the rows
@@ -129,7 +145,9 @@ impl Reconciler {
     }
 
     fn row_cache(&self, owners: &[String]) -> Option<RowCache> {
-        self.cache_dir.as_deref().map(|dir| RowCache::new(dir, self.client.url(), owners, &self.schema))
+        self.cache_dir
+            .as_deref()
+            .map(|dir| RowCache::new(dir, self.client.url(), owners, &self.schema))
     }
 
     /// The NB schema, as checked at connect.
@@ -137,17 +155,36 @@ impl Reconciler {
         &self.schema
     }
 
-    pub async fn observe(&self, desired: &Desired, options: Options) -> Result<Observed, ReconcileError> {
+    pub async fn observe(
+        &self,
+        desired: &Desired,
+        options: Options,
+    ) -> Result<Observed, ReconcileError> {
         self.observe_with(desired, options, true).await
     }
 
     /// [`Reconciler::observe`], reading every row when `use_cache` is false.
-    async fn observe_with(&self, desired: &Desired, options: Options, use_cache: bool) -> Result<Observed, ReconcileError> {
+    async fn observe_with(
+        &self,
+        desired: &Desired,
+        options: Options,
+        use_cache: bool,
+    ) -> Result<Observed, ReconcileError> {
         let owners = desired.owners();
         let cache = self.row_cache(&owners).filter(|_| use_cache);
-        let mut observed = observe::observe(&self.client, &self.schema, &owners, &desired.wanted(), cache.as_ref()).await?;
+        let mut observed = observe::observe(
+            &self.client,
+            &self.schema,
+            &owners,
+            &desired.wanted(),
+            cache.as_ref(),
+        )
+        .await?;
         if options.adopt {
-            observe::adopt(&self.client, &self.schema, &mut observed, |k| desired.owner_of(k)).await?;
+            observe::adopt(&self.client, &self.schema, &mut observed, |k| {
+                desired.owner_of(k)
+            })
+            .await?;
         } else if !observed.conflicts.is_empty() {
             return Err(ReconcileError::Conflicts(observed.conflicts));
         }
@@ -160,13 +197,20 @@ impl Reconciler {
         let empty = Vec::new();
         let mut changes = Vec::new();
         for (owner, rows) in &desired.namespaces {
-            changes.extend(plan::diff(owner, rows, observed.rows.get(owner).unwrap_or(&empty)));
+            changes.extend(plan::diff(
+                owner,
+                rows,
+                observed.rows.get(owner).unwrap_or(&empty),
+            ));
         }
         changes.sort_by(|a, b| a.key.cmp(&b.key));
         Plan {
             spec_hash: desired.spec_hash.clone(),
             namespaces: desired.owners(),
-            observed: PlanSource::Live { fingerprint: String::new(), rows: Vec::new() },
+            observed: PlanSource::Live {
+                fingerprint: String::new(),
+                rows: Vec::new(),
+            },
             changes,
         }
     }
@@ -174,23 +218,41 @@ impl Reconciler {
     /// `plan` with the fingerprint and row digests of `observed` filled in, as a saved plan
     /// needs them.
     pub fn fingerprinted(mut plan: Plan, observed: &Observed) -> Plan {
-        plan.observed = PlanSource::Live { fingerprint: observed.fingerprint(), rows: observed.digests() };
+        plan.observed = PlanSource::Live {
+            fingerprint: observed.fingerprint(),
+            rows: observed.digests(),
+        };
         plan
     }
 
     /// Applies `plan`, computed from `observed`, as one transaction. A failed guard is
     /// returned as is (`ovsdb::Error::GuardFailed`); [`Reconciler::reconcile`] retries.
-    pub async fn apply_plan(&self, plan: &Plan, observed: &Observed) -> Result<usize, ReconcileError> {
+    pub async fn apply_plan(
+        &self,
+        plan: &Plan,
+        observed: &Observed,
+    ) -> Result<usize, ReconcileError> {
         if plan.changes.is_empty() {
             return Ok(0);
         }
         // Never take another tool's rows down with ours.
-        for change in plan.changes.iter().filter(|c| c.action == plan::Action::Destroy) {
+        for change in plan
+            .changes
+            .iter()
+            .filter(|c| c.action == plan::Action::Destroy)
+        {
             if let Some(children) = observed.foreign_children.get(&change.key) {
-                return Err(ReconcileError::WouldDeleteForeign { key: change.key.to_string(), children: children.clone() });
+                return Err(ReconcileError::WouldDeleteForeign {
+                    key: change.key.to_string(),
+                    children: children.clone(),
+                });
             }
         }
-        let comment = format!("wepoq apply {} spec {}", plan.namespaces.join(" "), plan.spec_hash);
+        let comment = format!(
+            "wepoq apply {} spec {}",
+            plan.namespaces.join(" "),
+            plan.spec_hash
+        );
         let phase = Instant::now();
         let ops = transaction::build(&plan.changes, observed, &comment);
         timing("apply: building the transaction", phase);
@@ -219,7 +281,12 @@ impl Reconciler {
             let plan = Reconciler::plan(desired, &observed);
             timing("plan", phase);
             if !plan.changes.is_empty() && !confirm(&plan, attempt) {
-                let applied = Applied { summary: plan::Summary::default(), operations: 0, attempts: attempt, elapsed: start.elapsed() };
+                let applied = Applied {
+                    summary: plan::Summary::default(),
+                    operations: 0,
+                    attempts: attempt,
+                    elapsed: start.elapsed(),
+                };
                 return Ok((plan, applied));
             }
             let phase = Instant::now();
@@ -228,37 +295,69 @@ impl Reconciler {
             observed.free_in_background();
             match result {
                 Ok(operations) => {
-                    let applied = Applied { summary: plan.summary(), operations, attempts: attempt, elapsed: start.elapsed() };
+                    let applied = Applied {
+                        summary: plan.summary(),
+                        operations,
+                        attempts: attempt,
+                        elapsed: start.elapsed(),
+                    };
                     return Ok((plan, applied));
                 }
                 Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(ReconcileError::Contended { attempts: options.attempts })
+        Err(ReconcileError::Contended {
+            attempts: options.attempts,
+        })
     }
 
     /// Applies a saved plan: refused as stale unless the NB still holds exactly what the plan
     /// was computed from.
-    pub async fn apply_saved(&self, saved: &Plan, desired_owners: &[String]) -> Result<Applied, ReconcileError> {
+    pub async fn apply_saved(
+        &self,
+        saved: &Plan,
+        desired_owners: &[String],
+    ) -> Result<Applied, ReconcileError> {
         let start = Instant::now();
         let PlanSource::Live { fingerprint, rows } = &saved.observed else {
-            return Err(ReconcileError::Stale { changed: vec!["the plan was made offline, against an empty state; make it with --db".into()] });
+            return Err(ReconcileError::Stale {
+                changed: vec![
+                    "the plan was made offline, against an empty state; make it with --db".into(),
+                ],
+            });
         };
         if !desired_owners.is_empty() && desired_owners != saved.namespaces.as_slice() {
-            return Err(ReconcileError::WrongNamespaces { plan: saved.namespaces.clone(), given: desired_owners.to_vec() });
+            return Err(ReconcileError::WrongNamespaces {
+                plan: saved.namespaces.clone(),
+                given: desired_owners.to_vec(),
+            });
         }
         let wanted: HashSet<RowKey> = saved.changes.iter().map(|c| c.key.clone()).collect();
         let cache = self.row_cache(&saved.namespaces);
-        let observed = observe::observe(&self.client, &self.schema, &saved.namespaces, &wanted, cache.as_ref()).await?;
+        let observed = observe::observe(
+            &self.client,
+            &self.schema,
+            &saved.namespaces,
+            &wanted,
+            cache.as_ref(),
+        )
+        .await?;
         if &observed.fingerprint() != fingerprint {
-            return Err(ReconcileError::Stale { changed: what_changed(rows, &observed.digests()) });
+            return Err(ReconcileError::Stale {
+                changed: what_changed(rows, &observed.digests()),
+            });
         }
         match self.apply_plan(saved, &observed).await {
-            Ok(operations) => Ok(Applied { summary: saved.summary(), operations, attempts: 1, elapsed: start.elapsed() }),
-            Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => {
-                Err(ReconcileError::Stale { changed: vec!["the NB changed while the plan was being applied".into()] })
-            }
+            Ok(operations) => Ok(Applied {
+                summary: saved.summary(),
+                operations,
+                attempts: 1,
+                elapsed: start.elapsed(),
+            }),
+            Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => Err(ReconcileError::Stale {
+                changed: vec!["the NB changed while the plan was being applied".into()],
+            }),
             Err(e) => Err(e),
         }
     }
@@ -267,7 +366,10 @@ impl Reconciler {
 /// With `WEPOQ_TIMINGS` set, how long each phase took goes to stderr.
 pub(crate) fn timing(phase: &str, since: Instant) {
     if std::env::var_os("WEPOQ_TIMINGS").is_some() {
-        eprintln!("wepoq: {phase} took {:.1} ms", since.elapsed().as_secs_f64() * 1e3);
+        eprintln!(
+            "wepoq: {phase} took {:.1} ms",
+            since.elapsed().as_secs_f64() * 1e3
+        );
     }
 }
 
@@ -281,8 +383,12 @@ pub(crate) fn is_contention(e: &ovsdb::Error) -> bool {
 }
 
 fn what_changed(before: &[(String, String)], now: &[(String, String)]) -> Vec<String> {
-    let before: std::collections::BTreeMap<&str, &str> = before.iter().map(|(k, d)| (k.as_str(), d.as_str())).collect();
-    let now_map: std::collections::BTreeMap<&str, &str> = now.iter().map(|(k, d)| (k.as_str(), d.as_str())).collect();
+    let before: std::collections::BTreeMap<&str, &str> = before
+        .iter()
+        .map(|(k, d)| (k.as_str(), d.as_str()))
+        .collect();
+    let now_map: std::collections::BTreeMap<&str, &str> =
+        now.iter().map(|(k, d)| (k.as_str(), d.as_str())).collect();
     let mut out = Vec::new();
     for (k, d) in &now_map {
         match before.get(k) {

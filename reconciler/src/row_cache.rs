@@ -40,15 +40,34 @@ impl RowCache {
     /// The cache of `owners`' rows in the NB at `url`, in `dir`.
     pub fn new(dir: &Path, url: &str, owners: &[String], schema: &Schema) -> RowCache {
         let v = schema.version;
-        let columns: Vec<String> = Table::ALL.iter().map(|t| format!("{}:{}", t.name(), t.managed_columns().join(","))).collect();
-        let key = format!("url={url}\nowners={}\nschema={}.{}.{}\ncolumns={}", owners.join(" "), v.major, v.minor, v.patch, columns.join(";"));
-        let name = hex(&Sha256::digest(format!("{url}\n{}", owners.join(" ")).as_bytes()));
-        RowCache { path: dir.join(format!("{}.rows", &name[..32])), key }
+        let columns: Vec<String> = Table::ALL
+            .iter()
+            .map(|t| format!("{}:{}", t.name(), t.managed_columns().join(",")))
+            .collect();
+        let key = format!(
+            "url={url}\nowners={}\nschema={}.{}.{}\ncolumns={}",
+            owners.join(" "),
+            v.major,
+            v.minor,
+            v.patch,
+            columns.join(";")
+        );
+        let name = hex(&Sha256::digest(
+            format!("{url}\n{}", owners.join(" ")).as_bytes(),
+        ));
+        RowCache {
+            path: dir.join(format!("{}.rows", &name[..32])),
+            key,
+        }
     }
 
     /// The default directory: `$WEPOQ_CACHE_DIR`, `$XDG_CACHE_HOME/wepoq` or `~/.cache/wepoq`.
     pub fn default_dir() -> Option<PathBuf> {
-        let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let nonempty = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         nonempty("WEPOQ_CACHE_DIR")
             .or_else(|| nonempty("XDG_CACHE_HOME").map(|d| d.join("wepoq")))
             .or_else(|| nonempty("HOME").map(|d| d.join(".cache").join("wepoq")))
@@ -66,22 +85,34 @@ impl RowCache {
         if !private(&self.path) || !self.path.parent().is_some_and(private) {
             return Vec::new();
         }
-        let Ok(bytes) = std::fs::read(&self.path) else { return Vec::new() };
+        let Ok(bytes) = std::fs::read(&self.path) else {
+            return Vec::new();
+        };
         codec::decode(&self.key, &bytes).unwrap_or_default()
     }
 
     /// Replaces the file with `rows` (each with its `_uuid` and `_version`). Written aside
     /// and renamed, so a reader sees the old file or the new one, never half of one. A cache
     /// that cannot be written only makes the next run slower: the caller may ignore errors.
-    pub fn store<'a>(&self, rows: impl ExactSizeIterator<Item = (Table, &'a ovsdb::Row)>) -> std::io::Result<()> {
+    pub fn store<'a>(
+        &self,
+        rows: impl ExactSizeIterator<Item = (Table, &'a ovsdb::Row)>,
+    ) -> std::io::Result<()> {
         let Some(bytes) = codec::encode(&self.key, rows) else {
             return Err(std::io::Error::other("a row could not be encoded"));
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         // Unique per process and per call: two writers never share the file set aside.
         static WRITES: AtomicU64 = AtomicU64::new(0);
-        let aside = self.path.with_extension(format!("{}.{}.tmp", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed)));
+        let aside = self.path.with_extension(format!(
+            "{}.{}.tmp",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -107,7 +138,9 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 /// older than [`ABANDONED_AFTER`]: one file per NB address and owner set would otherwise
 /// pile up (every throwaway sandbox has an address of its own).
 fn prune(dir: &Path, now: std::time::SystemTime) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let limit = match path.extension().and_then(|e| e.to_str()) {
@@ -115,7 +148,11 @@ fn prune(dir: &Path, now: std::time::SystemTime) {
             Some("tmp") => ABANDONED_AFTER,
             _ => continue,
         };
-        let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| now.duration_since(t).ok());
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok());
         if age.is_some_and(|age| age > limit) {
             let _ = std::fs::remove_file(&path);
         }
@@ -132,10 +169,17 @@ mod tests {
 
     #[test]
     fn old_files_are_pruned_and_others_kept() {
-        let dir = std::env::temp_dir().join(format!("wepoq-row-cache-prune-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("wepoq-row-cache-prune-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let now = std::time::SystemTime::now();
-        let files = [("old.rows", FORGET_AFTER * 2, false), ("recent.rows", FORGET_AFTER / 2, true), ("x.1.0.tmp", ABANDONED_AFTER * 2, false), ("y.1.1.tmp", ABANDONED_AFTER / 2, true), ("notes.txt", FORGET_AFTER * 2, true)];
+        let files = [
+            ("old.rows", FORGET_AFTER * 2, false),
+            ("recent.rows", FORGET_AFTER / 2, true),
+            ("x.1.0.tmp", ABANDONED_AFTER * 2, false),
+            ("y.1.1.tmp", ABANDONED_AFTER / 2, true),
+            ("notes.txt", FORGET_AFTER * 2, true),
+        ];
         for (name, age, _) in files {
             let file = std::fs::File::create(dir.join(name)).unwrap();
             file.set_modified(now - age).unwrap();
@@ -147,4 +191,3 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
-

@@ -12,10 +12,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use wepoq_compiler::nb::{Atom, AtomMap, AtomSet, RowKey, Value as NbValue, NAME_KEY, OWNER_KEY};
+use wepoq_compiler::nb::{Atom, AtomMap, AtomSet, NAME_KEY, OWNER_KEY, RowKey, Value as NbValue};
 use wepoq_compiler::plan::{Action, Change, FieldChange};
 
-use crate::convert::{strong_parents, to_ovsdb_value, RowIds};
+use crate::convert::{RowIds, strong_parents, to_ovsdb_value};
 use crate::observe::Observed;
 use crate::ovsdb::{self, Condition, Mutation, Operation, WaitUntil};
 
@@ -39,15 +39,25 @@ pub fn build(changes: &[Change], observed: &Observed, comment: &str) -> Vec<Oper
         let mut row = ovsdb::Row::new();
         // An empty set or map is every column's default: left out, the server has less to
         // parse (on a 10k-endpoint namespace, a fifth of the columns inserted).
-        for (column, after) in change.fields.iter().filter_map(|f| Some((&f.column, f.after.as_ref()?))) {
+        for (column, after) in change
+            .fields
+            .iter()
+            .filter_map(|f| Some((&f.column, f.after.as_ref()?)))
+        {
             if !is_empty_container(after) {
                 row.insert(column, to_ovsdb_value(after, ids, &named));
             }
         }
-        ops.push(Operation::insert_named(change.key.table.name(), row, &named[&change.key]));
+        ops.push(Operation::insert_named(
+            change.key.table.name(),
+            row,
+            &named[&change.key],
+        ));
     }
     for change in changes.iter().filter(|c| c.action == Action::Update) {
-        let Some(uuid) = ids.by_key.get(&change.key) else { continue };
+        let Some(uuid) = ids.by_key.get(&change.key) else {
+            continue;
+        };
         let table = change.key.table.name();
         let mut row = ovsdb::Row::new();
         let mut mutations = Vec::new();
@@ -56,20 +66,32 @@ pub fn build(changes: &[Change], observed: &Observed, comment: &str) -> Vec<Oper
                 // Shared membership: add and remove only wepoq's own members.
                 Some(Delta::Set { added, removed }) => {
                     if !added.is_empty() {
-                        mutations.push(Mutation::insert(&f.column, to_ovsdb_value(&NbValue::Set(added), ids, &named)));
+                        mutations.push(Mutation::insert(
+                            &f.column,
+                            to_ovsdb_value(&NbValue::Set(added), ids, &named),
+                        ));
                     }
                     if !removed.is_empty() {
-                        mutations.push(Mutation::delete(&f.column, to_ovsdb_value(&NbValue::Set(removed), ids, &named)));
+                        mutations.push(Mutation::delete(
+                            &f.column,
+                            to_ovsdb_value(&NbValue::Set(removed), ids, &named),
+                        ));
                     }
                 }
                 // Maps: the entries that differ (a revalued key is deleted, then inserted:
                 // OVSDB's map insert never overwrites).
                 Some(Delta::Map { removed, inserted }) => {
                     if !removed.is_empty() {
-                        mutations.push(Mutation::delete(&f.column, to_ovsdb_value(&NbValue::Set(removed), ids, &named)));
+                        mutations.push(Mutation::delete(
+                            &f.column,
+                            to_ovsdb_value(&NbValue::Set(removed), ids, &named),
+                        ));
                     }
                     if !inserted.is_empty() {
-                        mutations.push(Mutation::insert(&f.column, to_ovsdb_value(&NbValue::Map(inserted), ids, &named)));
+                        mutations.push(Mutation::insert(
+                            &f.column,
+                            to_ovsdb_value(&NbValue::Map(inserted), ids, &named),
+                        ));
                     }
                 }
                 None => {
@@ -83,19 +105,32 @@ pub fn build(changes: &[Change], observed: &Observed, comment: &str) -> Vec<Oper
             ops.push(Operation::update(table, vec![Condition::uuid(uuid)], row));
         }
         if !mutations.is_empty() {
-            ops.push(Operation::mutate(table, vec![Condition::uuid(uuid)], mutations));
+            ops.push(Operation::mutate(
+                table,
+                vec![Condition::uuid(uuid)],
+                mutations,
+            ));
         }
     }
     for change in changes.iter().filter(|c| c.action == Action::Destroy) {
-        let Some(uuid) = ids.by_key.get(&change.key) else { continue };
+        let Some(uuid) = ids.by_key.get(&change.key) else {
+            continue;
+        };
         if change.key.table.is_root() {
-            ops.push(Operation::delete(change.key.table.name(), vec![Condition::uuid(uuid)]));
+            ops.push(Operation::delete(
+                change.key.table.name(),
+                vec![Condition::uuid(uuid)],
+            ));
         } else {
             // A non-root row lives while a strong reference holds it: remove it from every
             // parent (ours or not), and OVSDB collects it.
             for (parent, column) in strong_parents(change.key.table) {
                 let member = ovsdb::Value::uuid(uuid.clone());
-                ops.push(Operation::mutate(parent, vec![Condition::includes(column, member.clone())], vec![Mutation::delete(column, member)]));
+                ops.push(Operation::mutate(
+                    parent,
+                    vec![Condition::includes(column, member.clone())],
+                    vec![Mutation::delete(column, member)],
+                ));
             }
         }
     }
@@ -113,17 +148,24 @@ enum Delta {
 
 fn delta(f: &FieldChange) -> Option<Delta> {
     if is_ref_set(f) {
-        return f.set_delta().map(|(added, removed)| Delta::Set { added, removed });
+        return f
+            .set_delta()
+            .map(|(added, removed)| Delta::Set { added, removed });
     }
-    f.map_delta().map(|(removed, inserted)| Delta::Map { removed, inserted })
+    f.map_delta()
+        .map(|(removed, inserted)| Delta::Map { removed, inserted })
 }
 
 fn is_empty_container(value: &NbValue) -> bool {
-    matches!(value, NbValue::Set(s) if s.is_empty()) || matches!(value, NbValue::Map(m) if m.is_empty())
+    matches!(value, NbValue::Set(s) if s.is_empty())
+        || matches!(value, NbValue::Map(m) if m.is_empty())
 }
 
 fn is_ref_set(f: &FieldChange) -> bool {
-    [&f.before, &f.after].into_iter().flatten().any(NbValue::is_ref_set)
+    [&f.before, &f.after]
+        .into_iter()
+        .flatten()
+        .any(NbValue::is_ref_set)
 }
 
 /// Every row the plan changes or deletes still exists and holds what was read, column by
@@ -132,13 +174,31 @@ fn is_ref_set(f: &FieldChange) -> bool {
 /// whole. Shared reference sets are never guarded (other writers add to them).
 fn guard_read_rows(ops: &mut Vec<Operation>, changes: &[Change], observed: &Observed) {
     for change in changes.iter().filter(|c| c.action != Action::Create) {
-        let (Some(uuid), Some(raw)) = (observed.ids.by_key.get(&change.key), observed.raw.get(&change.key)) else { continue };
+        let (Some(uuid), Some(raw)) = (
+            observed.ids.by_key.get(&change.key),
+            observed.raw.get(&change.key),
+        ) else {
+            continue;
+        };
         // Each owner's rows are sorted by key.
-        let current = observed.rows.values().find_map(|rows| rows.binary_search_by(|r| r.key.cmp(&change.key)).ok().map(|i| &rows[i]));
-        let by_delta: Vec<&str> = change.fields.iter().filter(|f| delta(f).is_some()).map(|f| f.column.as_str()).collect();
+        let current = observed.rows.values().find_map(|rows| {
+            rows.binary_search_by(|r| r.key.cmp(&change.key))
+                .ok()
+                .map(|i| &rows[i])
+        });
+        let by_delta: Vec<&str> = change
+            .fields
+            .iter()
+            .filter(|f| delta(f).is_some())
+            .map(|f| f.column.as_str())
+            .collect();
         let columns: Vec<&str> = std::iter::once("_uuid")
             .chain(change.key.table.managed_columns().iter().copied())
-            .filter(|c| !current.and_then(|r| r.column(c)).is_some_and(NbValue::is_ref_set))
+            .filter(|c| {
+                !current
+                    .and_then(|r| r.column(c))
+                    .is_some_and(NbValue::is_ref_set)
+            })
             .filter(|c| !by_delta.contains(c))
             .filter(|c| raw.contains_key(*c))
             .collect();
@@ -146,7 +206,13 @@ fn guard_read_rows(ops: &mut Vec<Operation>, changes: &[Change], observed: &Obse
         for c in &columns {
             expected.insert(c, raw[*c].clone());
         }
-        ops.push(Operation::wait(change.key.table.name(), vec![Condition::uuid(uuid)], &columns, WaitUntil::Equal, vec![expected]));
+        ops.push(Operation::wait(
+            change.key.table.name(),
+            vec![Condition::uuid(uuid)],
+            &columns,
+            WaitUntil::Equal,
+            vec![expected],
+        ));
     }
 }
 
@@ -173,10 +239,25 @@ fn guard_new_names(ops: &mut Vec<Operation>, changes: &[Change]) {
     for change in creates() {
         let table = change.key.table;
         if table.has_name_column() && !table.name_is_indexed() {
-            ops.push(Operation::wait(table.name(), vec![Condition::eq("name", change.key.name.as_str())], &["_uuid"], WaitUntil::Equal, vec![]));
+            ops.push(Operation::wait(
+                table.name(),
+                vec![Condition::eq("name", change.key.name.as_str())],
+                &["_uuid"],
+                WaitUntil::Equal,
+                vec![],
+            ));
         } else if !table.has_name_column() && !inside_new_parent.contains(&change.key) {
-            let marks = ovsdb::Value::map([(OWNER_KEY, change.owner.as_str()), (NAME_KEY, change.key.name.as_str())]);
-            ops.push(Operation::wait(table.name(), vec![Condition::includes("external_ids", marks)], &["_uuid"], WaitUntil::Equal, vec![]));
+            let marks = ovsdb::Value::map([
+                (OWNER_KEY, change.owner.as_str()),
+                (NAME_KEY, change.key.name.as_str()),
+            ]);
+            ops.push(Operation::wait(
+                table.name(),
+                vec![Condition::includes("external_ids", marks)],
+                &["_uuid"],
+                WaitUntil::Equal,
+                vec![],
+            ));
         }
     }
 }

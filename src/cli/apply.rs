@@ -9,10 +9,10 @@ use wepoq_compiler::plan::Plan;
 use wepoq_compiler::{plan_json, render};
 use wepoq_reconciler::reconcile::{Applied, Options, ReconcileError, Reconciler};
 
+use super::SpecArgs;
 use super::live::{self, DbArgs};
 use super::load::load;
 use super::output::stdout_color;
-use super::SpecArgs;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum WaitFor {
@@ -75,7 +75,10 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
 fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
     let mut loaded = load(&args.spec).map_err(|_| ())?;
     let desired = live::desired(&mut loaded.compiled);
-    let options = Options { adopt: args.adopt, ..Options::default() };
+    let options = Options {
+        adopt: args.adopt,
+        ..Options::default()
+    };
     let mut refused = None;
     let outcome = live::runtime().block_on(async {
         let reconciler = live::connect(&args.db).await?;
@@ -87,7 +90,10 @@ fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
             if args.auto_approve {
                 return true;
             }
-            match live::confirm(&format!("Apply these changes to {}?", args.db.db.as_deref().unwrap_or("the NB"))) {
+            match live::confirm(&format!(
+                "Apply these changes to {}?",
+                args.db.db.as_deref().unwrap_or("the NB")
+            )) {
                 Ok(yes) => yes,
                 Err(e) => {
                     refused = Some(e);
@@ -103,13 +109,19 @@ fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
 }
 
 fn apply_saved(args: &ApplyArgs, path: &Path) -> Result<Applied, ()> {
-    let text = std::fs::read_to_string(path).map_err(|e| eprintln!("error: cannot read the plan {}: {e}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| eprintln!("error: {} is not JSON: {e}", path.display()))?;
-    let plan = plan_json::from_json(&json).map_err(|e| eprintln!("error: {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| eprintln!("error: cannot read the plan {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| eprintln!("error: {} is not JSON: {e}", path.display()))?;
+    let plan =
+        plan_json::from_json(&json).map_err(|e| eprintln!("error: {}: {e}", path.display()))?;
     print!("{}", render::human(&plan, stdout_color()));
     let mut refused = None;
     if !plan.changes.is_empty() && !args.auto_approve {
-        match live::confirm(&format!("Apply this saved plan to {}?", args.db.db.as_deref().unwrap_or("the NB"))) {
+        match live::confirm(&format!(
+            "Apply this saved plan to {}?",
+            args.db.db.as_deref().unwrap_or("the NB")
+        )) {
             Ok(true) => {}
             Ok(false) => refused = Some("not applied: the answer was not 'yes'".to_string()),
             Err(e) => refused = Some(e),
@@ -128,7 +140,11 @@ fn apply_saved(args: &ApplyArgs, path: &Path) -> Result<Applied, ()> {
     finish(args, outcome, None)
 }
 
-async fn wait(reconciler: &Reconciler, args: &ApplyArgs, applied: &Applied) -> Result<(), ReconcileError> {
+async fn wait(
+    reconciler: &Reconciler,
+    args: &ApplyArgs,
+    applied: &Applied,
+) -> Result<(), ReconcileError> {
     if let Some(WaitFor::Hv) = args.wait
         && (applied.operations > 0 || applied.summary.is_empty())
     {
@@ -137,7 +153,11 @@ async fn wait(reconciler: &Reconciler, args: &ApplyArgs, applied: &Applied) -> R
     Ok(())
 }
 
-fn finish(args: &ApplyArgs, outcome: Result<(Plan, Applied), ReconcileError>, refused: Option<String>) -> Result<Applied, ()> {
+fn finish(
+    args: &ApplyArgs,
+    outcome: Result<(Plan, Applied), ReconcileError>,
+    refused: Option<String>,
+) -> Result<Applied, ()> {
     match outcome {
         Ok((plan, applied)) => {
             if let Some(why) = refused {
@@ -160,7 +180,11 @@ fn finish(args: &ApplyArgs, outcome: Result<(Plan, Applied), ReconcileError>, re
                 s.destroy,
                 applied.operations,
                 applied.elapsed.as_millis(),
-                if args.wait.is_some() { ", data plane caught up" } else { "" }
+                if args.wait.is_some() {
+                    ", data plane caught up"
+                } else {
+                    ""
+                }
             );
             Ok(applied)
         }

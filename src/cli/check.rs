@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use super::load::load;
 use super::SpecArgs;
+use super::load::load;
 
 pub fn run(args: &SpecArgs) -> ExitCode {
     match load(args) {

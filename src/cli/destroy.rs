@@ -6,10 +6,10 @@ use clap::Args;
 use wepoq_compiler::render;
 use wepoq_reconciler::reconcile::{Desired, Options};
 
+use super::SpecArgs;
 use super::live::{self, DbArgs};
 use super::load::load_with;
 use super::output::stdout_color;
-use super::SpecArgs;
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
@@ -24,11 +24,18 @@ pub struct DestroyArgs {
 }
 
 pub fn run(args: &DestroyArgs) -> ExitCode {
-    let Ok(loaded) = load_with(&args.spec, false) else { return ExitCode::FAILURE };
+    let Ok(loaded) = load_with(&args.spec, false) else {
+        return ExitCode::FAILURE;
+    };
     // Nothing desired: every owned row of these namespaces goes, and nothing else.
     let desired = Desired {
         spec_hash: loaded.compiled.spec_hash.clone(),
-        namespaces: loaded.compiled.namespaces.iter().map(|ns| (ns.owner(), Vec::new())).collect(),
+        namespaces: loaded
+            .compiled
+            .namespaces
+            .iter()
+            .map(|ns| (ns.owner(), Vec::new()))
+            .collect(),
     };
     let mut refused = None;
     let outcome = live::runtime().block_on(async {
@@ -63,7 +70,12 @@ pub fn run(args: &DestroyArgs) -> ExitCode {
                 eprintln!("Destroy cancelled: nothing was changed.");
                 return ExitCode::FAILURE;
             }
-            println!("\nDestroy complete: {} destroyed ({} operations, {} ms).", applied.summary.destroy, applied.operations, applied.elapsed.as_millis());
+            println!(
+                "\nDestroy complete: {} destroyed ({} operations, {} ms).",
+                applied.summary.destroy,
+                applied.operations,
+                applied.elapsed.as_millis()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use wepoq_compiler::graph;
 
-use super::load::load;
 use super::SpecArgs;
+use super::load::load;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -25,7 +25,9 @@ pub struct GraphArgs {
 }
 
 pub fn run(args: &GraphArgs) -> ExitCode {
-    let Ok(loaded) = load(&args.spec) else { return ExitCode::FAILURE };
+    let Ok(loaded) = load(&args.spec) else {
+        return ExitCode::FAILURE;
+    };
     for ns in &loaded.compiled.namespaces {
         let dot = graph::to_dot(&graph::build(&ns.namespace));
         match args.format {

@@ -32,21 +32,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
 }
 
 pub async fn connect(db: &DbArgs) -> Result<Reconciler, ReconcileError> {
     let url = db.db.as_deref().unwrap_or_default();
-    let timeouts = Timeouts { connect: db.timeout.min(Duration::from_secs(10)), request: db.timeout, ..Timeouts::default() };
-    let cache_dir = if db.no_cache { None } else { RowCache::default_dir() };
-    Ok(Reconciler::connect(url, timeouts).await?.with_row_cache(cache_dir))
+    let timeouts = Timeouts {
+        connect: db.timeout.min(Duration::from_secs(10)),
+        request: db.timeout,
+        ..Timeouts::default()
+    };
+    let cache_dir = if db.no_cache {
+        None
+    } else {
+        RowCache::default_dir()
+    };
+    Ok(Reconciler::connect(url, timeouts)
+        .await?
+        .with_row_cache(cache_dir))
 }
 
 /// The desired state of `compiled`, whose rows it takes (a 50k-row namespace is not copied).
 pub fn desired(compiled: &mut Compiled) -> Desired {
     Desired {
         spec_hash: compiled.spec_hash.clone(),
-        namespaces: compiled.namespaces.iter_mut().map(|ns| (ns.owner(), std::mem::take(&mut ns.rows))).collect(),
+        namespaces: compiled
+            .namespaces
+            .iter_mut()
+            .map(|ns| (ns.owner(), std::mem::take(&mut ns.rows)))
+            .collect(),
     }
 }
 
@@ -54,18 +71,27 @@ pub fn desired(compiled: &mut Compiled) -> Desired {
 /// `--auto-approve`, so that nothing is changed by accident).
 pub fn confirm(question: &str) -> Result<bool, String> {
     if !std::io::stdin().is_terminal() {
-        return Err("no terminal to confirm on: pass --auto-approve to apply without asking".into());
+        return Err(
+            "no terminal to confirm on: pass --auto-approve to apply without asking".into(),
+        );
     }
     print!("\n{question}\n  Only 'yes' will be accepted: ");
     let _ = std::io::stdout().flush();
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).map_err(|e| e.to_string())?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
     Ok(answer.trim() == "yes")
 }
 
 /// Prints an error with what to do about it.
 pub fn report(error: &ReconcileError, db: &DbArgs) {
-    let no_db = db.db.is_none() && matches!(error, ReconcileError::Ovsdb(ovsdb::Error::InvalidUrl { .. }));
+    let no_db = db.db.is_none()
+        && matches!(
+            error,
+            ReconcileError::Ovsdb(ovsdb::Error::InvalidUrl { .. })
+        );
     if no_db {
         eprintln!("error: no Northbound database given");
     } else {

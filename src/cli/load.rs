@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use wepoq_compiler::{compile, Compiled, Input, Sources};
+use wepoq_compiler::{Compiled, Input, Sources, compile};
 
-use super::output::{print_diagnostics, write_atomically};
 use super::SpecArgs;
+use super::output::{print_diagnostics, write_atomically};
 
 pub struct Loaded {
     pub compiled: Compiled,
@@ -34,7 +34,9 @@ pub fn load_with(args: &SpecArgs, write_lock: bool) -> Result<Loaded, Failed> {
             Err(e) => {
                 eprintln!("error: cannot read spec {}: {e}", spec.display());
                 if spec == Path::new("wepoq.yaml") {
-                    eprintln!("help: run wepoq where wepoq.yaml is, or name the spec, e.g. `wepoq plan examples/ovn-vote/wepoq.yaml`");
+                    eprintln!(
+                        "help: run wepoq where wepoq.yaml is, or name the spec, e.g. `wepoq plan examples/ovn-vote/wepoq.yaml`"
+                    );
                 }
                 return Err(Failed);
             }
@@ -49,7 +51,10 @@ pub fn load_with(args: &SpecArgs, write_lock: bool) -> Result<Loaded, Failed> {
                 return Err(Failed);
             }
         };
-        inputs.push(Input { spec: spec_id, lock: lock_id });
+        inputs.push(Input {
+            spec: spec_id,
+            lock: lock_id,
+        });
         lock_paths.push(lock);
     }
     let compiled = match compile(&sources, &inputs) {
@@ -64,10 +69,19 @@ pub fn load_with(args: &SpecArgs, write_lock: bool) -> Result<Loaded, Failed> {
     if !write_lock {
         return Ok(Loaded { compiled });
     }
-    let stale: Vec<&PathBuf> = compiled.namespaces.iter().zip(&lock_paths).filter(|(ns, _)| ns.lock_changed).map(|(_, p)| p).collect();
+    let stale: Vec<&PathBuf> = compiled
+        .namespaces
+        .iter()
+        .zip(&lock_paths)
+        .filter(|(ns, _)| ns.lock_changed)
+        .map(|(_, p)| p)
+        .collect();
     if args.locked && !stale.is_empty() {
         for path in stale {
-            eprintln!("error: {} would change, and --locked forbids it", path.display());
+            eprintln!(
+                "error: {} would change, and --locked forbids it",
+                path.display()
+            );
         }
         eprintln!("help: run without --locked and commit the lockfile");
         return Err(Failed);
@@ -78,7 +92,10 @@ pub fn load_with(args: &SpecArgs, write_lock: bool) -> Result<Loaded, Failed> {
                 eprintln!("error: cannot write lockfile {}: {e}", path.display());
                 return Err(Failed);
             }
-            eprintln!("note: wrote {} (commit it next to the spec)", path.display());
+            eprintln!(
+                "note: wrote {} (commit it next to the spec)",
+                path.display()
+            );
         }
     }
     Ok(Loaded { compiled })

@@ -25,7 +25,10 @@ pub fn print_diagnostics(diagnostics: &[Diagnostic], sources: &Sources) {
     let handler = GraphicalReportHandler::new_themed(theme);
     for d in diagnostics {
         let mut out = String::new();
-        if handler.render_report(&mut out, &Report::new(d.clone(), sources)).is_ok() {
+        if handler
+            .render_report(&mut out, &Report::new(d.clone(), sources))
+            .is_ok()
+        {
             eprintln!("{out}");
         }
     }
@@ -38,7 +41,10 @@ pub fn print_diagnostics(diagnostics: &[Diagnostic], sources: &Sources) {
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.wepoq-tmp.{}", std::process::id()));
     std::fs::write(&tmp, text)?;

@@ -9,10 +9,10 @@ use wepoq_compiler::plan::Plan;
 use wepoq_compiler::{plan_json, render};
 use wepoq_reconciler::reconcile::{Options, Reconciler};
 
+use super::SpecArgs;
 use super::live::{self, DbArgs};
 use super::load::load;
 use super::output::{stdout_color, write_atomically};
-use super::SpecArgs;
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -35,15 +35,29 @@ pub struct PlanArgs {
 }
 
 pub fn run(args: &PlanArgs) -> ExitCode {
-    let Ok(mut loaded) = load(&args.spec) else { return ExitCode::FAILURE };
+    let Ok(mut loaded) = load(&args.spec) else {
+        return ExitCode::FAILURE;
+    };
     let plan = if args.db.db.is_some() {
         let desired = live::desired(&mut loaded.compiled);
         let result = live::runtime().block_on(async {
             let reconciler = live::connect(&args.db).await?;
-            let observed = reconciler.observe(&desired, Options { adopt: args.adopt, ..Options::default() }).await?;
+            let observed = reconciler
+                .observe(
+                    &desired,
+                    Options {
+                        adopt: args.adopt,
+                        ..Options::default()
+                    },
+                )
+                .await?;
             let plan = Reconciler::plan(&desired, &observed);
             // A saved or machine-read plan carries what it was computed from.
-            let plan = if args.out.is_some() || args.json { Reconciler::fingerprinted(plan, &observed) } else { plan };
+            let plan = if args.out.is_some() || args.json {
+                Reconciler::fingerprinted(plan, &observed)
+            } else {
+                plan
+            };
             observed.free_in_background();
             Ok(plan)
         });
@@ -73,5 +87,9 @@ pub fn show(plan: &Plan, json: bool, out: Option<&PathBuf>, detailed_exitcode: b
     } else {
         print!("{}", render::human(plan, stdout_color()));
     }
-    if detailed_exitcode && !plan.summary().is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS }
+    if detailed_exitcode && !plan.summary().is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 use wepoq_compiler::render;
 use wepoq_reconciler::cached::CachedReconciler;
 use wepoq_reconciler::reconcile::{Desired, Options};
@@ -43,15 +43,25 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
         eprintln!("error: --watch applies every change without asking: say so with --auto-approve");
         return ExitCode::FAILURE;
     }
-    if args.spec.specs.iter().any(|s| s.extension().is_some_and(|e| e == "json")) {
+    if args
+        .spec
+        .specs
+        .iter()
+        .any(|s| s.extension().is_some_and(|e| e == "json"))
+    {
         eprintln!("error: --watch follows specs, not a saved plan");
         return ExitCode::FAILURE;
     }
-    let Ok(mut loaded) = load(&args.spec) else { return ExitCode::FAILURE };
+    let Ok(mut loaded) = load(&args.spec) else {
+        return ExitCode::FAILURE;
+    };
     let mut desired = live::desired(&mut loaded.compiled);
     let owners = desired.owners();
     let files = watched_files(&args.spec.specs);
-    let options = Options { adopt: args.adopt, ..Options::default() };
+    let options = Options {
+        adopt: args.adopt,
+        ..Options::default()
+    };
 
     live::runtime().block_on(async {
         let started = Instant::now();
@@ -112,7 +122,13 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
 }
 
 /// Plans and applies once; returns whether it failed (to retry later).
-async fn round(cached: &mut CachedReconciler, desired: &Desired, options: Options, cause: Cause, db: &DbArgs) -> bool {
+async fn round(
+    cached: &mut CachedReconciler,
+    desired: &Desired,
+    options: Options,
+    cause: Cause,
+    db: &DbArgs,
+) -> bool {
     let mut shown = false;
     let result = cached
         .reconcile(desired, options, |plan, _| {
@@ -130,7 +146,14 @@ async fn round(cached: &mut CachedReconciler, desired: &Desired, options: Option
                 Cause::Drift => "Repaired drift",
                 Cause::Retry => "Applied on retry",
             };
-            println!("\n{what}: {} added, {} changed, {} destroyed ({} operations in one transaction, {} ms).", s.add, s.change, s.destroy, applied.operations, applied.elapsed.as_millis());
+            println!(
+                "\n{what}: {} added, {} changed, {} destroyed ({} operations in one transaction, {} ms).",
+                s.add,
+                s.change,
+                s.destroy,
+                applied.operations,
+                applied.elapsed.as_millis()
+            );
             false
         }
         Ok(_) => {
@@ -144,7 +167,10 @@ async fn round(cached: &mut CachedReconciler, desired: &Desired, options: Option
                 println!();
             }
             live::report(&e, db);
-            eprintln!("Still watching; trying again on the next change or in {} s.", RETRY.as_secs());
+            eprintln!(
+                "Still watching; trying again on the next change or in {} s.",
+                RETRY.as_secs()
+            );
             true
         }
     }
@@ -152,13 +178,23 @@ async fn round(cached: &mut CachedReconciler, desired: &Desired, options: Option
 
 /// The specs and their lockfiles.
 fn watched_files(specs: &[PathBuf]) -> Vec<PathBuf> {
-    specs.iter().flat_map(|s| [s.clone(), s.with_file_name("wepoq.lock")]).collect()
+    specs
+        .iter()
+        .flat_map(|s| [s.clone(), s.with_file_name("wepoq.lock")])
+        .collect()
 }
 
 type Stamp = Option<(SystemTime, u64)>;
 
 fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
-    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
 }
 
 /// Returns once a watched file's size or modification time differs from `seen` (which it

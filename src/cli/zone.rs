@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::load::load;
 use super::SpecArgs;
+use super::load::load;
 
 #[derive(Debug, Args)]
 pub struct ZoneArgs {
@@ -14,7 +14,9 @@ pub struct ZoneArgs {
 }
 
 pub fn run(args: &ZoneArgs) -> ExitCode {
-    let Ok(loaded) = load(&args.spec) else { return ExitCode::FAILURE };
+    let Ok(loaded) = load(&args.spec) else {
+        return ExitCode::FAILURE;
+    };
     for ns in &loaded.compiled.namespaces {
         print!("{}", ns.zone);
     }

@@ -6,12 +6,21 @@ use std::process::{Command, Output};
 use crate::support::{check_zone, repo, require, temp_dir};
 
 fn wepoq(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wepoq")).args(args).current_dir(dir).env_remove("NO_COLOR").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_wepoq"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap()
 }
 
 fn copy_example(name: &str, tag: &str) -> std::path::PathBuf {
     let dir = temp_dir(tag);
-    std::fs::copy(repo().join("examples").join(name).join("wepoq.yaml"), dir.join("wepoq.yaml")).unwrap();
+    std::fs::copy(
+        repo().join("examples").join(name).join("wepoq.yaml"),
+        dir.join("wepoq.yaml"),
+    )
+    .unwrap();
     dir
 }
 
@@ -28,16 +37,29 @@ fn plan_defaults_to_wepoq_yaml_and_writes_the_lockfile() {
     let dir = copy_example("ovn-vote", "plan-default");
     let out = wepoq(&dir, &["plan"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("Plan: 113 to add, 0 to change, 0 to destroy."), "{}", stdout(&out));
-    assert!(!stdout(&out).contains('\x1b'), "no colour when stdout is not a terminal");
+    assert!(
+        stdout(&out).contains("Plan: 113 to add, 0 to change, 0 to destroy."),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !stdout(&out).contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
     let lock = std::fs::read_to_string(dir.join("wepoq.lock")).unwrap();
-    assert_eq!(lock, std::fs::read_to_string(repo().join("examples/ovn-vote/wepoq.lock")).unwrap());
+    assert_eq!(
+        lock,
+        std::fs::read_to_string(repo().join("examples/ovn-vote/wepoq.lock")).unwrap()
+    );
 }
 
 #[test]
 fn detailed_exitcode_is_two_when_there_are_changes() {
     let dir = copy_example("roominator", "exitcode");
-    assert_eq!(wepoq(&dir, &["plan", "--detailed-exitcode"]).status.code(), Some(2));
+    assert_eq!(
+        wepoq(&dir, &["plan", "--detailed-exitcode"]).status.code(),
+        Some(2)
+    );
     assert_eq!(wepoq(&dir, &["plan"]).status.code(), Some(0));
 }
 
@@ -47,21 +69,47 @@ fn locked_refuses_to_change_the_lockfile() {
     let out = wepoq(&dir, &["plan", "--locked"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--locked"), "{}", stderr(&out));
-    assert!(!dir.join("wepoq.lock").exists(), "nothing written under --locked");
+    assert!(
+        !dir.join("wepoq.lock").exists(),
+        "nothing written under --locked"
+    );
     assert!(wepoq(&dir, &["check"]).status.success());
-    assert!(wepoq(&dir, &["plan", "--locked"]).status.success(), "a current lockfile passes --locked");
+    assert!(
+        wepoq(&dir, &["plan", "--locked"]).status.success(),
+        "a current lockfile passes --locked"
+    );
 }
 
 #[test]
 fn errors_exit_one_and_write_nothing() {
     let dir = temp_dir("bad");
-    std::fs::copy(repo().join("tests/data/bad-unknown-keys/wepoq.yaml"), dir.join("wepoq.yaml")).unwrap();
+    std::fs::copy(
+        repo().join("tests/data/bad-unknown-keys/wepoq.yaml"),
+        dir.join("wepoq.yaml"),
+    )
+    .unwrap();
     let out = wepoq(&dir, &["plan", "--out", "plan.json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("wepoq::spec::unknown_key"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("did you mean `network`?"), "{}", stderr(&out));
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(left, ["wepoq.yaml"], "nothing but the spec in {}", dir.display());
+    assert!(
+        stderr(&out).contains("wepoq::spec::unknown_key"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("did you mean `network`?"),
+        "{}",
+        stderr(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        ["wepoq.yaml"],
+        "nothing but the spec in {}",
+        dir.display()
+    );
     let missing = wepoq(&dir, &["check", "nope.yaml"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("nope.yaml"));
@@ -73,8 +121,14 @@ fn plans_are_byte_stable_and_saved_json_matches_printed_json() {
     let first = wepoq(&dir, &["plan", "--json", "--out", "saved.json"]);
     let second = wepoq(&dir, &["plan", "--json"]);
     assert!(first.status.success());
-    assert!(first.stdout == second.stdout, "the first run (no lockfile yet) and the second print different plans");
-    assert!(std::fs::read(dir.join("saved.json")).unwrap() == first.stdout, "the saved plan differs from the printed one");
+    assert!(
+        first.stdout == second.stdout,
+        "the first run (no lockfile yet) and the second print different plans"
+    );
+    assert!(
+        std::fs::read(dir.join("saved.json")).unwrap() == first.stdout,
+        "the saved plan differs from the printed one"
+    );
     let doc: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(doc["format_version"], "1");
     assert_eq!(doc["summary"]["add"], 237);
@@ -92,7 +146,9 @@ fn zone_and_graph_commands() {
     }
     let dot = wepoq(&dir, &["graph"]);
     assert!(stdout(&dot).starts_with("digraph wepoq {"));
-    assert!(stdout(&dot).contains("\"cli.result.ovn-vote.ns\" -> \"result.ovn-vote.ns\" [style=dashed"));
+    assert!(
+        stdout(&dot).contains("\"cli.result.ovn-vote.ns\" -> \"result.ovn-vote.ns\" [style=dashed")
+    );
     let svg = wepoq(&dir, &["graph", "--format", "svg"]);
     assert!(svg.status.success(), "{}", stderr(&svg));
     assert!(stdout(&svg).contains("<svg") && stdout(&svg).contains("</svg>"));
@@ -108,7 +164,9 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let bin = env!("CARGO_BIN_EXE_wepoq");
     let run = |no_color: bool| {
         let mut cmd = Command::new("script");
-        cmd.args(["-qec", &format!("{bin} plan"), "/dev/null"]).current_dir(&dir).env_remove("NO_COLOR");
+        cmd.args(["-qec", &format!("{bin} plan"), "/dev/null"])
+            .current_dir(&dir)
+            .env_remove("NO_COLOR");
         if no_color {
             cmd.env("NO_COLOR", "1");
         }

@@ -7,8 +7,39 @@ use crate::stickiness::Rng;
 use crate::support::{compile_text, repo};
 
 const TOKENS: &[&str] = &[
-    ": ", "\n", "  ", "- ", "[", "]", "{", "}", ",", "'", "\"", "&a ", "*a", "!!str ", "#", "---\n", "...\n", "~", "null", "-1",
-    "99999999999999999999", "0x1f", "/", "80/tcp", "10.0.0.0/8", "svr", "cli", "calls", "replicas", "\t", "é", "\u{0}", "|\n",
+    ": ",
+    "\n",
+    "  ",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "'",
+    "\"",
+    "&a ",
+    "*a",
+    "!!str ",
+    "#",
+    "---\n",
+    "...\n",
+    "~",
+    "null",
+    "-1",
+    "99999999999999999999",
+    "0x1f",
+    "/",
+    "80/tcp",
+    "10.0.0.0/8",
+    "svr",
+    "cli",
+    "calls",
+    "replicas",
+    "\t",
+    "é",
+    "\u{0}",
+    "|\n",
 ];
 
 fn mutate(rng: &mut Rng, text: &str) -> String {
@@ -33,10 +64,14 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
 
 #[test]
 fn mutated_inputs_never_panic() {
-    let seeds: Vec<String> = ["examples/ovn-vote/wepoq.yaml", "examples/roominator/wepoq.yaml", "tests/data/good-nested-calls/wepoq.yaml"]
-        .iter()
-        .map(|p| std::fs::read_to_string(repo().join(p)).unwrap())
-        .collect();
+    let seeds: Vec<String> = [
+        "examples/ovn-vote/wepoq.yaml",
+        "examples/roominator/wepoq.yaml",
+        "tests/data/good-nested-calls/wepoq.yaml",
+    ]
+    .iter()
+    .map(|p| std::fs::read_to_string(repo().join(p)).unwrap())
+    .collect();
     let lock = std::fs::read_to_string(repo().join("examples/ovn-vote/wepoq.lock")).unwrap();
     let mut rng = Rng::new(0x5eed);
     let deadline = Instant::now() + Duration::from_secs(8);
@@ -44,8 +79,13 @@ fn mutated_inputs_never_panic() {
     while runs < 3000 && Instant::now() < deadline {
         let spec = mutate(&mut rng, &seeds[runs % seeds.len()]);
         let mutated_lock = (runs % 3 == 0).then(|| mutate(&mut rng, &lock));
-        let result = std::panic::catch_unwind(|| compile_text(&spec, mutated_lock.as_deref().or(Some(&lock))));
-        assert!(result.is_ok(), "panic on input:\n{spec}\n--- lock:\n{mutated_lock:?}");
+        let result = std::panic::catch_unwind(|| {
+            compile_text(&spec, mutated_lock.as_deref().or(Some(&lock)))
+        });
+        assert!(
+            result.is_ok(),
+            "panic on input:\n{spec}\n--- lock:\n{mutated_lock:?}"
+        );
         runs += 1;
     }
     assert!(runs >= 200, "only {runs} runs in the time box");

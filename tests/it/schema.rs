@@ -18,17 +18,44 @@ fn committed_schema_is_current() {
 
 #[test]
 fn examples_validate_with_check_jsonschema() {
-    if !require("check-jsonschema", "validates the examples against the schema independently") {
+    if !require(
+        "check-jsonschema",
+        "validates the examples against the schema independently",
+    ) {
         return;
     }
-    let mut specs = vec![repo().join("examples/ovn-vote/wepoq.yaml"), repo().join("examples/roominator/wepoq.yaml")];
-    for case in crate::support::cases().into_iter().filter(|c| c.name.starts_with("good-")) {
+    let mut specs = vec![
+        repo().join("examples/ovn-vote/wepoq.yaml"),
+        repo().join("examples/roominator/wepoq.yaml"),
+    ];
+    for case in crate::support::cases()
+        .into_iter()
+        .filter(|c| c.name.starts_with("good-"))
+    {
         specs.extend(case.specs);
     }
-    let out = Command::new("check-jsonschema").arg("--schemafile").arg(repo().join("schema/wepoq.schema.json")).args(&specs).output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("check-jsonschema")
+        .arg("--schemafile")
+        .arg(repo().join("schema/wepoq.schema.json"))
+        .args(&specs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // And the validator does reject what wepoq rejects for shape.
     let bad = repo().join("tests/data/bad-unknown-keys/wepoq.yaml");
-    let out = Command::new("check-jsonschema").arg("--schemafile").arg(repo().join("schema/wepoq.schema.json")).arg(&bad).output().unwrap();
-    assert!(!out.status.success(), "check-jsonschema accepted a spec with unknown keys");
+    let out = Command::new("check-jsonschema")
+        .arg("--schemafile")
+        .arg(repo().join("schema/wepoq.schema.json"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "check-jsonschema accepted a spec with unknown keys"
+    );
 }

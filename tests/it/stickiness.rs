@@ -37,7 +37,11 @@ fn spec(services: &BTreeMap<String, (u32, u32)>) -> String {
 fn addresses(text: &str, lock: Option<&str>) -> (BTreeMap<String, (String, String)>, String) {
     let compiled = compile_text(text, lock).unwrap_or_else(|d| panic!("{d:?}"));
     let ns = &compiled.namespaces[0];
-    let map = ns.endpoints.iter().map(|e| (e.port.clone(), (e.ip.to_string(), e.mac.clone()))).collect();
+    let map = ns
+        .endpoints
+        .iter()
+        .map(|e| (e.port.clone(), (e.ip.to_string(), e.mac.clone())))
+        .collect();
     (map, ns.lock_text.clone())
 }
 
@@ -47,14 +51,20 @@ fn random_edits_never_move_other_endpoints() {
         let mut rng = Rng::new(seed);
         let mut services: BTreeMap<String, (u32, u32)> = BTreeMap::new();
         for i in 0..4 {
-            services.insert(format!("svc{i}"), (1 + rng.below(4) as u32, rng.below(6) as u32));
+            services.insert(
+                format!("svc{i}"),
+                (1 + rng.below(4) as u32, rng.below(6) as u32),
+            );
         }
         let (mut before, mut lock) = addresses(&spec(&services), None);
         for step in 0..25 {
             let names: Vec<String> = services.keys().cloned().collect();
             match rng.below(4) {
                 0 => {
-                    services.insert(format!("svc{}", 10 + step), (1 + rng.below(3) as u32, rng.below(4) as u32));
+                    services.insert(
+                        format!("svc{}", 10 + step),
+                        (1 + rng.below(3) as u32, rng.below(4) as u32),
+                    );
                 }
                 1 if services.len() > 1 => {
                     services.remove(&names[rng.below(names.len() as u64) as usize]);
@@ -75,7 +85,10 @@ fn random_edits_never_move_other_endpoints() {
             }
             // Same input, same lock: nothing changes, so the lockfile is a fixed point.
             let (_, again) = addresses(&spec(&services), Some(&new_lock));
-            assert_eq!(again, new_lock, "seed {seed} step {step}: lockfile not stable");
+            assert_eq!(
+                again, new_lock,
+                "seed {seed} step {step}: lockfile not stable"
+            );
             before = after;
             lock = new_lock;
         }
@@ -93,6 +106,10 @@ fn removing_a_service_frees_nothing_used_by_others() {
     let (fewer, _) = addresses(&spec(&services), Some(&lock));
     assert_eq!(fewer.len(), full.len() - 7);
     for (port, addr) in &fewer {
-        assert_eq!(full.get(port), Some(addr), "{port} moved when b was removed");
+        assert_eq!(
+            full.get(port),
+            Some(addr),
+            "{port} moved when b was removed"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use wepoq_compiler::{compile, Compiled, Diagnostic, Input, Sources};
+use wepoq_compiler::{Compiled, Diagnostic, Input, Sources, compile};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -12,7 +12,11 @@ pub fn repo() -> PathBuf {
 /// Whether an external program is there. Under CI it must be: a missing one fails the test
 /// rather than skipping it; on a developer machine the test skips with the reason printed.
 pub fn require(program: &str, why: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success());
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{program} is required under CI ({why}); .ci/run installs it");
@@ -49,12 +53,23 @@ fn specs_under(dir: &Path) -> Vec<PathBuf> {
 
 pub fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    for (prefix, root) in [("example-", repo().join("examples")), ("", repo().join("tests/data"))] {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    for (prefix, root) in [
+        ("example-", repo().join("examples")),
+        ("", repo().join("tests/data")),
+    ] {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
         dirs.sort();
         for dir in dirs {
             let name = format!("{prefix}{}", dir.file_name().unwrap().to_string_lossy());
-            cases.push(Case { name, specs: specs_under(&dir), dir });
+            cases.push(Case {
+                name,
+                specs: specs_under(&dir),
+                dir,
+            });
         }
     }
     cases
@@ -78,7 +93,10 @@ impl Case {
                 let rel = lock.strip_prefix(&self.dir).unwrap().display().to_string();
                 sources.add(rel, std::fs::read_to_string(&lock).unwrap())
             });
-            inputs.push(Input { spec: spec_id, lock: lock_id });
+            inputs.push(Input {
+                spec: spec_id,
+                lock: lock_id,
+            });
         }
         let result = compile(&sources, &inputs);
         (sources, result)
@@ -95,7 +113,11 @@ pub fn compile_text(spec: &str, lock: Option<&str>) -> Result<Compiled, Vec<Diag
 /// A directory under the system temp dir, removed when the test process exits (tests hold
 /// paths into it, so it outlives the value that made it: see `cleanup`).
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wepoq-test-{}-{tag}-{}", std::process::id(), unique()));
+    let dir = std::env::temp_dir().join(format!(
+        "wepoq-test-{}-{tag}-{}",
+        std::process::id(),
+        unique()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -127,7 +149,19 @@ pub fn check_zone(origin: &str, zone: &str) -> Result<(), String> {
     let dir = temp_dir("zone");
     let file = dir.join("zone");
     std::fs::write(&file, zone).unwrap();
-    let out = Command::new("named-checkzone").arg(origin).arg(&file).output().unwrap();
+    let out = Command::new("named-checkzone")
+        .arg(origin)
+        .arg(&file)
+        .output()
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    if out.status.success() { Ok(()) } else { Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))) }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }

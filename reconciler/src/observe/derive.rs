@@ -3,8 +3,8 @@
 
 use wepoq_compiler::nb::{self, RowKey, Table};
 
-use super::{foreign_children, marked_key, Observed};
-use crate::convert::{to_nb_row, RowIds};
+use super::{Observed, foreign_children, marked_key};
+use crate::convert::{RowIds, to_nb_row};
 use crate::ovsdb::{self, Schema};
 use crate::row_cache::RowCache;
 
@@ -12,11 +12,18 @@ use crate::row_cache::RowCache;
 /// without a name mark are not ones wepoq knows and are left out. With `store_to`, those
 /// rows are written to the row cache meanwhile. `parallel` converts on two threads (when
 /// the server is idle; not while it is answering, on a machine with two cores).
-pub(super) fn derive(rows: Vec<(String, Table, ovsdb::Row)>, schema: &Schema, store_to: Option<&RowCache>, parallel: bool) -> Observed {
+pub(super) fn derive(
+    rows: Vec<(String, Table, ovsdb::Row)>,
+    schema: &Schema,
+    store_to: Option<&RowCache>,
+    parallel: bool,
+) -> Observed {
     let mut observed = Observed::default();
     let mut owned: Vec<(String, RowKey, ovsdb::Row)> = Vec::with_capacity(rows.len());
     for (owner, table, row) in rows {
-        let Some((key, uuid)) = marked_key(table, &row) else { continue };
+        let Some((key, uuid)) = marked_key(table, &row) else {
+            continue;
+        };
         observed.ids.insert(key.clone(), uuid);
         owned.push((owner, key, row));
     }
@@ -46,14 +53,29 @@ pub(super) fn derive(rows: Vec<(String, Table, ovsdb::Row)>, schema: &Schema, st
 }
 
 /// Writes the row cache; a failure only costs the next run time, so it is a warning.
-pub(super) fn store<'a>(cache: &RowCache, rows: impl ExactSizeIterator<Item = (Table, &'a ovsdb::Row)>) {
+pub(super) fn store<'a>(
+    cache: &RowCache,
+    rows: impl ExactSizeIterator<Item = (Table, &'a ovsdb::Row)>,
+) {
     if let Err(e) = cache.store(rows) {
-        eprintln!("wepoq: warning: could not write the row cache {}: {e}", cache.path().display());
+        eprintln!(
+            "wepoq: warning: could not write the row cache {}: {e}",
+            cache.path().display()
+        );
     }
 }
 
-fn convert_all(owned: &[(String, RowKey, ovsdb::Row)], schema: &Schema, ids: &RowIds, parallel: bool) -> Vec<nb::Row> {
-    let convert = |part: &[(String, RowKey, ovsdb::Row)]| part.iter().map(|(_, key, row)| to_nb_row(key.clone(), row, schema, ids)).collect::<Vec<_>>();
+fn convert_all(
+    owned: &[(String, RowKey, ovsdb::Row)],
+    schema: &Schema,
+    ids: &RowIds,
+    parallel: bool,
+) -> Vec<nb::Row> {
+    let convert = |part: &[(String, RowKey, ovsdb::Row)]| {
+        part.iter()
+            .map(|(_, key, row)| to_nb_row(key.clone(), row, schema, ids))
+            .collect::<Vec<_>>()
+    };
     if !parallel || owned.len() < 2048 {
         return convert(owned);
     }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use wepoq_compiler::nb::{self, RowKey, Table};
 
-use super::{foreign_children, marked_key, owner_mark, Observed};
+use super::{Observed, foreign_children, marked_key, owner_mark};
 use crate::convert::to_nb_row;
 use crate::ovsdb::{self, Schema, Uuid};
 
@@ -26,15 +26,34 @@ impl Patcher {
     pub(crate) fn new(schema: &Schema) -> Patcher {
         let referring = Table::ALL
             .into_iter()
-            .filter(|t| t.managed_columns().iter().any(|c| schema.column(t.name(), c).is_some_and(|ty| ty.key.ref_table.is_some() || ty.value.as_ref().is_some_and(|v| v.ref_table.is_some()))))
+            .filter(|t| {
+                t.managed_columns().iter().any(|c| {
+                    schema.column(t.name(), c).is_some_and(|ty| {
+                        ty.key.ref_table.is_some()
+                            || ty.value.as_ref().is_some_and(|v| v.ref_table.is_some())
+                    })
+                })
+            })
             .collect();
-        Patcher { owned: HashMap::new(), referring }
+        Patcher {
+            owned: HashMap::new(),
+            referring,
+        }
     }
 
     /// For `observed` as derived in full, each row's owner known by UUID.
-    pub(crate) fn for_observed(schema: &Schema, observed: &Observed, owner_of: impl Fn(&Uuid) -> Option<String>) -> Patcher {
+    pub(crate) fn for_observed(
+        schema: &Schema,
+        observed: &Observed,
+        owner_of: impl Fn(&Uuid) -> Option<String>,
+    ) -> Patcher {
         let mut patcher = Patcher::new(schema);
-        patcher.owned = observed.ids.by_uuid.iter().filter_map(|(uuid, key)| Some((uuid.clone(), (owner_of(uuid)?, key.clone())))).collect();
+        patcher.owned = observed
+            .ids
+            .by_uuid
+            .iter()
+            .filter_map(|(uuid, key)| Some((uuid.clone(), (owner_of(uuid)?, key.clone()))))
+            .collect();
         patcher
     }
 
@@ -44,14 +63,22 @@ impl Patcher {
 
     /// Re-derives `rows` (table name, UUID) in `observed` from `lookup`, which gives each
     /// owned row as it is now (`None`: gone, or not ours).
-    pub(crate) fn update<'a>(&mut self, observed: &mut Observed, schema: &Schema, lookup: impl Fn(&str, &Uuid) -> Option<&'a ovsdb::Row>, rows: &[(String, Uuid)]) {
+    pub(crate) fn update<'a>(
+        &mut self,
+        observed: &mut Observed,
+        schema: &Schema,
+        lookup: impl Fn(&str, &Uuid) -> Option<&'a ovsdb::Row>,
+        rows: &[(String, Uuid)],
+    ) {
         let mut edits = Edits::default();
         // 1. Forget what these rows were, and learn what they are now (their keys first:
         //    converting one row resolves references to the others).
         let mut remapped: HashSet<Uuid> = HashSet::new();
         let mut now: Vec<(String, RowKey, Uuid)> = Vec::new();
         for (table_name, uuid) in rows {
-            let Some(table) = Table::from_name(table_name) else { continue };
+            let Some(table) = Table::from_name(table_name) else {
+                continue;
+            };
             let before = self.owned.remove(uuid);
             if let Some((owner, key)) = &before {
                 if let Some(uuid) = observed.ids.by_key.remove(key) {
@@ -68,7 +95,8 @@ impl Patcher {
             }
             if let Some((owner, key)) = after {
                 observed.ids.insert(key.clone(), uuid.clone());
-                self.owned.insert(uuid.clone(), (owner.clone(), key.clone()));
+                self.owned
+                    .insert(uuid.clone(), (owner.clone(), key.clone()));
                 now.push((owner, key, uuid.clone()));
             }
         }
@@ -81,7 +109,9 @@ impl Patcher {
                 if !self.referring.contains(&key.table) || fresh.contains(uuid) {
                     continue;
                 }
-                let Some(row) = lookup(key.table.name(), uuid) else { continue };
+                let Some(row) = lookup(key.table.name(), uuid) else {
+                    continue;
+                };
                 if refers_to_any(row, &remapped) {
                     dependents.push((owner.clone(), key.clone(), uuid.clone()));
                 }
@@ -92,12 +122,18 @@ impl Patcher {
         }
         // 3. Convert.
         for (owner, key, uuid) in now.into_iter().chain(dependents) {
-            let Some(row) = lookup(key.table.name(), &uuid) else { continue };
+            let Some(row) = lookup(key.table.name(), &uuid) else {
+                continue;
+            };
             let foreign = foreign_children(key.table, row, &observed.ids);
             if !foreign.is_empty() {
                 observed.foreign_children.insert(key.clone(), foreign);
             }
-            edits.added.entry(owner).or_default().push(to_nb_row(key, row, schema, &observed.ids));
+            edits
+                .added
+                .entry(owner)
+                .or_default()
+                .push(to_nb_row(key, row, schema, &observed.ids));
         }
         edits.apply(observed);
     }
@@ -115,11 +151,19 @@ impl Edits {
     /// Drops a row's converted form (its key mapping is the caller's business).
     fn forget(&mut self, observed: &mut Observed, owner: &str, key: &RowKey) {
         observed.foreign_children.remove(key);
-        self.removed.entry(owner.to_owned()).or_default().insert(key.clone());
+        self.removed
+            .entry(owner.to_owned())
+            .or_default()
+            .insert(key.clone());
     }
 
     fn apply(mut self, observed: &mut Observed) {
-        let owners: HashSet<String> = self.removed.keys().chain(self.added.keys()).cloned().collect();
+        let owners: HashSet<String> = self
+            .removed
+            .keys()
+            .chain(self.added.keys())
+            .cloned()
+            .collect();
         for owner in owners {
             let rows = observed.rows.entry(owner.clone()).or_default();
             let removed = self.removed.remove(&owner).unwrap_or_default();
@@ -151,7 +195,15 @@ impl Edits {
 
 fn refers_to_any(row: &ovsdb::Row, uuids: &HashSet<Uuid>) -> bool {
     row.iter().any(|(_, value)| match value {
-        ovsdb::Value::Set(set) => set.iter().filter_map(ovsdb::Atom::as_uuid).any(|u| uuids.contains(u)),
-        ovsdb::Value::Map(map) => map.iter().any(|(k, v)| [k, v].into_iter().filter_map(ovsdb::Atom::as_uuid).any(|u| uuids.contains(u))),
+        ovsdb::Value::Set(set) => set
+            .iter()
+            .filter_map(ovsdb::Atom::as_uuid)
+            .any(|u| uuids.contains(u)),
+        ovsdb::Value::Map(map) => map.iter().any(|(k, v)| {
+            [k, v]
+                .into_iter()
+                .filter_map(ovsdb::Atom::as_uuid)
+                .any(|u| uuids.contains(u))
+        }),
     })
 }

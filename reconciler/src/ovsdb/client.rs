@@ -155,7 +155,10 @@ impl Client {
         if let Some(s) = self.shared.schemas.lock().expect("schema lock").get(db) {
             return Ok(s.clone());
         }
-        let json = self.call("get_schema", json!([db]), None).await?.to_json()?;
+        let json = self
+            .call("get_schema", json!([db]), None)
+            .await?
+            .to_json()?;
         let schema = Arc::new(Schema::from_json(&json)?);
         self.shared
             .schemas

@@ -53,7 +53,10 @@ pub struct RawReply {
 
 impl RawReply {
     fn null() -> RawReply {
-        RawReply { message: b"null".to_vec(), result: 0..4 }
+        RawReply {
+            message: b"null".to_vec(),
+            result: 0..4,
+        }
     }
 
     /// The result's JSON text.
@@ -63,7 +66,10 @@ impl RawReply {
     }
 
     pub fn to_json(&self) -> Result<Json, Error> {
-        serde_json::from_str(self.text()).map_err(|e| Error::Decode { what: "reply".into(), reason: e.to_string() })
+        serde_json::from_str(self.text()).map_err(|e| Error::Decode {
+            what: "reply".into(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -283,11 +289,13 @@ impl Driver {
     /// Handles one message from the server. An error drops the connection: after a
     /// message we could not apply, the only safe state is a fresh sync.
     async fn handle(&mut self, conn: &mut Conn, message: Vec<u8>) -> Result<(), String> {
-        let msg: Envelope = serde_json::from_slice(&message).map_err(|e| format!("bad message from the server: {e}"))?;
+        let msg: Envelope = serde_json::from_slice(&message)
+            .map_err(|e| format!("bad message from the server: {e}"))?;
         let id = msg.id;
         if let Some(method) = msg.method.as_deref() {
             let params: Json = match msg.params {
-                Some(raw) => serde_json::from_str(raw.get()).map_err(|e| format!("bad {method} from the server: {e}"))?,
+                Some(raw) => serde_json::from_str(raw.get())
+                    .map_err(|e| format!("bad {method} from the server: {e}"))?,
                 None => json!([]),
             };
             match method {
@@ -339,7 +347,8 @@ impl Driver {
         let result = match (&pending.monitor, result) {
             (Some(m), Ok(range)) => {
                 let initial: Json = match range {
-                    Some(r) => serde_json::from_slice(&message[r]).map_err(|e| format!("bad monitor reply: {e}"))?,
+                    Some(r) => serde_json::from_slice(&message[r])
+                        .map_err(|e| format!("bad monitor reply: {e}"))?,
                     None => Json::Null,
                 };
                 m.reset(&initial).map(|()| RawReply::null())

@@ -45,7 +45,9 @@ impl FrameDecoder {
     /// Like [`parse_frame`]; after `Some`, drop `consumed` bytes from the buffer's front
     /// before the next call.
     pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Json, usize)>, Error> {
-        let Some(len) = self.frame_len(buf)? else { return Ok(None) };
+        let Some(len) = self.frame_len(buf)? else {
+            return Ok(None);
+        };
         match parse_frame(&buf[..len])? {
             Some((value, used)) if used == len => Ok(Some((value, used))),
             _ => Err(unbalanced()),
@@ -167,9 +169,16 @@ mod tests {
     fn mutated_server_messages_never_panic() {
         use crate::ovsdb::monitor::MonitorState;
         use crate::ovsdb::{MonitorSpec, Row, Schema, TransactReply};
-        let schema: Json = serde_json::from_slice(include_bytes!("../../../fuzz/seeds/ovsdb_messages/schema.json")).unwrap();
+        let schema: Json = serde_json::from_slice(include_bytes!(
+            "../../../fuzz/seeds/ovsdb_messages/schema.json"
+        ))
+        .unwrap();
         let schema = Schema::from_json(&schema["result"]).unwrap();
-        let spec = MonitorSpec::new().table_where("Logical_Switch", &["name", "ports", "external_ids"], Vec::new());
+        let spec = MonitorSpec::new().table_where(
+            "Logical_Switch",
+            &["name", "ports", "external_ids"],
+            Vec::new(),
+        );
         let seeds: [&[u8]; 5] = [
             include_bytes!("../../../fuzz/seeds/ovsdb_messages/monitor.json"),
             include_bytes!("../../../fuzz/seeds/ovsdb_messages/transact-reply.json"),
@@ -189,13 +198,19 @@ mod tests {
             for _ in 0..1 + next(4) {
                 let at = next(bytes.len());
                 match next(4) {
-                    0 => bytes[at] = [b'"', b'[', b']', b'{', b'}', b',', b':', 0xc3, 0xa9, b'1'][next(10)],
+                    0 => {
+                        bytes[at] =
+                            [b'"', b'[', b']', b'{', b'}', b',', b':', 0xc3, 0xa9, b'1'][next(10)]
+                    }
                     1 => bytes.insert(at, [0xc3, 0xa9, b'\\', b'"', b'x'][next(5)]),
                     2 => drop(bytes.remove(at)),
                     _ => {
                         let end = (at + next(64)).min(bytes.len());
                         let chunk = bytes[at..end].to_vec();
-                        bytes.splice(at..at, chunk.iter().cycle().take(chunk.len() * next(8)).copied());
+                        bytes.splice(
+                            at..at,
+                            chunk.iter().cycle().take(chunk.len() * next(8)).copied(),
+                        );
                     }
                 }
             }
@@ -212,9 +227,14 @@ mod tests {
                     // The decoder from text agrees with the tree decoder, and is no laxer.
                     let text = result.to_string();
                     for n_ops in [1, 3] {
-                        match (TransactReply::from_str(&text, n_ops), TransactReply::from_json(result, n_ops)) {
+                        match (
+                            TransactReply::from_str(&text, n_ops),
+                            TransactReply::from_json(result, n_ops),
+                        ) {
                             (Ok(typed), Ok(tree)) => assert_eq!(typed, tree, "{text}"),
-                            (Ok(typed), Err(e)) => panic!("typed decoder accepted what the tree refused ({e}): {typed:?} from {text}"),
+                            (Ok(typed), Err(e)) => panic!(
+                                "typed decoder accepted what the tree refused ({e}): {typed:?} from {text}"
+                            ),
                             (Err(_), _) => {}
                         }
                     }

@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 use super::client::Client;
 use super::error::Error;
+use super::operation::Condition;
 use super::row::Row;
 use super::schema::{ColumnKind, ColumnType, Schema};
-use super::operation::Condition;
 use super::value::{Atom, Uuid, Value, decode};
 
 /// Rows per table, by UUID. Each cached row carries its `_uuid` column.
@@ -43,7 +43,12 @@ impl MonitorSpec {
 
     /// Watch `columns` of the rows of `table` that match ANY of `clauses` (monitor_cond
     /// ORs its clauses; rows that stop matching are reported deleted).
-    pub fn table_where(mut self, table: &str, columns: &[&str], clauses: Vec<Condition>) -> MonitorSpec {
+    pub fn table_where(
+        mut self,
+        table: &str,
+        columns: &[&str],
+        clauses: Vec<Condition>,
+    ) -> MonitorSpec {
         self = self.table(table, columns);
         self.tables.last_mut().expect("just pushed").2 = clauses;
         self
@@ -108,7 +113,10 @@ impl MonitorState {
                 request.insert("columns".into(), json!(cols));
             }
             if !clauses.is_empty() {
-                request.insert("where".into(), Json::Array(clauses.iter().map(Condition::to_json).collect()));
+                request.insert(
+                    "where".into(),
+                    Json::Array(clauses.iter().map(Condition::to_json).collect()),
+                );
             }
             let request = json!([Json::Object(request)]);
             requests.insert(table.clone(), request);
@@ -134,7 +142,10 @@ impl MonitorState {
         }
         apply_updates(&self.columns, &mut fresh, initial, &mut Vec::new())?;
         *self.tables.write().expect("monitor lock") = fresh;
-        *self.touched.lock().expect("monitor lock") = Touched { everything: true, rows: Vec::new() };
+        *self.touched.lock().expect("monitor lock") = Touched {
+            everything: true,
+            rows: Vec::new(),
+        };
         self.generation.send_modify(|g| *g += 1);
         Ok(())
     }
@@ -158,7 +169,10 @@ impl MonitorState {
         // Nobody may be asking (a monitor used only through `wait_for`): past a bound the
         // list says no more than "everything", which costs nothing to keep.
         if all.rows.len() > TOUCHED_MAX {
-            *all = Touched { everything: true, rows: Vec::new() };
+            *all = Touched {
+                everything: true,
+                rows: Vec::new(),
+            };
         }
         self.generation.send_modify(|g| *g += 1);
         result
@@ -323,7 +337,10 @@ impl Monitor {
     pub async fn changed(&mut self) -> Result<(), Error> {
         self.changes.changed().await.map_err(|_| Error::Closed)?;
         match self.failure() {
-            Some(reason) => Err(Error::ConnectionLost { url: self.client.url().to_owned(), reason }),
+            Some(reason) => Err(Error::ConnectionLost {
+                url: self.client.url().to_owned(),
+                reason,
+            }),
             None => Ok(()),
         }
     }
@@ -413,18 +430,34 @@ mod tests {
     #[test]
     fn touched_rows_are_listed_then_collapse_to_everything() {
         let schema = Schema::from_json(&json!({"name": "DB", "version": "1.0.0", "tables": {"T": {"columns": {"name": {"type": "string"}}}}})).unwrap();
-        let state = MonitorState::new("m".into(), "DB", &schema, &MonitorSpec::new().table("T", &["name"])).unwrap();
+        let state = MonitorState::new(
+            "m".into(),
+            "DB",
+            &schema,
+            &MonitorSpec::new().table("T", &["name"]),
+        )
+        .unwrap();
         let uuid = |i: usize| format!("{i:08x}-0000-4000-8000-000000000000");
         state.reset(&json!({})).unwrap();
-        assert!(std::mem::take(&mut *state.touched.lock().unwrap()).everything, "the first reply is everything");
+        assert!(
+            std::mem::take(&mut *state.touched.lock().unwrap()).everything,
+            "the first reply is everything"
+        );
 
-        state.apply(&json!({"T": {uuid(1): {"insert": {"name": "a"}}}})).unwrap();
+        state
+            .apply(&json!({"T": {uuid(1): {"insert": {"name": "a"}}}}))
+            .unwrap();
         let touched = std::mem::take(&mut *state.touched.lock().unwrap());
         assert!(!touched.everything);
-        assert_eq!(touched.rows, vec![("T".to_string(), Uuid::parse(&uuid(1)).unwrap())]);
+        assert_eq!(
+            touched.rows,
+            vec![("T".to_string(), Uuid::parse(&uuid(1)).unwrap())]
+        );
 
         // Nobody takes them: past the bound the list becomes "everything".
-        let many: Map<String, Json> = (2..TOUCHED_MAX + 3).map(|i| (uuid(i), json!({"insert": {"name": "x"}}))).collect();
+        let many: Map<String, Json> = (2..TOUCHED_MAX + 3)
+            .map(|i| (uuid(i), json!({"insert": {"name": "x"}})))
+            .collect();
         state.apply(&json!({"T": many})).unwrap();
         let touched = state.touched.lock().unwrap();
         assert!(touched.everything && touched.rows.is_empty());

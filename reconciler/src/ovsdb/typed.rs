@@ -20,14 +20,21 @@ use super::value::{Atom, Uuid, Value};
 impl TransactReply {
     /// As [`TransactReply::from_json`], from the reply's `result` as text.
     pub fn from_str(text: &str, n_ops: usize) -> Result<TransactReply, Error> {
-        let items: Vec<Option<Fields>> = serde_json::from_str(text).map_err(|e| Error::Decode { what: "transact result".into(), reason: e.to_string() })?;
+        let items: Vec<Option<Fields>> = serde_json::from_str(text).map_err(|e| Error::Decode {
+            what: "transact result".into(),
+            reason: e.to_string(),
+        })?;
         let mut outcomes = Vec::with_capacity(n_ops);
         let mut commit_error = None;
         for (i, item) in items.into_iter().enumerate() {
             if i >= n_ops {
                 // Only an error can follow the per-operation results.
                 if let Some(fields) = item {
-                    commit_error = Some(fields.op_error().ok_or_else(|| decode("commit error", "an object without an error"))?);
+                    commit_error = Some(
+                        fields
+                            .op_error()
+                            .ok_or_else(|| decode("commit error", "an object without an error"))?,
+                    );
                 }
                 continue;
             }
@@ -35,12 +42,18 @@ impl TransactReply {
         }
         // Older servers stop at the failing operation instead of padding with nulls.
         outcomes.resize(n_ops, OpOutcome::NotRun);
-        Ok(TransactReply { outcomes, commit_error })
+        Ok(TransactReply {
+            outcomes,
+            commit_error,
+        })
     }
 }
 
 fn decode(what: &str, reason: impl fmt::Display) -> Error {
-    Error::Decode { what: what.to_owned(), reason: reason.to_string() }
+    Error::Decode {
+        what: what.to_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 /// The members of an operation's result object (`null` for one not run) wepoq reads (`error` and `details` kept as JSON, since a
@@ -57,7 +70,11 @@ struct Fields {
 impl Fields {
     fn op_error(&self) -> Option<OpError> {
         let error = self.error.as_ref()?.as_str()?.to_owned();
-        let details = self.details.as_ref().and_then(Json::as_str).map(str::to_owned);
+        let details = self
+            .details
+            .as_ref()
+            .and_then(Json::as_str)
+            .map(str::to_owned);
         Some(OpError { error, details })
     }
 }
@@ -66,14 +83,24 @@ impl Fields {
     fn outcome(self) -> Result<OpOutcome, Error> {
         let fields = self;
         if fields.error.as_ref().is_some_and(|e| !e.is_null()) {
-            return fields.op_error().map(OpOutcome::Failed).ok_or_else(|| decode("operation error", "an error that is not a string"));
+            return fields
+                .op_error()
+                .map(OpOutcome::Failed)
+                .ok_or_else(|| decode("operation error", "an error that is not a string"));
         }
         let result = if let Some(uuid) = fields.uuid {
-            OpResult::Insert { uuid: uuid.as_uuid().cloned().ok_or_else(|| decode("inserted uuid", "not a uuid"))? }
+            OpResult::Insert {
+                uuid: uuid
+                    .as_uuid()
+                    .cloned()
+                    .ok_or_else(|| decode("inserted uuid", "not a uuid"))?,
+            }
         } else if let Some(rows) = fields.rows {
             OpResult::Select { rows }
         } else if let Some(count) = fields.count {
-            OpResult::Count { count: count.as_u64().ok_or_else(|| decode("count", count))? }
+            OpResult::Count {
+                count: count.as_u64().ok_or_else(|| decode("count", count))?,
+            }
         } else {
             OpResult::Empty
         };
@@ -162,10 +189,11 @@ struct ValueSeed;
 impl<'de> DeserializeSeed<'de> for ValueSeed {
     type Value = Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(AtomOrValue { atoms_only: false }).map(|v| match v {
-            Decoded::Atom(a) => Value::atom(a),
-            Decoded::Value(v) => v,
-        })
+        d.deserialize_any(AtomOrValue { atoms_only: false })
+            .map(|v| match v {
+                Decoded::Atom(a) => Value::atom(a),
+                Decoded::Value(v) => v,
+            })
     }
 }
 
@@ -195,7 +223,11 @@ struct AtomOrValue {
 impl<'de> Visitor<'de> for AtomOrValue {
     type Value = Decoded;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(if self.atoms_only { "an atom" } else { "an OVSDB value" })
+        f.write_str(if self.atoms_only {
+            "an atom"
+        } else {
+            "an OVSDB value"
+        })
     }
     fn visit_bool<E: de::Error>(self, b: bool) -> Result<Decoded, E> {
         Ok(Decoded::Atom(Atom::Boolean(b)))
@@ -205,7 +237,9 @@ impl<'de> Visitor<'de> for AtomOrValue {
     }
     fn visit_u64<E: de::Error>(self, u: u64) -> Result<Decoded, E> {
         // As serde_json's `as_i64`: past i64, the number is read as a real.
-        Ok(Decoded::Atom(i64::try_from(u).map_or(Atom::Real(u as f64), Atom::Integer)))
+        Ok(Decoded::Atom(
+            i64::try_from(u).map_or(Atom::Real(u as f64), Atom::Integer),
+        ))
     }
     fn visit_f64<E: de::Error>(self, f: f64) -> Result<Decoded, E> {
         Ok(Decoded::Atom(Atom::Real(f)))
@@ -217,18 +251,32 @@ impl<'de> Visitor<'de> for AtomOrValue {
         Ok(Decoded::Atom(Atom::String(s)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Decoded, A::Error> {
-        let tag: std::borrow::Cow<'de, str> = seq.next_element()?.ok_or_else(|| de::Error::custom("an empty array"))?;
+        let tag: std::borrow::Cow<'de, str> = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::custom("an empty array"))?;
         let decoded = match &*tag {
             "uuid" => {
-                let text: std::borrow::Cow<'de, str> = seq.next_element()?.ok_or_else(|| de::Error::custom("a uuid without its text"))?;
-                Decoded::Atom(Atom::Uuid(Uuid::parse(&text).ok_or_else(|| de::Error::custom(format!("{text:?} is not a uuid")))?))
+                let text: std::borrow::Cow<'de, str> = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("a uuid without its text"))?;
+                Decoded::Atom(Atom::Uuid(Uuid::parse(&text).ok_or_else(|| {
+                    de::Error::custom(format!("{text:?} is not a uuid"))
+                })?))
             }
             "named-uuid" => {
-                let name: String = seq.next_element()?.ok_or_else(|| de::Error::custom("a named-uuid without its name"))?;
+                let name: String = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("a named-uuid without its name"))?;
                 Decoded::Atom(Atom::NamedUuid(name))
             }
-            "set" if !self.atoms_only => Decoded::Value(Value::Set(seq.next_element_seed(SetSeed)?.ok_or_else(|| de::Error::custom("a set without its elements"))?)),
-            "map" if !self.atoms_only => Decoded::Value(Value::Map(seq.next_element_seed(MapSeed)?.ok_or_else(|| de::Error::custom("a map without its pairs"))?)),
+            "set" if !self.atoms_only => Decoded::Value(Value::Set(
+                seq.next_element_seed(SetSeed)?
+                    .ok_or_else(|| de::Error::custom("a set without its elements"))?,
+            )),
+            "map" if !self.atoms_only => Decoded::Value(Value::Map(
+                seq.next_element_seed(MapSeed)?
+                    .ok_or_else(|| de::Error::custom("a map without its pairs"))?,
+            )),
             other => return Err(de::Error::custom(format!("unexpected [{other:?}, ...]"))),
         };
         if seq.next_element::<IgnoredAny>()?.is_some() {
@@ -272,7 +320,10 @@ impl<'de> DeserializeSeed<'de> for MapSeed {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an array of [key, value] pairs")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BTreeMap<Atom, Atom>, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BTreeMap<Atom, Atom>, A::Error> {
                 let mut map = BTreeMap::new();
                 while let Some((k, v)) = seq.next_element_seed(PairSeed)? {
                     map.insert(k, v);
@@ -296,8 +347,12 @@ impl<'de> DeserializeSeed<'de> for PairSeed {
                 f.write_str("a [key, value] pair")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(Atom, Atom), A::Error> {
-                let k = seq.next_element_seed(AtomSeed)?.ok_or_else(|| de::Error::custom("a pair without its key"))?;
-                let v = seq.next_element_seed(AtomSeed)?.ok_or_else(|| de::Error::custom("a pair without its value"))?;
+                let k = seq
+                    .next_element_seed(AtomSeed)?
+                    .ok_or_else(|| de::Error::custom("a pair without its key"))?;
+                let v = seq
+                    .next_element_seed(AtomSeed)?
+                    .ok_or_else(|| de::Error::custom("a pair without its value"))?;
                 if seq.next_element::<IgnoredAny>()?.is_some() {
                     return Err(de::Error::custom("a pair of more than two"));
                 }
@@ -324,10 +379,17 @@ mod tests {
         for text in replies {
             let json: Json = serde_json::from_str(text).unwrap();
             for n_ops in [1, 2, 3, 5] {
-                match (TransactReply::from_str(text, n_ops), TransactReply::from_json(&json, n_ops)) {
-                    (Ok(typed), Ok(tree)) => assert_eq!(typed, tree, "{text} with {n_ops} operations"),
+                match (
+                    TransactReply::from_str(text, n_ops),
+                    TransactReply::from_json(&json, n_ops),
+                ) {
+                    (Ok(typed), Ok(tree)) => {
+                        assert_eq!(typed, tree, "{text} with {n_ops} operations")
+                    }
                     (Err(_), Err(_)) => {}
-                    (typed, tree) => panic!("{text} with {n_ops} operations: {typed:?} but {tree:?}"),
+                    (typed, tree) => {
+                        panic!("{text} with {n_ops} operations: {typed:?} but {tree:?}")
+                    }
                 }
             }
         }

@@ -353,7 +353,10 @@ pub(crate) fn decode(what: &str, json: &Json) -> Error {
     let mut text = json.to_string();
     if text.len() > 200 {
         // At a character boundary: the server's strings are UTF-8 (found by fuzzing).
-        let cut = (0..=200).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=200)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
         text.truncate(cut);
         text.push_str("...");
     }
@@ -371,7 +374,9 @@ mod tests {
     fn long_values_in_errors_are_cut_between_characters() {
         for pad in 0..4 {
             let json = Json::String(format!("{}{}", "x".repeat(pad), "é".repeat(150)));
-            let Error::Decode { reason, .. } = decode("value", &json) else { panic!() };
+            let Error::Decode { reason, .. } = decode("value", &json) else {
+                panic!()
+            };
             assert!(reason.ends_with("...") && reason.len() <= 220, "{reason}");
         }
     }

@@ -38,7 +38,10 @@ pub struct CachedRow {
 
 /// Encodes `rows`; `None` if one holds something a server row never does (a named uuid) or
 /// lacks its `_uuid` or `_version`.
-pub fn encode<'a>(key: &str, rows: impl ExactSizeIterator<Item = (Table, &'a Row)>) -> Option<Vec<u8>> {
+pub fn encode<'a>(
+    key: &str,
+    rows: impl ExactSizeIterator<Item = (Table, &'a Row)>,
+) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(64 + rows.len() * 320);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
@@ -48,7 +51,12 @@ pub fn encode<'a>(key: &str, rows: impl ExactSizeIterator<Item = (Table, &'a Row
         out.push(Table::ALL.iter().position(|t| *t == table)? as u8);
         put_uuid(&mut out, row.uuid()?);
         put_uuid(&mut out, row.get("_version")?.as_uuid()?);
-        let columns: Vec<(usize, &Value)> = table.managed_columns().iter().enumerate().filter_map(|(i, c)| Some((i, row.get(*c)?))).collect();
+        let columns: Vec<(usize, &Value)> = table
+            .managed_columns()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, row.get(*c)?)))
+            .collect();
         out.push(columns.len() as u8);
         for (i, value) in columns {
             out.push(i as u8);
@@ -95,7 +103,11 @@ pub fn decode(key: &str, bytes: &[u8]) -> Option<Vec<CachedRow>> {
         }
         row.insert("_uuid".to_owned(), Value::uuid(uuid));
         row.insert("_version".to_owned(), Value::uuid(version.clone()));
-        rows.push(CachedRow { table, version, row: row.into_iter().collect() });
+        rows.push(CachedRow {
+            table,
+            version,
+            row: row.into_iter().collect(),
+        });
     }
     r.bytes.is_empty().then_some(rows)
 }
@@ -130,7 +142,8 @@ fn put_value(out: &mut Vec<u8>, value: &Value) -> Option<()> {
         Value::Map(map) => {
             out.push(1);
             out.extend_from_slice(&(map.len() as u32).to_le_bytes());
-            map.iter().try_for_each(|(k, v)| put_atom(out, k).and_then(|()| put_atom(out, v)))
+            map.iter()
+                .try_for_each(|(k, v)| put_atom(out, k).and_then(|()| put_atom(out, v)))
         }
     }
 }
@@ -227,8 +240,14 @@ impl<'a> Reader<'a> {
             return None;
         }
         match kind {
-            0 => (0..n).map(|_| self.atom()).collect::<Option<BTreeSet<_>>>().map(Value::Set),
-            1 => (0..n).map(|_| Some((self.atom()?, self.atom()?))).collect::<Option<BTreeMap<_, _>>>().map(Value::Map),
+            0 => (0..n)
+                .map(|_| self.atom())
+                .collect::<Option<BTreeSet<_>>>()
+                .map(Value::Set),
+            1 => (0..n)
+                .map(|_| Some((self.atom()?, self.atom()?)))
+                .collect::<Option<BTreeMap<_, _>>>()
+                .map(Value::Map),
             _ => None,
         }
     }
@@ -249,19 +268,35 @@ mod tests {
             .with("name", "c0.cli.web.shop")
             .with("addresses", Value::set(["0a:58:0a:46:00:05 10.70.0.5"]))
             .with("options", Value::map::<&str, &str>([]))
-            .with("external_ids", Value::map([("wepoq.net/owner", "shop.wepoq.net"), ("k\u{e9}y", "v\"al\\ue")]));
+            .with(
+                "external_ids",
+                Value::map([
+                    ("wepoq.net/owner", "shop.wepoq.net"),
+                    ("k\u{e9}y", "v\"al\\ue"),
+                ]),
+            );
         let switch = Row::new()
             .with("_uuid", Value::uuid(uuid(3)))
             .with("_version", Value::uuid(uuid(4)))
             .with("name", "svr.web.shop")
-            .with("ports", Value::set([Atom::Uuid(uuid(1)), Atom::Uuid(uuid(9))]));
+            .with(
+                "ports",
+                Value::set([Atom::Uuid(uuid(1)), Atom::Uuid(uuid(9))]),
+            );
         let acl = Row::new()
             .with("_uuid", Value::uuid(uuid(5)))
             .with("_version", Value::uuid(uuid(6)))
             .with("priority", Value::atom(-1100i64))
             .with("action", "drop")
-            .with("external_ids", Value::map([("ratio", Atom::Real(0.25)), ("on", Atom::Boolean(true))]));
-        vec![(Table::LogicalSwitchPort, port), (Table::LogicalSwitch, switch), (Table::Acl, acl)]
+            .with(
+                "external_ids",
+                Value::map([("ratio", Atom::Real(0.25)), ("on", Atom::Boolean(true))]),
+            );
+        vec![
+            (Table::LogicalSwitchPort, port),
+            (Table::LogicalSwitch, switch),
+            (Table::Acl, acl),
+        ]
     }
 
     fn encoded(key: &str) -> Vec<u8> {
@@ -276,7 +311,10 @@ mod tests {
         assert_eq!(back.len(), want.len());
         for (got, (table, row)) in back.iter().zip(&want) {
             assert_eq!(got.table, *table);
-            assert_eq!(&got.version, row.get("_version").unwrap().as_uuid().unwrap());
+            assert_eq!(
+                &got.version,
+                row.get("_version").unwrap().as_uuid().unwrap()
+            );
             assert_eq!(&got.row, row);
         }
     }
@@ -292,15 +330,26 @@ mod tests {
 
     #[test]
     fn columns_wepoq_does_not_manage_are_left_out() {
-        let row = Row::new().with("_uuid", Value::uuid(uuid(1))).with("_version", Value::uuid(uuid(2))).with("up", Value::atom(true)).with("name", "p");
-        let back = decode("k", &encode("k", [(Table::LogicalSwitchPort, &row)].into_iter()).unwrap()).unwrap();
+        let row = Row::new()
+            .with("_uuid", Value::uuid(uuid(1)))
+            .with("_version", Value::uuid(uuid(2)))
+            .with("up", Value::atom(true))
+            .with("name", "p");
+        let back = decode(
+            "k",
+            &encode("k", [(Table::LogicalSwitchPort, &row)].into_iter()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(back[0].row.get("up"), None);
         assert_eq!(back[0].row.str("name"), Some("p"));
     }
 
     #[test]
     fn rows_a_server_never_sends_are_not_encoded() {
-        let named = Row::new().with("_uuid", Value::uuid(uuid(1))).with("_version", Value::uuid(uuid(2))).with("ports", Value::named_uuid("x"));
+        let named = Row::new()
+            .with("_uuid", Value::uuid(uuid(1)))
+            .with("_version", Value::uuid(uuid(2)))
+            .with("ports", Value::named_uuid("x"));
         assert!(encode("k", [(Table::LogicalSwitch, &named)].into_iter()).is_none());
         let unversioned = Row::new().with("_uuid", Value::uuid(uuid(1)));
         assert!(encode("k", [(Table::LogicalSwitch, &unversioned)].into_iter()).is_none());
@@ -321,7 +370,10 @@ mod tests {
             for v in [0u8, 1, 4, 5, 0x7f, 0xff] {
                 let mut damaged = bytes.clone();
                 damaged[i] = v;
-                assert!(damaged == bytes || decode("k", &damaged).is_none(), "byte {i} set to {v} went unnoticed");
+                assert!(
+                    damaged == bytes || decode("k", &damaged).is_none(),
+                    "byte {i} set to {v} went unnoticed"
+                );
             }
         }
         // Past the checksum, the decoder itself must still hold: damage with the sum redone.
