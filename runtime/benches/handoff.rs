@@ -1,7 +1,7 @@
 //! Handoff benchmark: the same loopback client against a server that accepts directly and
 //! against stub + warm worker, measured in one run and printed side by side with targets.
 //!
-//! Run: `cargo bench -p wepoq-runtime --bench handoff`. Loopback only, about 20 seconds.
+//! Run: `cargo bench -p wepoq-runtime --bench handoff`. Loopback only, about 30 seconds.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,6 +22,9 @@ const THROUGHPUT_FOR: Duration = Duration::from_secs(3);
 const THROUGHPUT_ROUNDS: u32 = 10;
 const COLD_SAMPLES: usize = 40;
 const QUEUED: usize = 10_000;
+const HOP_SAMPLES: usize = 5_000;
+/// Set in the environment of the bench binary re-executed as the far end of the hop floor.
+const HOP_PEER_ENV: &str = "WEPOQ_BENCH_HOP_PEER";
 
 /// A stub process, killed on drop.
 struct Stub {
@@ -215,10 +218,121 @@ fn start_direct() -> (SocketAddr, Arc<AtomicBool>) {
     (addr, stop)
 }
 
+/// The floor under any design that hands an accepted socket to another process: a process
+/// blocked in `recvmsg` on a SOCK_SEQPACKET socket is sent one handoff-sized message carrying
+/// a TCP socket (SCM_RIGHTS) and runs. Measured as a round trip (the far end answers with a
+/// done-sized message and no descriptor) minus half a round trip without a descriptor.
+/// `same_cpu` puts both ends on the last CPU (as `--cpus` does for the stub and its workers),
+/// otherwise the sender runs on CPU 0. Returns the p50 of the one-way hop, or `None` on a
+/// one-CPU machine asked for two CPUs.
+fn hop_floor(same_cpu: bool) -> Option<Duration> {
+    use std::os::fd::AsFd;
+    use wepoq_runtime::seqpacket::SeqPacket;
+    let far = cpu_count() - 1;
+    let near = if same_cpu { far } else { 0 };
+    if near == far && !same_cpu {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("wepoq-bench-{}-hop", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hop.sock");
+    let listener = SeqPacket::listen(&path).unwrap();
+    let mut peer = Command::new(std::env::current_exe().unwrap())
+        .env(HOP_PEER_ENV, format!("{far}:{}", path.display()))
+        .spawn()
+        .expect("start hop peer");
+    let socket = loop {
+        match listener.accept() {
+            Ok(s) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("hop peer did not connect: {e}"),
+        }
+    };
+    nix::fcntl::fcntl(
+        &socket,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .unwrap();
+    pin_this_thread(Some(near));
+    let message = [7u8; 80];
+    let mut reply = [0u8; 16];
+    let mut round_trip = |with_socket: bool| {
+        let tcp = with_socket.then(|| {
+            nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet,
+                nix::sys::socket::SockType::Stream,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .unwrap()
+        });
+        let t = Instant::now();
+        socket
+            .send(&message, tcp.as_ref().map(|s| s.as_fd()))
+            .unwrap();
+        drop(tcp);
+        socket.recv(&mut reply).unwrap();
+        t.elapsed()
+    };
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    while with.len() < HOP_SAMPLES {
+        for _ in 0..BLOCK {
+            with.push(round_trip(true));
+        }
+        for _ in 0..BLOCK {
+            without.push(round_trip(false));
+        }
+    }
+    pin_this_thread(None);
+    drop(socket);
+    let _ = peer.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    with.sort();
+    without.sort();
+    Some(percentile(&with, 0.5).saturating_sub(percentile(&without, 0.5) / 2))
+}
+
+/// The far end of [`hop_floor`]: answers every message, then closes the socket it carried.
+fn hop_peer(spec: &str) {
+    let (cpu, path) = spec.split_once(':').expect("cpu:path");
+    pin_this_thread(Some(cpu.parse().unwrap()));
+    let socket = wepoq_runtime::seqpacket::SeqPacket::connect(std::path::Path::new(path)).unwrap();
+    let mut buf = [0u8; 128];
+    while let Ok((n, fd)) = socket.recv(&mut buf) {
+        if n == 0 || socket.send(&[1u8; 10], None).is_err() {
+            return;
+        }
+        drop(fd);
+    }
+}
+
+/// The CPUs this process may use, as first seen (before any pinning narrowed the answer).
+fn cpu_count() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Pins the calling thread to one CPU, or lets it run anywhere again.
+fn pin_this_thread(cpu: Option<usize>) {
+    let mut set = nix::sched::CpuSet::new();
+    for c in 0..cpu_count() {
+        if cpu.is_none_or(|only| only == c) {
+            set.set(c).unwrap();
+        }
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    if let Ok(spec) = std::env::var(HOP_PEER_ENV) {
+        return hop_peer(&spec);
+    }
+    cpu_count();
     let started = Instant::now();
     {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -231,7 +345,7 @@ fn main() {
     // workers pinned to one CPU (`--cpus`, the recommended setting), and unpinned. The
     // direct server is never pinned. Interleaved in blocks so drift hits all sides alike.
     let (direct, stop) = start_direct();
-    let last_cpu = (std::thread::available_parallelism().map_or(1, |n| n.get()) - 1).to_string();
+    let last_cpu = (cpu_count() - 1).to_string();
     let pool = SERVERS.to_string();
     let warm_args = [
         "--min-workers",
@@ -329,6 +443,11 @@ fn main() {
     drop(held);
     drop(queued_stub);
 
+    // The floor: what handing a socket to another process costs on this machine, whoever
+    // does it.
+    let hop_same = hop_floor(true);
+    let hop_other = hop_floor(false);
+
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
@@ -399,6 +518,26 @@ fn main() {
         format!("{:+.1}", (rss as f64 - rss_idle as f64) / 1024.0),
         "< 32 MiB",
         rss < 32 * 1024,
+    );
+    let floor = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1}", us(d)));
+    println!(
+        "{:<40} {:>10} {:>10} {:>10}   {:<22} -",
+        "floor: socket to a process, same CPU (us)",
+        "-",
+        floor(hop_same),
+        "-",
+        "(no target)"
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>10}   {:<22} -",
+        "floor: socket to a process, other CPU (us)",
+        "-",
+        floor(hop_other),
+        "-",
+        "(no target)"
+    );
+    println!(
+        "(floor: p50 of one SCM_RIGHTS message to a process blocked in recvmsg, until it runs; any stub that hands the accepted socket to another process adds at least this)"
     );
     println!("(inside the pinned stub, accept to handoff averaged {handoff_us:.1} us)");
     println!(
