@@ -14,5 +14,6 @@ pub mod process_backend;
 pub mod record;
 pub mod seqpacket;
 pub mod shim;
+pub mod spare_netns;
 pub mod stub;
 pub mod worker;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::backend::{BackendError, BoxFuture, ExitNotice, SpawnRequest, WorkerBackend};
+use crate::spare_netns::SpareNetns;
 use crate::worker::{ENV_CONCURRENCY, ENV_SOCKET, ENV_WORKER_ID};
 
 /// Starts `program args...` per worker, passing the socket and id through the environment.
@@ -20,8 +22,10 @@ pub struct ProcessBackend {
     /// Whether each worker gets a fresh, empty network namespace of its own. Fresh per
     /// worker, not one shared by the stub's workers: process workers run as the stub's user
     /// (root, when isolation is possible), and root in a shared namespace could bring `lo` up
-    /// and reach its siblings. It costs about a millisecond of each cold start.
+    /// and reach its siblings. Made ahead of need (`spares`), so a cold start only joins one.
     isolate_network: bool,
+    /// Ready empty namespaces, when isolating.
+    spares: Option<SpareNetns>,
     /// Worker id to pid, for stop; a std mutex since it is held only for a map operation.
     pids: Arc<Mutex<HashMap<String, i32>>>,
 }
@@ -38,6 +42,9 @@ impl ProcessBackend {
             program,
             args,
             isolate_network,
+            // Two: a burst of cold starts takes one each, and the next is being made while
+            // the first joins; the rest of a larger burst makes its own.
+            spares: isolate_network.then(|| SpareNetns::new(2)),
             pids: Arc::default(),
         })
     }
@@ -63,18 +70,32 @@ impl WorkerBackend for ProcessBackend {
                 .env(ENV_CONCURRENCY, request.concurrency.to_string())
                 .stdin(Stdio::null());
             let isolate = self.isolate_network;
-            // SAFETY: the closure runs between fork and exec and only makes two syscalls.
+            // Held until the child has joined it (spawn returns after exec), then closed here.
+            let spare = self.spares.as_ref().and_then(SpareNetns::take);
+            let spare_fd = spare.as_ref().map(|fd| fd.as_raw_fd());
+            // SAFETY: the closure runs between fork and exec and only makes two syscalls;
+            // `spare_fd` is open in the child, since the parent holds it until spawn returns.
             unsafe {
                 command.pre_exec(move || {
                     // A worker must not outlive a stub killed without a chance to stop it.
                     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
-                    if isolate {
-                        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    match (isolate, spare_fd) {
+                        (false, _) => {}
+                        (true, Some(fd)) => nix::sched::setns(
+                            BorrowedFd::borrow_raw(fd),
+                            nix::sched::CloneFlags::CLONE_NEWNET,
+                        )?,
+                        (true, None) => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?,
                     }
                     Ok(())
                 });
             }
-            let mut child = command.spawn().map_err(|e| BackendError::Spawn {
+            let spawned = command.spawn();
+            drop(spare);
+            if let Some(spares) = &self.spares {
+                spares.refill();
+            }
+            let mut child = spawned.map_err(|e| BackendError::Spawn {
                 worker_id: request.worker_id.clone(),
                 source: Box::new(e),
             })?;

@@ -126,3 +126,105 @@ fn process_workers_get_an_empty_network_namespace_when_root() {
         .collect();
     assert_eq!(interfaces, ["lo"], "nothing but loopback: {out}");
 }
+
+/// The network namespace `pid` is in, and the interfaces it holds.
+fn network_of(pid: u32) -> (String, Vec<String>) {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+    let interfaces = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim().to_owned()))
+        .collect();
+    (ns, interfaces)
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // Field 4 of stat is the parent; the command name before it may hold spaces.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after_name = &stat[stat.rfind(')')? + 2..];
+                    after_name.split(' ').nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Every living worker of `stub` is in a namespace of its own, holding only loopback.
+/// (Compared among the living only: the kernel reuses a destroyed namespace's number.)
+fn assert_workers_alone(stub: &Stub, expected: usize) -> Vec<u32> {
+    let (stubs, _) = network_of(stub.pid() as u32);
+    let workers = children_of(stub.pid() as u32);
+    assert_eq!(workers.len(), expected, "worker processes: {workers:?}");
+    let mut seen: Vec<String> = Vec::new();
+    for &pid in &workers {
+        let (ns, interfaces) = network_of(pid);
+        assert_ne!(ns, stubs, "worker {pid} is in the stub's namespace");
+        assert!(!seen.contains(&ns), "worker {pid} shares {ns} with another");
+        assert_eq!(interfaces, ["lo"], "worker {pid} has nothing but loopback");
+        seen.push(ns);
+    }
+    workers
+}
+
+#[test]
+fn every_process_worker_gets_a_network_namespace_of_its_own() {
+    if !root_or_skip("every_process_worker_gets_a_network_namespace_of_its_own") {
+        return;
+    }
+    // A burst at startup (more workers than namespaces made ahead) and cold starts one by
+    // one later (each joining one made ahead): both ways, every worker is alone.
+    let stub = Stub::start(
+        &[
+            "--protocol",
+            "http",
+            "--min-workers",
+            "3",
+            "--max-workers",
+            "4",
+            "--idle-timeout",
+            "100ms",
+            "--sweep-grace",
+            "50ms",
+        ],
+        &[BIN, "example-worker", "--mode", "http"],
+    );
+    stub.wait_for("three warm workers", Duration::from_secs(10), |s| {
+        s.metric("wepoq_workers{state=\"idle\"}") == 3.0
+    });
+    assert_workers_alone(&stub, 3);
+
+    // Above the minimum, a fourth worker starts for a connection that finds all three
+    // busy, is swept, and the next such connection starts another.
+    for round in 0..2 {
+        let busy: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let mut s = TcpStream::connect(stub.addr()).unwrap();
+                s.write_all(b"GET / HTTP/1.0\r\n").unwrap();
+                s
+            })
+            .collect();
+        stub.wait_for("three busy workers", Duration::from_secs(10), |s| {
+            s.metric("wepoq_workers{state=\"busy\"}") == 3.0
+        });
+        let (status, _, body) = crate::support::http_get(stub.addr(), "/");
+        assert_eq!(status, 200);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let fourth = body["pid"].as_u64().unwrap() as u32;
+        let workers = assert_workers_alone(&stub, 4);
+        assert!(workers.contains(&fourth), "{fourth} is the stub's worker");
+        drop(busy);
+        stub.wait_for("back to three", Duration::from_secs(10), |s| {
+            s.metric("wepoq_workers_swept_total") == (round + 1) as f64
+        });
+    }
+}
