@@ -20,7 +20,7 @@ const CLIENTS: usize = 4;
 const SERVERS: usize = 2 * CLIENTS;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(3);
 const THROUGHPUT_ROUNDS: u32 = 10;
-const COLD_SAMPLES: usize = 40;
+const COLD_SAMPLES: usize = 200;
 const QUEUED: usize = 10_000;
 const HOP_SAMPLES: usize = 5_000;
 /// Set in the environment of the bench binary re-executed as the far end of the hop floor.
