@@ -248,11 +248,7 @@ mod tests {
             )
     }
 
-    #[test]
-    fn create_update_destroy() {
-        let desired = vec![sw("a", &["p1", "p2"]), sw("b", &[])];
-        let observed = vec![sw("a", &["p1"]), sw("c", &[])];
-        let changes = diff("ns.x", &desired, &observed);
+    fn assert_update_a_create_b_destroy_c(changes: &[Change]) {
         let actions: Vec<_> = changes
             .iter()
             .map(|c| (c.action, c.key.name.as_str()))
@@ -265,6 +261,14 @@ mod tests {
                 (Action::Destroy, "c")
             ]
         );
+    }
+
+    #[test]
+    fn create_update_destroy() {
+        let desired = vec![sw("a", &["p1", "p2"]), sw("b", &[])];
+        let observed = vec![sw("a", &["p1"]), sw("c", &[])];
+        let changes = diff("ns.x", &desired, &observed);
+        assert_update_a_create_b_destroy_c(&changes);
         let (added, removed) = changes[0].fields[0].set_delta().unwrap();
         assert_eq!(added.len(), 1);
         assert!(removed.is_empty());
@@ -310,18 +314,7 @@ mod tests {
         sorted_observed.sort_by(|x, y| x.key.cmp(&y.key));
         let changes = diff("ns.x", &desired, &observed);
         assert_eq!(changes, diff("ns.x", &sorted_desired, &sorted_observed));
-        let actions: Vec<_> = changes
-            .iter()
-            .map(|c| (c.action, c.key.name.as_str()))
-            .collect();
-        assert_eq!(
-            actions,
-            [
-                (Action::Update, "a"),
-                (Action::Create, "b"),
-                (Action::Destroy, "c")
-            ]
-        );
+        assert_update_a_create_b_destroy_c(&changes);
     }
 
     #[test]

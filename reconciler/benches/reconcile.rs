@@ -117,6 +117,19 @@ fn nbctl(sandbox: &Sandbox, args: &[String]) {
     );
 }
 
+/// The ovn-nbctl commands that create one port on the anchor's switch.
+fn add_port(name: &str, mac: &str, ip: &str) -> [String; 7] {
+    [
+        "lsp-add".into(),
+        "anchor".into(),
+        name.into(),
+        "--".into(),
+        "lsp-set-addresses".into(),
+        name.into(),
+        format!("{mac} {ip}"),
+    ]
+}
+
 /// The anchor: ovn-nbctl creating the same ports, one process per command (the first
 /// NBCTL_SAMPLE timed and extrapolated, which flatters it: each process reads the whole NB
 /// first), and all of them in one ovn-nbctl process (one transaction).
@@ -126,18 +139,7 @@ fn anchor(ports: &[(String, String, String)]) -> (Duration, Duration) {
         nbctl(&sandbox, &["ls-add".into(), "anchor".into()]);
         let start = Instant::now();
         for (name, mac, ip) in ports.iter().take(NBCTL_SAMPLE) {
-            nbctl(
-                &sandbox,
-                &[
-                    "lsp-add".into(),
-                    "anchor".into(),
-                    name.clone(),
-                    "--".into(),
-                    "lsp-set-addresses".into(),
-                    name.clone(),
-                    format!("{mac} {ip}"),
-                ],
-            );
+            nbctl(&sandbox, &add_port(name, mac, ip));
         }
         start
             .elapsed()
@@ -147,16 +149,8 @@ fn anchor(ports: &[(String, String, String)]) -> (Duration, Duration) {
         let sandbox = Sandbox::nb_only().expect("NB sandbox");
         let mut args: Vec<String> = vec!["ls-add".into(), "anchor".into()];
         for (name, mac, ip) in ports {
-            args.extend([
-                "--".into(),
-                "lsp-add".into(),
-                "anchor".into(),
-                name.clone(),
-                "--".into(),
-                "lsp-set-addresses".into(),
-                name.clone(),
-                format!("{mac} {ip}"),
-            ]);
+            args.push("--".into());
+            args.extend(add_port(name, mac, ip));
         }
         let start = Instant::now();
         nbctl(&sandbox, &args);

@@ -61,7 +61,7 @@ impl Observed {
             hasher.update(key.as_bytes());
             hasher.update(digest.as_bytes());
         }
-        hex(&hasher.finalize(), 32)
+        format!("sha256:{}", hex(&hasher.finalize()))
     }
 
     /// A short digest per owned row, keyed `Table name`, to say what moved under a stale plan.
@@ -79,7 +79,7 @@ impl Observed {
                     hasher.update(column.as_bytes());
                     hash_value(&mut hasher, value);
                 }
-                (row.key.to_string(), hex(&hasher.finalize(), 8))
+                (row.key.to_string(), hex(&hasher.finalize()[..8]))
             })
             .collect();
         out.sort_unstable();
@@ -87,13 +87,11 @@ impl Observed {
     }
 }
 
-fn hex(bytes: &[u8], n: usize) -> String {
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    let mut s = String::with_capacity(2 * n + 7);
-    if n == 32 {
-        s.push_str("sha256:");
-    }
-    for b in bytes.iter().take(n) {
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         let _ = write!(s, "{b:02x}");
     }
     s

@@ -26,6 +26,7 @@ use wepoq_compiler::nb::Table;
 
 pub use codec::CachedRow;
 
+use crate::observe::hex;
 use crate::ovsdb::{self, Schema};
 
 /// Where the cached rows of one NB address and owner set live.
@@ -52,11 +53,9 @@ impl RowCache {
             v.patch,
             columns.join(";")
         );
-        let name = hex(&Sha256::digest(
-            format!("{url}\n{}", owners.join(" ")).as_bytes(),
-        ));
+        let name = hex(&Sha256::digest(format!("{url}\n{}", owners.join(" ")).as_bytes())[..16]);
         RowCache {
-            path: dir.join(format!("{}.rows", &name[..32])),
+            path: dir.join(format!("{name}.rows")),
             key,
         }
     }
@@ -157,10 +156,6 @@ fn prune(dir: &Path, now: std::time::SystemTime) {
             let _ = std::fs::remove_file(&path);
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -19,12 +19,11 @@ use crate::worker::{ENV_CONCURRENCY, ENV_SOCKET, ENV_WORKER_ID};
 pub struct ProcessBackend {
     program: PathBuf,
     args: Vec<OsString>,
-    /// Whether each worker gets a fresh, empty network namespace of its own. Fresh per
-    /// worker, not one shared by the stub's workers: process workers run as the stub's user
-    /// (root, when isolation is possible), and root in a shared namespace could bring `lo` up
-    /// and reach its siblings. Made ahead of need (`spares`), so a cold start only joins one.
-    isolate_network: bool,
-    /// Ready empty namespaces, when isolating.
+    /// `Some` when each worker gets a fresh, empty network namespace of its own: the ones
+    /// made ahead of need, so a cold start only joins one. Fresh per worker, not one shared
+    /// by the stub's workers: process workers run as the stub's user (root, when isolation
+    /// is possible), and root in a shared namespace could bring `lo` up and reach its
+    /// siblings.
     spares: Option<SpareNetns>,
     /// Worker id to pid, for stop; a std mutex since it is held only for a map operation.
     pids: Arc<Mutex<HashMap<String, i32>>>,
@@ -41,7 +40,6 @@ impl ProcessBackend {
         Ok(ProcessBackend {
             program,
             args,
-            isolate_network,
             // Two: a burst of cold starts takes one each, and the next is being made while
             // the first joins; the rest of a larger burst makes its own.
             spares: isolate_network.then(|| SpareNetns::new(2)),
@@ -69,7 +67,7 @@ impl WorkerBackend for ProcessBackend {
                 .env(ENV_WORKER_ID, &request.worker_id)
                 .env(ENV_CONCURRENCY, request.concurrency.to_string())
                 .stdin(Stdio::null());
-            let isolate = self.isolate_network;
+            let isolate = self.spares.is_some();
             // Held until the child has joined it (spawn returns after exec), then closed here.
             let spare = self.spares.as_ref().and_then(SpareNetns::take);
             let spare_fd = spare.as_ref().map(|fd| fd.as_raw_fd());

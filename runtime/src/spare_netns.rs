@@ -11,8 +11,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A few ready, empty network namespaces, refilled in the background.
 #[derive(Debug)]
@@ -22,14 +21,25 @@ pub struct SpareNetns {
 
 #[derive(Debug)]
 struct Inner {
-    ready: Mutex<Vec<OwnedFd>>,
+    state: Mutex<State>,
     /// How many to keep ready.
     keep: usize,
-    /// Namespaces being made right now, so bursts of `take` do not start too many threads.
-    making: AtomicUsize,
-    /// Set after a failure: making them is not permitted here, so stop trying (the caller's
-    /// own `unshare` then reports the reason where it matters).
-    failed: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: Vec<OwnedFd>,
+    /// Being made right now, so a burst of `take`s does not start too many threads.
+    making: usize,
+    /// Making them is not permitted here: stop trying (the caller's own `unshare` then
+    /// reports the reason where it matters).
+    failed: bool,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl SpareNetns {
@@ -37,10 +47,8 @@ impl SpareNetns {
     pub fn new(keep: usize) -> SpareNetns {
         let spares = SpareNetns {
             inner: Arc::new(Inner {
-                ready: Mutex::new(Vec::with_capacity(keep)),
+                state: Mutex::default(),
                 keep,
-                making: AtomicUsize::new(0),
-                failed: AtomicBool::new(false),
             }),
         };
         spares.refill();
@@ -51,62 +59,38 @@ impl SpareNetns {
     /// one yourself. Call [`SpareNetns::refill`] once the namespace is joined: making the
     /// next one meanwhile would compete with the start it was taken for.
     pub fn take(&self) -> Option<OwnedFd> {
-        self.inner
-            .ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
+        self.inner.state().ready.pop()
     }
 
-    /// How many are ready now (for tests).
-    pub fn ready(&self) -> usize {
-        self.inner
-            .ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+    /// How many are ready now.
+    #[cfg(test)]
+    fn ready(&self) -> usize {
+        self.inner.state().ready.len()
     }
 
     /// Starts making namespaces until `keep` are ready or being made.
     pub fn refill(&self) {
-        let inner = &self.inner;
-        loop {
-            if inner.failed.load(Ordering::Relaxed) {
-                return;
-            }
-            let ready = inner.ready.lock().unwrap_or_else(|e| e.into_inner()).len();
-            let making = inner.making.load(Ordering::Acquire);
-            if ready + making >= inner.keep {
-                return;
-            }
-            if inner
-                .making
-                .compare_exchange(making, making + 1, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
+        let mut state = self.inner.state();
+        while !state.failed && state.ready.len() + state.making < self.inner.keep {
             let inner = self.inner.clone();
             let spawned = std::thread::Builder::new()
                 .name("wepoq-netns".into())
                 .spawn(move || {
-                    match make() {
-                        Ok(fd) => inner
-                            .ready
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(fd),
+                    let made = make();
+                    let mut state = inner.state();
+                    state.making -= 1;
+                    match made {
+                        Ok(fd) => state.ready.push(fd),
                         Err(e) => {
                             eprintln!("wepoq-stub: cannot prepare a network namespace: {e}");
-                            inner.failed.store(true, Ordering::Relaxed);
+                            state.failed = true;
                         }
                     }
-                    inner.making.fetch_sub(1, Ordering::AcqRel);
                 });
             if spawned.is_err() {
-                self.inner.making.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
+            state.making += 1;
         }
     }
 }
@@ -146,7 +130,7 @@ mod tests {
     #[test]
     fn every_spare_is_a_new_namespace_and_the_pool_refills() {
         if !nix::unistd::geteuid().is_root() {
-            if std::env::var_os("CI").is_some() {
+            if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("CI runs as root: namespaces must be testable");
             }
             eprintln!("skipped: making network namespaces needs root");

@@ -118,6 +118,14 @@ impl Live {
     fn spec(&self) -> PathBuf {
         self.dir.join("wepoq.yaml")
     }
+
+    /// Edits the spec in place; the text to replace must be there (an edit that finds
+    /// nothing would leave a test checking nothing).
+    fn edit_spec(&self, from: &str, to: &str) {
+        let spec = std::fs::read_to_string(self.spec()).unwrap();
+        assert!(spec.contains(from), "the spec holds no {from:?}");
+        std::fs::write(self.spec(), spec.replace(from, to)).unwrap();
+    }
 }
 
 fn text(o: &Output) -> String {
@@ -170,13 +178,7 @@ fn apply_is_idempotent_and_plan_shows_drift() {
     let unconfirmed = {
         let desired_again = live.wepoq(&["plan", "--detailed-exitcode"]);
         assert_code(&desired_again, 0, "nothing to do");
-        std::fs::write(
-            live.spec(),
-            std::fs::read_to_string(live.spec())
-                .unwrap()
-                .replace("replicas: 4", "replicas: 5"),
-        )
-        .unwrap();
+        live.edit_spec("replicas: 4", "replicas: 5");
         live.wepoq(&["apply"])
     };
     assert_code(&unconfirmed, 1, "no terminal, no --auto-approve");
@@ -190,13 +192,7 @@ fn apply_is_idempotent_and_plan_shows_drift() {
         113,
         "nothing applied without confirmation"
     );
-    std::fs::write(
-        live.spec(),
-        std::fs::read_to_string(live.spec())
-            .unwrap()
-            .replace("replicas: 5", "replicas: 4"),
-    )
-    .unwrap();
+    live.edit_spec("replicas: 5", "replicas: 4");
 
     let second = live.wepoq(&["apply", "--auto-approve", "--detailed-exitcode"]);
     assert_code(&second, 0, "second apply is a no-op");
@@ -345,11 +341,10 @@ fn saved_plans_apply_once_and_are_refused_when_stale() {
     assert!(text(&again).contains("stale"), "{}", text(&again));
 
     // A plan for a change, then someone edits an owned row before it is applied.
-    let spec = std::fs::read_to_string(live.spec()).unwrap().replace(
+    live.edit_spec(
         "replicas: 3\n          ports: [80/tcp]",
         "replicas: 4\n          ports: [80/tcp]",
     );
-    std::fs::write(live.spec(), spec).unwrap();
     assert_code(
         &live.wepoq(&["plan", "--out", "second.json", "--detailed-exitcode"]),
         2,
@@ -662,7 +657,7 @@ fn watch_follows_the_spec_and_repairs_drift_until_stopped() {
 
     // A spec change is applied.
     let spec = std::fs::read_to_string(live.spec()).unwrap();
-    std::fs::write(live.spec(), spec.replace("replicas: 4", "replicas: 5")).unwrap();
+    live.edit_spec("replicas: 4", "replicas: 5");
     eventually("the fifth voter exists", || {
         live.nbctl(&[
             "--bare",

@@ -20,6 +20,20 @@ pub(crate) fn spec(web_replicas: usize, api_calls_db: bool) -> String {
     )
 }
 
+/// Another tool's switch and port, so the owned rows live among foreign ones.
+pub(crate) fn add_foreign_switch(sandbox: &Sandbox) {
+    sandbox
+        .nbctl(&[
+            "ls-add",
+            "foreign-sw",
+            "--",
+            "lsp-add",
+            "foreign-sw",
+            "foreign-port",
+        ])
+        .unwrap();
+}
+
 /// Compiles `text` with `lock` (updated in place, as the CLI keeps wepoq.lock).
 pub(crate) fn desired(text: &str, lock: &mut Option<String>) -> Desired {
     let mut sources = Sources::new();
@@ -75,17 +89,8 @@ async fn plans_from_memory_agree_with_fresh_observations() {
     let mut lock = None;
     let v1 = desired(&spec(3, false), &mut lock);
 
-    // Something of another tool's first, so the owned rows live among foreign ones.
-    sandbox
-        .nbctl(&[
-            "ls-add",
-            "foreign-sw",
-            "--",
-            "lsp-add",
-            "foreign-sw",
-            "foreign-port",
-        ])
-        .unwrap();
+    // Another tool's rows first.
+    add_foreign_switch(&sandbox);
 
     let connected = Reconciler::connect(&url, Timeouts::default())
         .await

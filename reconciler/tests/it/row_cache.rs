@@ -8,7 +8,7 @@ use wepoq_reconciler::reconcile::{Desired, Options, Reconciler};
 use wepoq_reconciler::row_cache::RowCache;
 use wepoq_reconciler::sandbox::{Component, Sandbox, require};
 
-use crate::cached::{OWNER, assert_plans_alike, desired, spec};
+use crate::cached::{OWNER, add_foreign_switch, assert_plans_alike, desired, spec};
 
 /// Everything a full read gives, the rows as read (the guards' reference) and conflicts too.
 fn assert_same(through_cache: &Observed, full: &Observed, want: &Desired) {
@@ -35,16 +35,7 @@ async fn observations_through_the_row_cache_equal_full_reads() {
     let file = RowCache::new(&dir, &url, &[OWNER.to_string()], full.schema())
         .path()
         .to_path_buf();
-    sandbox
-        .nbctl(&[
-            "ls-add",
-            "foreign-sw",
-            "--",
-            "lsp-add",
-            "foreign-sw",
-            "foreign-port",
-        ])
-        .unwrap();
+    add_foreign_switch(&sandbox);
     let mut lock = None;
     let want = desired(&spec(3, true), &mut lock);
     full.reconcile(&want, Options::default(), |_, _| true)
