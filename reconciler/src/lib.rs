@@ -2,6 +2,7 @@
 
 pub mod cached;
 pub mod convert;
+pub mod docker;
 pub mod observe;
 pub mod ovsdb;
 pub mod reconcile;

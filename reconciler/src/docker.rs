@@ -1,0 +1,79 @@
+//! The Docker engine as wepoq sees it: one connection helper and the labels that mark what
+//! wepoq owns, shared by `apply`/`destroy` (containers of a spec) and the host agent
+//! (attachment of every labelled container).
+//!
+//! Ownership follows Docker Compose's idiom: labels on the container say who made it and
+//! from which configuration, so a later run can tell "mine and current", "mine but stale"
+//! and "not mine" apart without any state of its own.
+
+use bollard::Docker;
+
+/// The namespace (`ns.wepoq.net`) that made the container; absent on containers that others
+/// start and only ask to be attached.
+pub const OWNER_LABEL: &str = "wepoq.net/owner";
+/// The endpoint FQDN the container is (`s1.svr.result.ovn-vote.ns.wepoq.net`). Any running
+/// container carrying it is attached to that endpoint's logical port, whoever started it.
+pub const ENDPOINT_LABEL: &str = "wepoq.net/endpoint";
+/// Hash of the container's configuration (image id, command, env, limits, addresses): a
+/// change means replace.
+pub const CONFIG_HASH_LABEL: &str = "wepoq.net/config-hash";
+/// Hash of the specs and allocation the container was made from (informational, as
+/// Compose's project hash).
+pub const SPEC_HASH_LABEL: &str = "wepoq.net/spec-hash";
+
+/// Why the engine could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the Docker engine at {at}: {source}")]
+    Unreachable {
+        at: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("docker {what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+impl DockerError {
+    pub fn api(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+        let what = what.into();
+        move |source| DockerError::Api { what, source }
+    }
+
+    /// An outage may pass; an API error on a given request will not by retrying alone.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DockerError::Unreachable { .. })
+    }
+}
+
+/// Where `connect(None)` looks: `DOCKER_HOST`, else the default unix socket.
+pub fn default_address() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
+}
+
+/// Connects to `address` (`unix:///path`, `unix:/path`, `/path`, `tcp://host:port` or
+/// `http://host:port`), or to [`default_address`], and negotiates the API version down to
+/// what the engine speaks (20.10 speaks 1.41; bollard's default is newer). The ping that
+/// negotiation needs also proves the engine is there, so callers learn of an outage here and
+/// not half-way through an apply.
+pub async fn connect(address: Option<&str>) -> Result<Docker, DockerError> {
+    let at = address.map(str::to_owned).unwrap_or_else(default_address);
+    let unreachable = |source| DockerError::Unreachable {
+        at: at.clone(),
+        source,
+    };
+    let docker = if let Some(path) = at.strip_prefix("unix://").or(at.strip_prefix("unix:")) {
+        Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
+    } else if at.starts_with('/') {
+        Docker::connect_with_unix(&at, 120, bollard::API_DEFAULT_VERSION)
+    } else {
+        let http = at.replacen("tcp://", "http://", 1);
+        Docker::connect_with_http(&http, 120, bollard::API_DEFAULT_VERSION)
+    }
+    .map_err(unreachable)?;
+    docker.negotiate_version().await.map_err(unreachable)
+}
