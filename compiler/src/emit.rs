@@ -20,6 +20,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::alloc::Allocation;
+use crate::containers::ContainerUnit;
 use crate::lock::{format_mac, mac_for};
 use crate::model::{Namespace, Port, Proto, Runtime, Service, ServiceId, SideKind};
 use crate::names::ovn_identifier;
@@ -59,6 +60,7 @@ pub struct Emitted {
     pub rows: Vec<Row>,
     pub endpoints: Vec<Endpoint>,
     pub runtime: Vec<RuntimeUnit>,
+    pub containers: Vec<ContainerUnit>,
 }
 
 struct Emitter<'a> {
@@ -139,6 +141,7 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
     };
     let mut endpoints = Vec::new();
     let mut runtime = Vec::new();
+    let mut containers = Vec::new();
     // Each service's names: its endpoints (both sides) and its VIP.
     let mut dns_records: BTreeMap<ServiceId, BTreeMap<String, String>> = BTreeMap::new();
     let sides: Vec<(ServiceId, &Service, SideKind)> = ns.sides().collect();
@@ -193,7 +196,7 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
             endpoints.push(Endpoint {
                 fqdn: fqdn.clone(),
                 port: port.clone(),
-                mac,
+                mac: mac.clone(),
                 ip,
                 prefix: net.prefix(),
                 gateway,
@@ -202,6 +205,19 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
             });
             if let (SideKind::Svr, Some(rt)) = (kind, &service.runtime) {
                 runtime.push(runtime_unit(&fqdn, &port, ip, &service.ports, rt));
+            }
+            if let Some(container) = &service.side(*kind).container {
+                containers.push(ContainerUnit {
+                    name: port.clone(),
+                    endpoint: fqdn.clone(),
+                    owner: e.owner.clone(),
+                    mac: mac.clone(),
+                    ip,
+                    prefix: net.prefix(),
+                    gateway,
+                    network: ns.network.to_string(),
+                    container: container.clone(),
+                });
             }
             switch_ports.push(port.clone());
             group_ports.push(port);
@@ -400,10 +416,12 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
     e.rows.sort_by(|a, b| a.key.cmp(&b.key));
     endpoints.sort_by(|a, b| a.port.cmp(&b.port));
     runtime.sort_by(|a, b| a.port.cmp(&b.port));
+    containers.sort_by(|a: &ContainerUnit, b| a.name.cmp(&b.name));
     Emitted {
         rows: e.rows,
         endpoints,
         runtime,
+        containers,
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod alloc;
 pub mod cidr;
 mod collisions;
+pub mod containers;
 pub mod diagnostic;
 pub mod emit;
 pub mod graph;
@@ -49,6 +50,7 @@ pub struct CompiledNamespace {
     pub rows: Vec<nb::Row>,
     pub endpoints: Vec<emit::Endpoint>,
     pub runtime: Vec<emit::RuntimeUnit>,
+    pub containers: Vec<containers::ContainerUnit>,
     pub zone: String,
     /// The lockfile text recording this compilation's allocations.
     pub lock_text: String,
@@ -78,15 +80,24 @@ impl Compiled {
         for ns in &self.namespaces {
             changes.extend(plan::diff(&ns.owner(), &ns.rows, &[]));
         }
+        let owners: Vec<String> = self.namespaces.iter().map(CompiledNamespace::owner).collect();
+        let desired: Vec<containers::Desired<'_>> = self
+            .namespaces
+            .iter()
+            .flat_map(|ns| &ns.containers)
+            .map(|unit| containers::Desired {
+                unit,
+                image_id: None,
+            })
+            .collect();
+        let containers = containers::diff(&owners, &desired, &[], false)
+            .expect("nothing observed, nothing in the way");
         plan::Plan {
             spec_hash: self.spec_hash.clone(),
-            namespaces: self
-                .namespaces
-                .iter()
-                .map(CompiledNamespace::owner)
-                .collect(),
+            namespaces: owners,
             observed: plan::Observed::Nothing,
             changes,
+            containers,
         }
     }
 }
@@ -169,6 +180,7 @@ pub fn compile(sources: &Sources, inputs: &[Input]) -> Result<Compiled, Vec<Diag
             rows: emitted.rows,
             endpoints: emitted.endpoints,
             runtime: emitted.runtime,
+            containers: emitted.containers,
             zone,
             lock_text: allocation.lock_text,
             lock_changed,

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::cidr::{CidrError, Ipv4Net};
 use crate::diagnostic::Diagnostic;
-use crate::model::{Namespace, Port, Proto, Runtime, Service, ServiceId, Side, SideKind};
+use crate::model::{
+    Container, Namespace, Port, Proto, Runtime, Service, ServiceId, Side, SideKind,
+};
 use crate::names::{domain_problem, label_problem};
 use crate::source::{FileId, Span};
 use crate::spec::{self, Spec};
@@ -227,10 +229,31 @@ fn lower_services(
                 span: l.span(&svr_path.join("calls").join(i.to_string())),
             });
         }
+        let svr_container = svc
+            .svr
+            .container
+            .as_ref()
+            .map(|c| lower_container(l, c, &svr_path.join("container")));
+        if let (Some(_), Some(_)) = (&svc.svr.container, &svc.svr.runtime) {
+            l.diagnostics.push(
+                Diagnostic::error(
+                    "wepoq::container::with_runtime",
+                    "a server side runs either a container or a runtime, not both",
+                )
+                .label_opt(l.key_span(&svr_path.join("container")), "a container here")
+                .label_opt(l.key_span(&svr_path.join("runtime")), "and a runtime here")
+                .help("keep `runtime` to serve connections with functions, or `container` for long-lived servers"),
+            );
+        }
         let cli = svc.cli.clone().unwrap_or(spec::Client {
             replicas: 0,
             calls: Vec::new(),
+            container: None,
         });
+        let cli_container = cli
+            .container
+            .as_ref()
+            .map(|c| lower_container(l, c, &svc_path.join("cli").join("container")));
         for (i, target) in cli.calls.iter().enumerate() {
             calls.push(RawCall {
                 caller: index,
@@ -247,11 +270,13 @@ fn lower_services(
                 kind: SideKind::Svr,
                 replicas: svc.svr.replicas,
                 calls: Vec::new(),
+                container: svr_container,
             },
             cli: Side {
                 kind: SideKind::Cli,
                 replicas: cli.replicas,
                 calls: Vec::new(),
+                container: cli_container,
             },
             runtime,
             span,
@@ -399,6 +424,85 @@ fn lower_runtime(l: &mut Lowering<'_>, r: &spec::Runtime, path: &Path) -> Runtim
         idle_timeout_ms,
         queue: r.queue,
     }
+}
+
+fn lower_container(l: &mut Lowering<'_>, c: &spec::Container, path: &Path) -> Container {
+    let memory_bytes = c.memory.as_deref().and_then(|text| {
+        let parsed = parse_memory(text).filter(|b| *b >= MIN_CONTAINER_MEMORY);
+        if parsed.is_none() {
+            l.diagnostics.push(
+                Diagnostic::error(
+                    "wepoq::container::memory",
+                    format!("memory limit `{text}` is not a size of at least 6Mi"),
+                )
+                .label_opt(l.span(&path.join("memory")), "expected e.g. `64Mi` or `1Gi`")
+                .help("Docker refuses limits under 6 MiB; write bytes or a number with Ki, Mi, Gi, k, M or G"),
+            );
+        }
+        parsed
+    });
+    let nano_cpus = c.cpus.and_then(|cpus| {
+        if cpus > 0.0 && cpus <= 1024.0 {
+            Some((cpus * 1e9).round() as i64)
+        } else {
+            l.diagnostics.push(
+                Diagnostic::error(
+                    "wepoq::container::cpus",
+                    format!("cpu limit {cpus} is out of range"),
+                )
+                .label_opt(l.span(&path.join("cpus")), "must be above 0 and at most 1024")
+                .help("e.g. `cpus: 0.5` for half a CPU"),
+            );
+            None
+        }
+    });
+    for name in c.env.keys() {
+        let valid = name
+            .chars()
+            .enumerate()
+            .all(|(i, ch)| ch == '_' || ch.is_ascii_alphabetic() || (i > 0 && ch.is_ascii_digit()));
+        if !valid || name.is_empty() {
+            l.diagnostics.push(
+                Diagnostic::error(
+                    "wepoq::container::env",
+                    format!("`{name}` is not an environment variable name"),
+                )
+                .label_opt(l.key_span(&path.join("env").join(name.as_str())), "not a name")
+                .help("use letters, digits and `_`, not starting with a digit"),
+            );
+        }
+    }
+    Container {
+        image: c.image.clone(),
+        entrypoint: c.entrypoint.clone(),
+        command: c.command.clone(),
+        env: c.env.clone(),
+        user: c.user.clone(),
+        memory_bytes,
+        nano_cpus,
+        docker_network: c.docker_network,
+    }
+}
+
+/// Docker's smallest memory limit.
+const MIN_CONTAINER_MEMORY: i64 = 6 * 1024 * 1024;
+
+/// `65536`, `64Mi`, `1Gi`, `512M` in bytes.
+pub fn parse_memory(text: &str) -> Option<i64> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().ok()?;
+    let scale: i64 = match unit {
+        "" => 1,
+        "k" => 1_000,
+        "Ki" => 1 << 10,
+        "M" => 1_000_000,
+        "Mi" => 1 << 20,
+        "G" => 1_000_000_000,
+        "Gi" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
 }
 
 /// `250ms`, `30s`, `5m`, `1h` in milliseconds.

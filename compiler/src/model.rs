@@ -5,6 +5,7 @@ use std::fmt;
 use crate::cidr::Ipv4Net;
 use crate::source::{FileId, Span};
 
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
     Tcp,
@@ -70,12 +71,35 @@ pub struct Runtime {
     pub queue: u32,
 }
 
+/// A long-lived container per endpoint of a side (the spec's `container`, checked).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Container {
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty", default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub memory_bytes: Option<i64>,
+    /// CPUs in billionths, as Docker's `NanoCpus`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub nano_cpus: Option<i64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub docker_network: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Side {
     pub kind: SideKind,
     pub replicas: u32,
     /// Services this side may call besides its own (resolved, deduplicated, sorted).
     pub calls: Vec<ServiceId>,
+    /// Each endpoint of the side runs as one such container.
+    pub container: Option<Container>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

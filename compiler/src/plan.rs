@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 
 use serde::Serialize;
 
+use crate::containers::{ContainerAction, ContainerChange};
 use crate::nb::{AtomMap, AtomSet, Row, RowKey, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -345,10 +346,26 @@ pub struct Plan {
     pub namespaces: Vec<String>,
     pub observed: Observed,
     pub changes: Vec<Change>,
+    /// Containers to create, replace, start or remove on the Docker host, after `changes`.
+    pub containers: Vec<ContainerChange>,
 }
 
 impl Plan {
+    /// Rows and containers together; a replaced container counts as one to add and one to
+    /// destroy, as Terraform counts a replaced resource.
     pub fn summary(&self) -> Summary {
-        summarize(&self.changes)
+        let mut s = summarize(&self.changes);
+        for c in &self.containers {
+            match c.action {
+                ContainerAction::Create => s.add += 1,
+                ContainerAction::Replace => {
+                    s.add += 1;
+                    s.destroy += 1;
+                }
+                ContainerAction::Start => s.change += 1,
+                ContainerAction::Remove => s.destroy += 1,
+            }
+        }
+        s
     }
 }

@@ -10,7 +10,9 @@ use serde_json::{Map, Value as Json, json};
 use crate::nb::{Atom, RowKey, Table, Value};
 use crate::plan::{Action, Change, FieldChange, Observed, Plan};
 
-pub const FORMAT_VERSION: &str = "1";
+pub const FORMAT_VERSION: &str = "2";
+/// Versions this wepoq reads: "1" had no containers.
+const READABLE_VERSIONS: [&str; 2] = ["1", FORMAT_VERSION];
 
 pub fn to_json(plan: &Plan) -> Json {
     let s = plan.summary();
@@ -28,6 +30,7 @@ pub fn to_json(plan: &Plan) -> Json {
         "observed": observed,
         "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
         "changes": plan.changes.iter().map(change_to_json).collect::<Vec<_>>(),
+        "containers": plan.containers,
     })
 }
 
@@ -98,7 +101,7 @@ pub fn from_json(doc: &Json) -> Result<Plan, PlanFormatError> {
         .get("format_version")
         .and_then(Json::as_str)
         .ok_or_else(|| shape("no format_version"))?;
-    if version != FORMAT_VERSION {
+    if !READABLE_VERSIONS.contains(&version) {
         return Err(PlanFormatError::Version {
             found: version.to_string(),
         });
@@ -146,11 +149,17 @@ pub fn from_json(doc: &Json) -> Result<Plan, PlanFormatError> {
         .iter()
         .map(change_from_json)
         .collect::<Result<_, _>>()?;
+    let containers = match doc.get("containers") {
+        None => Vec::new(),
+        Some(list) => serde_json::from_value(list.clone())
+            .map_err(|e| PlanFormatError::Shape(format!("containers: {e}")))?,
+    };
     Ok(Plan {
         spec_hash,
         namespaces,
         observed,
         changes,
+        containers,
     })
 }
 

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::nb::{Atom, AtomMap, Value};
+use crate::containers::ContainerAction;
 use crate::plan::{Action, FieldChange, Observed, Plan};
 
 const GREEN: &str = "\x1b[32m";
@@ -73,11 +74,12 @@ pub fn human(plan: &Plan, color: bool) -> String {
             Action::Destroy => {}
         }
     }
+    containers(&mut out, plan, &paint);
     let s = plan.summary();
     if s.is_empty() {
         let _ = writeln!(out, "No changes: the state matches the spec.");
     } else {
-        if !plan.changes.is_empty() {
+        if !plan.changes.is_empty() || !plan.containers.is_empty() {
             out.push('\n');
         }
         let _ = writeln!(
@@ -87,6 +89,69 @@ pub fn human(plan: &Plan, color: bool) -> String {
         );
     }
     out
+}
+
+/// Containers after the rows they attach to: what is created with its image, endpoint and
+/// address; what is replaced or started with the reason.
+fn containers(out: &mut String, plan: &Plan, paint: &dyn Fn(&str, &str) -> String) {
+    for change in &plan.containers {
+        let (symbol, code) = match change.action {
+            ContainerAction::Create => ("+", GREEN),
+            ContainerAction::Replace => ("-/+", YELLOW),
+            ContainerAction::Start => ("~", YELLOW),
+            ContainerAction::Remove => ("-", RED),
+        };
+        let why = change
+            .reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} {} {}{why}",
+            paint(code, symbol),
+            paint(BOLD, "Container"),
+            change.name
+        );
+        if let (ContainerAction::Create | ContainerAction::Replace, Some(unit)) =
+            (change.action, &change.unit)
+        {
+            let c = &unit.container;
+            let _ = writeln!(out, "      image    = {}", c.image);
+            let _ = writeln!(out, "      endpoint = {}", unit.endpoint);
+            let _ = writeln!(
+                out,
+                "      address  = {} {}/{} via {}",
+                unit.mac, unit.ip, unit.prefix, unit.gateway
+            );
+            if let Some(cmd) = &c.entrypoint {
+                let _ = writeln!(out, "      entrypoint = {cmd:?}");
+            }
+            if let Some(cmd) = &c.command {
+                let _ = writeln!(out, "      command  = {cmd:?}");
+            }
+            if !c.env.is_empty() {
+                let env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(out, "      env      = {env:?}");
+            }
+            if let Some(user) = &c.user {
+                let _ = writeln!(out, "      user     = {user}");
+            }
+            let limits: Vec<String> = [
+                c.memory_bytes.map(|b| format!("memory {} MiB", b as f64 / 1048576.0)),
+                c.nano_cpus.map(|n| format!("cpus {}", n as f64 / 1e9)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !limits.is_empty() {
+                let _ = writeln!(out, "      limits   = {}", limits.join(", "));
+            }
+            if c.docker_network {
+                let _ = writeln!(out, "      network  = OVN and Docker's default bridge");
+            }
+        }
+    }
 }
 
 fn field_update(

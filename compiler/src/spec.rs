@@ -74,6 +74,10 @@ pub struct Server {
     /// managed elsewhere.
     #[serde(default)]
     pub runtime: Option<Runtime>,
+    /// Runs each server endpoint (`s1..sN`) as one long-lived container attached to its
+    /// logical port; absent when the endpoints are started elsewhere (they join by label).
+    #[serde(default)]
+    pub container: Option<Container>,
 }
 
 /// The client side of a service.
@@ -89,6 +93,43 @@ pub struct Client {
     /// from the namespace.
     #[serde(default)]
     pub calls: Vec<String>,
+    /// Runs each client endpoint (`c1..cN`) as one long-lived container attached to its
+    /// logical port; absent when the endpoints are started elsewhere (they join by label).
+    #[serde(default)]
+    pub container: Option<Container>,
+}
+
+/// A long-lived container per endpoint of a side: wepoq creates it, gives it the endpoint's
+/// OVN interface (MAC, IP, routes, OVN's DNS as resolver) and keeps it running.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    /// The image, present on the Docker host (built locally; no registry is assumed).
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Replaces the image's entrypoint.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's command (the arguments to its entrypoint).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Environment variables, by name.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The user to run as: `UID`, `UID:GID` or a name the image knows.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Memory limit: bytes, or a number with `Ki`, `Mi`, `Gi` (or `k`, `M`, `G`), e.g. `64Mi`.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[0-9]+(|k|Ki|M|Mi|G|Gi)$"))]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs, e.g. `0.5`.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Also keep Docker's default network (outbound access through the host). Without it
+    /// the container's only network is its OVN interface.
+    #[serde(default)]
+    pub docker_network: bool,
 }
 
 /// Settings for the stub and warm pool that serve a server endpoint.

@@ -6,7 +6,10 @@
 //! from which configuration, so a later run can tell "mine and current", "mine but stale"
 //! and "not mine" apart without any state of its own.
 
-use bollard::Docker;
+pub mod apply;
+pub mod observe;
+
+pub use bollard::Docker;
 
 /// The namespace (`ns.wepoq.net`) that made the container; absent on containers that others
 /// start and only ask to be attached.
@@ -30,6 +33,8 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    #[error("images not on the Docker host: {}", images.join(", "))]
+    ImagesMissing { images: Vec<String> },
     #[error("docker {what}: {source}")]
     Api {
         what: String,

@@ -212,6 +212,7 @@ impl Reconciler {
                 rows: Vec::new(),
             },
             changes,
+            containers: Vec::new(),
         }
     }
 
@@ -225,17 +226,10 @@ impl Reconciler {
         plan
     }
 
-    /// Applies `plan`, computed from `observed`, as one transaction. A failed guard is
-    /// returned as is (`ovsdb::Error::GuardFailed`); [`Reconciler::reconcile`] retries.
-    pub async fn apply_plan(
-        &self,
-        plan: &Plan,
-        observed: &Observed,
-    ) -> Result<usize, ReconcileError> {
-        if plan.changes.is_empty() {
-            return Ok(0);
-        }
-        // Never take another tool's rows down with ours.
+    /// Refuses a plan that would take another tool's rows down with ours (a foreign port on a
+    /// switch the plan deletes). `apply_plan` checks it too; callers that do other work
+    /// first (removing containers) check it before that work.
+    pub fn check_foreign(plan: &Plan, observed: &Observed) -> Result<(), ReconcileError> {
         for change in plan
             .changes
             .iter()
@@ -248,6 +242,20 @@ impl Reconciler {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Applies `plan`, computed from `observed`, as one transaction. A failed guard is
+    /// returned as is (`ovsdb::Error::GuardFailed`); [`Reconciler::reconcile`] retries.
+    pub async fn apply_plan(
+        &self,
+        plan: &Plan,
+        observed: &Observed,
+    ) -> Result<usize, ReconcileError> {
+        if plan.changes.is_empty() {
+            return Ok(0);
+        }
+        Reconciler::check_foreign(plan, observed)?;
         let comment = format!(
             "wepoq apply {} spec {}",
             plan.namespaces.join(" "),
@@ -374,7 +382,7 @@ pub(crate) fn timing(phase: &str, since: Instant) {
 }
 
 /// A failed guard or a unique-index clash at commit: someone else wrote meanwhile.
-pub(crate) fn is_contention(e: &ovsdb::Error) -> bool {
+pub fn is_contention(e: &ovsdb::Error) -> bool {
     match e {
         ovsdb::Error::GuardFailed { .. } => true,
         ovsdb::Error::CommitFailed { error, .. } => error == "constraint violation",

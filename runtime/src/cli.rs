@@ -25,6 +25,10 @@ pub enum RuntimeCommand {
     Shim(ShimArgs),
     /// An example warm worker (echo or a small HTTP responder)
     ExampleWorker(ExampleWorkerArgs),
+    /// A tiny endpoint for examples and tests: a server that names itself, a client that
+    /// resolves through the endpoint's nameserver
+    #[command(subcommand)]
+    Probe(crate::probe::ProbeCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,6 +162,10 @@ pub fn run(command: RuntimeCommand) -> ExitCode {
     match command {
         RuntimeCommand::Stub(args) => run_stub(args),
         RuntimeCommand::Shim(args) => match crate::shim::run(args.mode, &args.program) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(&e),
+        },
+        RuntimeCommand::Probe(command) => match crate::probe::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report(&e),
         },

@@ -10,6 +10,7 @@ pub mod example_worker;
 pub mod frame;
 pub mod histogram;
 pub mod metrics;
+pub mod probe;
 pub mod process_backend;
 pub mod record;
 pub mod seqpacket;

@@ -1,0 +1,93 @@
+//! What a Docker host shows of wepoq's containers: every container that carries a wepoq
+//! label or bears a name wepoq wants, reduced to what the container diff reads; and the ids
+//! of the images the desired containers name.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::Docker;
+use bollard::models::ContainerSummaryStateEnum;
+use bollard::query_parameters::ListContainersOptions;
+use wepoq_compiler::containers::{ContainerUnit, ObservedContainer};
+
+use super::{CONFIG_HASH_LABEL, DockerError, ENDPOINT_LABEL, OWNER_LABEL};
+
+/// Every container that matters to `desired`: labelled by wepoq (ours, others', or by hand
+/// with only an endpoint label) or named as one of the desired containers.
+pub async fn containers(
+    docker: &Docker,
+    desired: &[&ContainerUnit],
+) -> Result<Vec<ObservedContainer>, DockerError> {
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .map_err(DockerError::api("list containers"))?;
+    let wanted: std::collections::HashSet<&str> = desired.iter().map(|u| u.name.as_str()).collect();
+    let mut seen = Vec::new();
+    for c in list {
+        let labels = c.labels.unwrap_or_default();
+        // Docker reports names with a leading slash.
+        let name = c
+            .names
+            .unwrap_or_default()
+            .first()
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default();
+        let labelled = labels.contains_key(OWNER_LABEL) || labels.contains_key(ENDPOINT_LABEL);
+        if !labelled && !wanted.contains(name.as_str()) {
+            continue;
+        }
+        seen.push(observed(c.id.unwrap_or_default(), name, &labels, c.image_id.unwrap_or_default(), c.state == Some(ContainerSummaryStateEnum::RUNNING)));
+    }
+    seen.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(seen)
+}
+
+fn observed(
+    id: String,
+    name: String,
+    labels: &HashMap<String, String>,
+    image_id: String,
+    running: bool,
+) -> ObservedContainer {
+    ObservedContainer {
+        id,
+        name,
+        owner: labels.get(OWNER_LABEL).cloned(),
+        endpoint: labels.get(ENDPOINT_LABEL).cloned(),
+        config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
+        image_id,
+        running,
+    }
+}
+
+/// The id of every image the desired containers name, by name. A missing image is an error
+/// naming each one, raised before anything is changed: there is no registry to pull from.
+pub async fn image_ids(
+    docker: &Docker,
+    desired: &[&ContainerUnit],
+) -> Result<BTreeMap<String, String>, DockerError> {
+    let mut ids = BTreeMap::new();
+    let mut missing = Vec::new();
+    for unit in desired {
+        let image = &unit.container.image;
+        if ids.contains_key(image) || missing.contains(image) {
+            continue;
+        }
+        match docker.inspect_image(image).await {
+            Ok(found) => {
+                ids.insert(image.clone(), found.id.unwrap_or_default());
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                missing.push(image.clone());
+            }
+            Err(e) => return Err(DockerError::api(format!("inspect image {image}"))(e)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(DockerError::ImagesMissing { images: missing });
+    }
+    Ok(ids)
+}
