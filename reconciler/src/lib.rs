@@ -1,5 +1,6 @@
 //! wepoq reconciler: the OVSDB client, the OVN sandbox harness, observe and apply
 
+pub mod agent;
 pub mod attach;
 pub mod cached;
 pub mod convert;
