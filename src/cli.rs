@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch to one module per command.
 
+mod agent;
 mod apply;
 mod check;
 mod destroy;
@@ -40,6 +41,8 @@ enum Command {
     Zone(zone::ZoneArgs),
     /// Draw the topology as Graphviz DOT or SVG
     Graph(graph::GraphArgs),
+    /// Keep this host's labelled containers attached to OVN (one agent per host)
+    Agent(agent::AgentArgs),
     #[command(flatten)]
     Runtime(wepoq_runtime::cli::RuntimeCommand),
 }
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Destroy(args) => destroy::run(&args),
         Command::Zone(args) => zone::run(&args),
         Command::Graph(args) => graph::run(&args),
+        Command::Agent(args) => agent::run(&args),
         Command::Runtime(command) => wepoq_runtime::cli::run(command),
     }
 }

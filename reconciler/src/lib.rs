@@ -1,5 +1,7 @@
 //! wepoq reconciler: the OVSDB client, the OVN sandbox harness, observe and apply
 
+pub mod agent;
+pub mod attach;
 pub mod cached;
 pub mod convert;
 pub mod docker;

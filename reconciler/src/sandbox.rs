@@ -11,6 +11,8 @@
 //! The script is the single place that knows how to start and stop OVN, so a human gets
 //! the same thing with `eval "$(scripts/ovn-sandbox up /tmp/sb)"` (docs/ovn-sandbox.md).
 
+pub mod containers;
+
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
@@ -27,6 +29,9 @@ pub enum Component {
     /// The whole OVN data plane: northd, ovs-vswitchd, ovn-controller, network namespaces,
     /// plus `dig` and `python3` to talk through it.
     DataPlane,
+    /// A reachable Docker engine (the `docker` CLI and its socket), for tests with
+    /// containers.
+    Docker,
 }
 
 const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
@@ -37,6 +42,19 @@ fn on_path(program: &str) -> bool {
 }
 
 fn missing(component: Component) -> Vec<String> {
+    if component == Component::Docker {
+        let up = Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        return if up {
+            Vec::new()
+        } else {
+            vec!["a running Docker engine (docker version failed)".to_owned()]
+        };
+    }
     let mut programs = vec!["ovsdb-server", "ovsdb-tool", "ovs-appctl", "ovn-nbctl"];
     if component == Component::DataPlane {
         programs.extend([
@@ -223,6 +241,25 @@ impl Sandbox {
     /// The SB socket of a data-plane sandbox.
     pub fn sb_sock(&self) -> Option<PathBuf> {
         self.full.then(|| self.dir.join("sb.sock"))
+    }
+
+    /// `unix:DIR/vs.sock`: the local `Open_vSwitch` database of a data-plane sandbox.
+    pub fn ovs_db_url(&self) -> String {
+        format!("unix:{}", self.dir.join("vs.sock").display())
+    }
+
+    /// The network namespace ovs-vswitchd runs in (`/run/netns/wqID-h`), where the host
+    /// ends of veths go.
+    pub fn ovs_netns(&self) -> io::Result<PathBuf> {
+        let out = self.run_script(&["env"])?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("export WEPOQ_OVS_NETNS='")?
+                    .strip_suffix('\'')
+                    .map(PathBuf::from)
+            })
+            .ok_or_else(|| io::Error::other("ovn-sandbox env printed no WEPOQ_OVS_NETNS"))
     }
 
     /// Runs `ovn-nbctl --db=unix:... ARGS` and returns its stdout; an error carries stderr.

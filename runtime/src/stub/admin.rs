@@ -1,4 +1,6 @@
 //! The local admin endpoint: `GET /metrics` in Prometheus text format, nothing else.
+//! [`serve_routes`] is the same small HTTP server for other paths (the host agent adds a
+//! health check).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +10,26 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
+/// A path to (status, body), `None` for 404.
+pub type Route = Arc<dyn Fn(&str) -> Option<(u16, String)> + Send + Sync>;
+
 /// Serves scrapes until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    serve_routes(
+        listener,
+        Arc::new(move |path: &str| (path == "/metrics").then(|| (200, metrics.render()))),
+    )
+    .await
+}
+
+/// Answers `GET PATH` with what `route` gives for PATH: a status and a text body (404 for
+/// `None`). Serves until the task is dropped.
+pub async fn serve_routes(listener: TcpListener, route: Route) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let metrics = metrics.clone();
+        let route = route.clone();
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(1024);
             let read = tokio::time::timeout(Duration::from_secs(2), async {
@@ -31,10 +46,18 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             if read != Ok(true) {
                 return;
             }
-            let response = if buf.starts_with(b"GET /metrics ") {
-                let body = metrics.render();
+            let path = buf
+                .strip_prefix(b"GET ")
+                .and_then(|rest| rest.split(|b| *b == b' ').next())
+                .map(String::from_utf8_lossy);
+            let response = if let Some((status, body)) = path.and_then(|p| route(&p)) {
+                let reason = if status == 200 {
+                    "OK"
+                } else {
+                    "Service Unavailable"
+                };
                 format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 )
             } else {

@@ -1,0 +1,141 @@
+//! The host agent: keeps every running container labelled with a wepoq endpoint attached to
+//! its OVN logical port (next-to-lay, see [`crate::attach`]), whoever started it.
+//!
+//! One dispatcher task owns all state; everything else is an [`Input`] on its channel:
+//! Docker's list and events (from [`watch`]), finished per-container jobs, a periodic tick.
+//! The dispatcher is level-triggered: an input only marks a container "to converge", and
+//! the job that converges it looks at what *is* (Docker's inspect, the NB, the OVS rows)
+//! and attaches or detaches accordingly. At start, after a Docker reconnect and after an
+//! OVSDB reconnect every labelled container and every attachment on the bridge is
+//! converged again. Failures are logged, counted by kind and retried with backoff per
+//! container; nothing makes the agent exit. Stopping it leaves attachments in place.
+//!
+//! The next issue's container workers will add inputs (requests from stubs over a unix
+//! socket) to the same dispatcher.
+
+mod converge;
+mod dispatcher;
+pub mod metrics;
+mod watch;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::attach::{AttachConfig, AttachError, Attacher};
+use crate::docker::DockerError;
+use crate::ovsdb::{self, Timeouts};
+pub use metrics::Metrics;
+
+/// What the agent connects to.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The Docker engine (`None`: `DOCKER_HOST` or the default socket).
+    pub docker: Option<String>,
+    /// The OVN Northbound database, where logical ports are looked up.
+    pub nb: String,
+    pub nb_timeouts: Timeouts,
+    pub attach: AttachConfig,
+    /// Containers converged at once.
+    pub parallel: usize,
+}
+
+/// Why the agent could not start (once running, it never stops on errors).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("NB {at}: {source}")]
+    Nb {
+        at: String,
+        #[source]
+        source: ovsdb::Error,
+    },
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+}
+
+/// Something the dispatcher reacts to.
+pub enum Input {
+    /// Docker (re)connected; `ids` are every labelled container, in any state.
+    Listed {
+        ids: Vec<String>,
+        engine: bollard::Docker,
+    },
+    /// A labelled container started (`at`: the event's time).
+    Started {
+        id: String,
+        at: Option<SystemTime>,
+    },
+    /// A labelled container died or was removed.
+    Stopped {
+        id: String,
+    },
+    DockerLost(String),
+    /// A converge job finished.
+    Done(converge::Report),
+    Tick,
+}
+
+/// Why converging one container failed; [`JobError::kind`] labels the error metric.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error("label {label}={fqdn} names no logical port in the NB")]
+    NoPort { label: &'static str, fqdn: String },
+}
+
+impl JobError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobError::Docker(_) => "docker",
+            JobError::Attach(e) => e.kind(),
+            JobError::NoPort { .. } => "no_port",
+        }
+    }
+}
+
+/// Connects to the NB and OVS, then runs until `shutdown` completes. Attachments stay.
+pub async fn run(
+    cfg: AgentConfig,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let nb = ovsdb::Client::connect(&cfg.nb, cfg.nb_timeouts.clone())
+        .await
+        .map_err(|source| AgentError::Nb {
+            at: cfg.nb.clone(),
+            source,
+        })?;
+    let attacher = Attacher::connect(cfg.attach.clone()).await?;
+    metrics
+        .ovs_up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let watcher = tokio::spawn(watch::run(cfg.docker.clone(), tx.clone()));
+    let ticker = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(500));
+            while tx.send(Input::Tick).is_ok() {
+                every.tick().await;
+            }
+        })
+    };
+    let dispatcher = dispatcher::Dispatcher::new(
+        Arc::new(converge::Ctx { nb, attacher }),
+        metrics,
+        tx,
+        cfg.parallel.max(1),
+    );
+    tokio::select! {
+        () = dispatcher.run(rx) => {}
+        () = shutdown => {}
+    }
+    watcher.abort();
+    ticker.abort();
+    Ok(())
+}

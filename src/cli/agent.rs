@@ -1,0 +1,116 @@
+//! `wepoq agent`: the host agent. Keeps every running container labelled
+//! `wepoq.net/endpoint=FQDN` attached to that endpoint's OVN logical port, until SIGINT or
+//! SIGTERM (attachments stay when it stops). Logic: `wepoq_reconciler::agent`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::signal::unix::{SignalKind, signal};
+use wepoq_reconciler::agent::{self, AgentConfig, Metrics};
+use wepoq_reconciler::attach::AttachConfig;
+use wepoq_reconciler::ovsdb::Timeouts;
+use wepoq_runtime::stub::admin;
+
+use super::live::{self, DbArgs};
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The Docker engine: unix:///path, /path or tcp://host:port (default: $DOCKER_HOST,
+    /// else /var/run/docker.sock)
+    #[arg(long, value_name = "ADDRESS")]
+    pub docker: Option<String>,
+    /// The local Open_vSwitch database (default: $WEPOQ_OVS_DB, else
+    /// unix:$OVS_RUNDIR/db.sock as ovs-vsctl finds it)
+    #[arg(long, env = "WEPOQ_OVS_DB", value_name = "URL")]
+    pub ovs_db: Option<String>,
+    /// The network namespace ovs-vswitchd's ports live in, e.g. /run/netns/NAME (default:
+    /// $WEPOQ_OVS_NETNS, else the agent's own)
+    #[arg(long, env = "WEPOQ_OVS_NETNS", value_name = "PATH")]
+    pub ovs_netns: Option<PathBuf>,
+    /// The integration bridge
+    #[arg(long, default_value = "br-int")]
+    pub bridge: String,
+    /// Serve GET /metrics (Prometheus) and GET /healthz on this address
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// Containers attached at once
+    #[arg(long, default_value_t = 8)]
+    pub parallel: usize,
+}
+
+pub fn run(args: &AgentArgs) -> ExitCode {
+    let Some(nb) = args.db.db.clone() else {
+        eprintln!("error: wepoq agent needs the NB: pass --db URL or set WEPOQ_DB");
+        return ExitCode::FAILURE;
+    };
+    let cfg = AgentConfig {
+        docker: args.docker.clone(),
+        nb,
+        nb_timeouts: Timeouts {
+            connect: args.db.timeout.min(Duration::from_secs(10)),
+            request: args.db.timeout,
+            ..Timeouts::default()
+        },
+        attach: AttachConfig {
+            ovs_db: args
+                .ovs_db
+                .clone()
+                .unwrap_or_else(AttachConfig::default_ovs_db),
+            bridge: args.bridge.clone(),
+            ovs_netns: args.ovs_netns.clone(),
+        },
+        parallel: args.parallel,
+    };
+    live::runtime().block_on(async {
+        let metrics = Arc::new(Metrics::default());
+        if let Some(addr) = args.admin {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: cannot listen on {addr} for --admin: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let m = metrics.clone();
+            tokio::spawn(admin::serve_routes(
+                listener,
+                Arc::new(move |path: &str| match path {
+                    "/metrics" => Some((200, m.render())),
+                    "/healthz" if m.healthy() => Some((200, "ok\n".into())),
+                    "/healthz" => Some((503, "docker or OVS not connected\n".into())),
+                    _ => None,
+                }),
+            ));
+        }
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            eprintln!("error: cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        eprintln!("wepoq agent: started");
+        match agent::run(cfg, metrics, shutdown).await {
+            Ok(()) => {
+                eprintln!("wepoq agent: stopped (attachments left in place)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
