@@ -2,7 +2,9 @@
 
 mod agent;
 mod apply;
+mod attacher;
 mod check;
+mod containers;
 mod destroy;
 mod graph;
 mod live;

@@ -32,6 +32,8 @@ pub enum ProbeCommand {
     },
     /// Print NAME's IPv4 addresses as the nameserver in /etc/resolv.conf gives them
     Resolve { name: String },
+    /// Print the MAC address of one of this namespace's interfaces
+    Mac { interface: String },
     /// Do nothing until stopped (a client container's main process; `docker exec` runs
     /// `get` in it)
     Wait,
@@ -40,6 +42,11 @@ pub enum ProbeCommand {
 pub fn run(command: ProbeCommand) -> io::Result<()> {
     exit_on_sigterm();
     match command {
+        ProbeCommand::Mac { interface } => {
+            let path = format!("/sys/class/net/{interface}/address");
+            print!("{}", std::fs::read_to_string(path)?);
+            Ok(())
+        }
         ProbeCommand::Wait => loop {
             std::thread::park();
         },

@@ -3,7 +3,6 @@
 //! SIGTERM (attachments stay when it stops). Logic: `wepoq_reconciler::agent`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,31 +10,20 @@ use std::time::Duration;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 use wepoq_reconciler::agent::{self, AgentConfig, Metrics};
-use wepoq_reconciler::attach::AttachConfig;
 use wepoq_reconciler::ovsdb::Timeouts;
 use wepoq_runtime::stub::admin;
 
+use super::containers::{AttachArgs, DockerArgs};
 use super::live::{self, DbArgs};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     #[command(flatten)]
     pub db: DbArgs,
-    /// The Docker engine: unix:///path, /path or tcp://host:port (default: $DOCKER_HOST,
-    /// else /var/run/docker.sock)
-    #[arg(long, value_name = "ADDRESS")]
-    pub docker: Option<String>,
-    /// The local Open_vSwitch database (default: $WEPOQ_OVS_DB, else
-    /// unix:$OVS_RUNDIR/db.sock as ovs-vsctl finds it)
-    #[arg(long, env = "WEPOQ_OVS_DB", value_name = "URL")]
-    pub ovs_db: Option<String>,
-    /// The network namespace ovs-vswitchd's ports live in, e.g. /run/netns/NAME (default:
-    /// $WEPOQ_OVS_NETNS, else the agent's own)
-    #[arg(long, env = "WEPOQ_OVS_NETNS", value_name = "PATH")]
-    pub ovs_netns: Option<PathBuf>,
-    /// The integration bridge
-    #[arg(long, default_value = "br-int")]
-    pub bridge: String,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+    #[command(flatten)]
+    pub attach: AttachArgs,
     /// Serve GET /metrics (Prometheus) and GET /healthz on this address
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
@@ -50,21 +38,14 @@ pub fn run(args: &AgentArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let cfg = AgentConfig {
-        docker: args.docker.clone(),
+        docker: args.docker.docker.clone(),
         nb,
         nb_timeouts: Timeouts {
             connect: args.db.timeout.min(Duration::from_secs(10)),
             request: args.db.timeout,
             ..Timeouts::default()
         },
-        attach: AttachConfig {
-            ovs_db: args
-                .ovs_db
-                .clone()
-                .unwrap_or_else(AttachConfig::default_ovs_db),
-            bridge: args.bridge.clone(),
-            ovs_netns: args.ovs_netns.clone(),
-        },
+        attach: args.attach.config(),
         parallel: args.parallel,
     };
     live::runtime().block_on(async {

@@ -10,6 +10,7 @@ use wepoq_compiler::{plan_json, render};
 use wepoq_reconciler::reconcile::{Applied, Options, ReconcileError, Reconciler};
 
 use super::SpecArgs;
+use super::containers::{self, AttachArgs, ContainerPlan, DockerArgs};
 use super::live::{self, DbArgs};
 use super::load::load;
 use super::output::stdout_color;
@@ -27,16 +28,24 @@ pub struct ApplyArgs {
     pub spec: SpecArgs,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+    #[command(flatten)]
+    pub attach: AttachArgs,
     /// Apply without asking (for pipelines; without a terminal wepoq refuses to ask)
     #[arg(long)]
     pub auto_approve: bool,
     /// Take over rows that carry wepoq's names but are not its own
     #[arg(long)]
     pub adopt: bool,
-    /// Return only once the change has reached the data plane
+    /// Return only once the change has reached the data plane (the default when the specs
+    /// run containers: every chassis has the change and every container's port is up)
     #[arg(long, value_enum)]
     pub wait: Option<WaitFor>,
-    /// How long --wait may take, e.g. 60s
+    /// Return as soon as the NB transaction and the containers are done
+    #[arg(long, conflicts_with = "wait")]
+    pub no_wait: bool,
+    /// How long waiting for the data plane may take, e.g. 60s
     #[arg(long, default_value = "60s", value_parser = live::parse_duration)]
     pub wait_timeout: Duration,
     /// Exit 0 when nothing changed, 2 when something did, 1 on error
@@ -74,19 +83,28 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
 
 fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
     let mut loaded = load(&args.spec).map_err(|_| ())?;
+    let runtime = live::runtime();
+    // Docker is asked first: a spec whose containers cannot be made is refused before the
+    // NB is written.
+    let containers = runtime
+        .block_on(containers::plan(&loaded.compiled, &args.docker, args.adopt))
+        .map_err(|e| eprintln!("error: {e}\nnote: nothing was changed"))?;
+    let spec_hash = loaded.compiled.spec_hash.clone();
     let desired = live::desired(&mut loaded.compiled);
     let options = Options {
         adopt: args.adopt,
         ..Options::default()
     };
     let mut refused = None;
-    let outcome = live::runtime().block_on(async {
+    let asked = std::cell::Cell::new(false);
+    let outcome = runtime.block_on(async {
         let reconciler = live::connect(&args.db).await?;
-        let confirm = |plan: &Plan, attempt: usize| {
+        let mut confirm = |plan: &Plan, attempt: usize| {
             if attempt > 1 {
                 eprintln!("note: the NB changed while planning; planned again (attempt {attempt})");
             }
-            print!("{}", render::human(plan, stdout_color()));
+            asked.set(true);
+            print!("{}", render::human(&containers.shown(plan), stdout_color()));
             if args.auto_approve {
                 return true;
             }
@@ -101,11 +119,61 @@ fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
                 }
             }
         };
-        let (plan, applied) = reconciler.reconcile(&desired, options, confirm).await?;
-        wait(&reconciler, args, &applied).await?;
-        Ok::<_, ReconcileError>((plan, applied))
+        let (plan, mut applied) = reconciler.reconcile(&desired, options, &mut confirm).await?;
+        if applied.operations == 0 && !plan.changes.is_empty() {
+            return Err(ApplyError::Declined);
+        }
+        // No NB change: the containers' changes still want a look and a yes.
+        if !asked.get() && !containers.changes.is_empty() && !confirm(&plan, 1) {
+            return Err(ApplyError::Declined);
+        }
+        let plan = containers.shown(&plan);
+        applied.summary = plan.summary();
+        bring_up(&reconciler, args, &containers, &spec_hash, &applied).await?;
+        Ok::<_, ApplyError>((plan, applied))
     });
     finish(args, outcome, refused)
+}
+
+/// What follows the NB transaction: the containers, then (by default when there are any)
+/// the wait until the data plane has everything.
+async fn bring_up(
+    reconciler: &Reconciler,
+    args: &ApplyArgs,
+    containers: &ContainerPlan,
+    spec_hash: &str,
+    applied: &Applied,
+) -> Result<(), ApplyError> {
+    if !containers.changes.is_empty() || !containers.current.is_empty() {
+        let attacher = containers::attacher(&args.attach, reconciler.client.clone())
+            .await
+            .map_err(ApplyError::Containers)?;
+        containers::apply(containers, attacher.as_ref(), spec_hash)
+            .await
+            .map_err(ApplyError::Containers)?;
+    }
+    if args.wait.is_some() || (!args.no_wait && !containers.desired.is_empty()) {
+        wait(reconciler, args, applied).await?;
+        containers::wait_ports_up(&reconciler.client, &containers.desired, args.wait_timeout)
+            .await
+            .map_err(ApplyError::Containers)?;
+    }
+    Ok(())
+}
+
+/// Why an apply failed after the NB was reached: the NB's errors come with their own help;
+/// the containers' say what was done and what was not.
+enum ApplyError {
+    /// The plan was not approved; nothing was changed.
+    Declined,
+    Nb(ReconcileError),
+    Containers(String),
+}
+
+impl From<ReconcileError> for ApplyError {
+    fn from(e: ReconcileError) -> ApplyError {
+        ApplyError::Nb(e)
+    }
 }
 
 fn apply_saved(args: &ApplyArgs, path: &Path) -> Result<Applied, ()> {
@@ -117,7 +185,7 @@ fn apply_saved(args: &ApplyArgs, path: &Path) -> Result<Applied, ()> {
         plan_json::from_json(&json).map_err(|e| eprintln!("error: {}: {e}", path.display()))?;
     print!("{}", render::human(&plan, stdout_color()));
     let mut refused = None;
-    if !plan.changes.is_empty() && !args.auto_approve {
+    if !plan.summary().is_empty() && !args.auto_approve {
         match live::confirm(&format!(
             "Apply this saved plan to {}?",
             args.db.db.as_deref().unwrap_or("the NB")
@@ -132,10 +200,14 @@ fn apply_saved(args: &ApplyArgs, path: &Path) -> Result<Applied, ()> {
         return Err(());
     }
     let outcome = live::runtime().block_on(async {
+        let containers = containers::from_saved(&plan, &args.docker)
+            .await
+            .map_err(ApplyError::Containers)?;
         let reconciler = live::connect(&args.db).await?;
-        let applied = reconciler.apply_saved(&plan, &[]).await?;
-        wait(&reconciler, args, &applied).await?;
-        Ok::<_, ReconcileError>((plan.clone(), applied))
+        let mut applied = reconciler.apply_saved(&plan, &[]).await?;
+        applied.summary = plan.summary();
+        bring_up(&reconciler, args, &containers, &plan.spec_hash, &applied).await?;
+        Ok::<_, ApplyError>((plan.clone(), applied))
     });
     finish(args, outcome, None)
 }
@@ -155,22 +227,14 @@ async fn wait(
 
 fn finish(
     args: &ApplyArgs,
-    outcome: Result<(Plan, Applied), ReconcileError>,
+    outcome: Result<(Plan, Applied), ApplyError>,
     refused: Option<String>,
 ) -> Result<Applied, ()> {
     match outcome {
         Ok((plan, applied)) => {
-            if let Some(why) = refused {
-                eprintln!("error: {why}");
-                return Err(());
-            }
-            if plan.changes.is_empty() {
-                println!("\nNo changes: the NB already matches the spec.");
+            if plan.summary().is_empty() {
+                println!("\nNo changes: the NB and the containers already match the spec.");
                 return Ok(applied);
-            }
-            if applied.operations == 0 {
-                eprintln!("Apply cancelled: nothing was changed.");
-                return Err(());
             }
             let s = applied.summary;
             println!(
@@ -180,7 +244,7 @@ fn finish(
                 s.destroy,
                 applied.operations,
                 applied.elapsed.as_millis(),
-                if args.wait.is_some() {
+                if waits_for_data_plane(args, &plan) {
                     ", data plane caught up"
                 } else {
                     ""
@@ -188,9 +252,25 @@ fn finish(
             );
             Ok(applied)
         }
-        Err(e) => {
+        Err(ApplyError::Declined) => {
+            match refused {
+                Some(why) => eprintln!("error: {why}"),
+                None => eprintln!("Apply cancelled: nothing was changed."),
+            }
+            Err(())
+        }
+        Err(ApplyError::Nb(e)) => {
             live::report(&e, &args.db);
             Err(())
         }
+        Err(ApplyError::Containers(e)) => {
+            eprintln!("error: {e}");
+            Err(())
+        }
     }
+}
+
+/// `--wait hv`, or by default when the plan runs containers.
+fn waits_for_data_plane(args: &ApplyArgs, plan: &Plan) -> bool {
+    args.wait.is_some() || (!args.no_wait && plan.containers.iter().any(|c| c.unit.is_some()))
 }

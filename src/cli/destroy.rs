@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 use wepoq_compiler::render;
-use wepoq_reconciler::reconcile::{Desired, Options};
+use wepoq_reconciler::reconcile::{Desired, Options, ReconcileError, Reconciler, is_contention};
 
 use super::SpecArgs;
+use super::containers::{self, AttachArgs, DockerArgs};
 use super::live::{self, DbArgs};
 use super::load::load_with;
 use super::output::stdout_color;
@@ -18,6 +19,10 @@ pub struct DestroyArgs {
     pub spec: SpecArgs,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+    #[command(flatten)]
+    pub attach: AttachArgs,
     /// Destroy without asking
     #[arg(long)]
     pub auto_approve: bool,
@@ -37,48 +42,78 @@ pub fn run(args: &DestroyArgs) -> ExitCode {
             .map(|ns| (ns.owner(), Vec::new()))
             .collect(),
     };
+    let runtime = live::runtime();
+    let containers = match runtime.block_on(containers::plan_removal(&loaded.compiled, &args.docker)) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}\nnote: nothing was changed");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut refused = None;
-    let outcome = live::runtime().block_on(async {
-        let reconciler = live::connect(&args.db).await?;
-        reconciler
-            .reconcile(&desired, Options::default(), |plan, _| {
-                print!("{}", render::human(plan, stdout_color()));
-                if args.auto_approve {
-                    return true;
-                }
-                match live::confirm("Destroy these rows?") {
-                    Ok(yes) => yes,
-                    Err(e) => {
-                        refused = Some(e);
-                        false
-                    }
-                }
-            })
+    // The containers go first (with their veths and OVS ports), then the rows they hung
+    // from, from the one observation the plan was shown from; the question covers both.
+    let outcome = runtime.block_on(async {
+        let reconciler = live::connect(&args.db).await.map_err(Err)?;
+        let observed = reconciler
+            .observe(&desired, Options::default())
             .await
+            .map_err(Err)?;
+        let plan = containers.shown(&Reconciler::plan(&desired, &observed));
+        print!("{}", render::human(&plan, stdout_color()));
+        if plan.summary().is_empty() {
+            return Ok(None);
+        }
+        if !args.auto_approve {
+            match live::confirm("Destroy these containers and rows?") {
+                Ok(true) => {}
+                Ok(false) => return Ok(Some(0)),
+                Err(e) => {
+                    refused = Some(e);
+                    return Ok(Some(0));
+                }
+            }
+        }
+        Reconciler::check_foreign(&plan, &observed).map_err(Err)?;
+        if !containers.changes.is_empty() {
+            let attacher = containers::attacher(&args.attach, reconciler.client.clone()).await.map_err(Ok)?;
+            containers::apply(&containers, attacher.as_ref(), &desired.spec_hash)
+                .await
+                .map_err(Ok)?;
+        }
+        let rows = match reconciler.apply_plan(&plan, &observed).await {
+            Ok(_) => plan.summary().destroy - containers.changes.len(),
+            // Someone moved the NB meanwhile: plan again from a fresh read.
+            Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => {
+                let (_, applied) = reconciler
+                    .reconcile(&desired, Options::default(), |_, _| true)
+                    .await
+                    .map_err(Err)?;
+                applied.summary.destroy
+            }
+            Err(e) => return Err(Err(e)),
+        };
+        observed.free_in_background();
+        Ok(Some(rows + containers.changes.len()))
     });
     match outcome {
-        Ok((plan, applied)) => {
-            if let Some(why) = refused {
-                eprintln!("error: {why}");
-                return ExitCode::FAILURE;
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(0)) => {
+            match refused {
+                Some(why) => eprintln!("error: {why}"),
+                None => eprintln!("Destroy cancelled: nothing was changed."),
             }
-            if plan.changes.is_empty() {
-                print!("{}", render::human(&plan, stdout_color()));
-                return ExitCode::SUCCESS;
-            }
-            if applied.operations == 0 {
-                eprintln!("Destroy cancelled: nothing was changed.");
-                return ExitCode::FAILURE;
-            }
-            println!(
-                "\nDestroy complete: {} destroyed ({} operations, {} ms).",
-                applied.summary.destroy,
-                applied.operations,
-                applied.elapsed.as_millis()
-            );
+            ExitCode::FAILURE
+        }
+        Ok(Some(destroyed)) => {
+            println!("\nDestroy complete: {destroyed} destroyed.");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err(Ok(containers_failed)) => {
+            eprintln!("error: {containers_failed}\nnote: the NB rows were left in place");
+            ExitCode::FAILURE
+        }
+        Err(Err(e)) => {
             live::report(&e, &args.db);
             ExitCode::FAILURE
         }

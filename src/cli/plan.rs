@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use clap::Args;
 use wepoq_compiler::plan::Plan;
 use wepoq_compiler::{plan_json, render};
-use wepoq_reconciler::reconcile::{Options, Reconciler};
+use wepoq_reconciler::reconcile::{Options, ReconcileError, Reconciler};
 
 use super::SpecArgs;
+use super::containers::{self, DockerArgs};
 use super::live::{self, DbArgs};
 use super::load::load;
 use super::output::{stdout_color, write_atomically};
@@ -20,7 +21,9 @@ pub struct PlanArgs {
     pub spec: SpecArgs,
     #[command(flatten)]
     pub db: DbArgs,
-    /// Print the plan as JSON (format_version 1, see docs/plan-format.md)
+    #[command(flatten)]
+    pub docker: DockerArgs,
+    /// Print the plan as JSON (format_version 2, see docs/plan-format.md)
     #[arg(long)]
     pub json: bool,
     /// Also save the plan as JSON to FILE, for `wepoq apply FILE`
@@ -39,8 +42,11 @@ pub fn run(args: &PlanArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let plan = if args.db.db.is_some() {
-        let desired = live::desired(&mut loaded.compiled);
         let result = live::runtime().block_on(async {
+            let containers = containers::plan(&loaded.compiled, &args.docker, args.adopt)
+                .await
+                .map_err(PlanError::Containers)?;
+            let desired = live::desired(&mut loaded.compiled);
             let reconciler = live::connect(&args.db).await?;
             let observed = reconciler
                 .observe(
@@ -51,7 +57,8 @@ pub fn run(args: &PlanArgs) -> ExitCode {
                     },
                 )
                 .await?;
-            let plan = Reconciler::plan(&desired, &observed);
+            let mut plan = Reconciler::plan(&desired, &observed);
+            plan.containers = containers.changes;
             // A saved or machine-read plan carries what it was computed from.
             let plan = if args.out.is_some() || args.json {
                 Reconciler::fingerprinted(plan, &observed)
@@ -59,12 +66,16 @@ pub fn run(args: &PlanArgs) -> ExitCode {
                 plan
             };
             observed.free_in_background();
-            Ok(plan)
+            Ok::<_, PlanError>(plan)
         });
         match result {
             Ok(plan) => plan,
-            Err(e) => {
+            Err(PlanError::Nb(e)) => {
                 live::report(&e, &args.db);
+                return ExitCode::FAILURE;
+            }
+            Err(PlanError::Containers(e)) => {
+                eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -72,6 +83,18 @@ pub fn run(args: &PlanArgs) -> ExitCode {
         loaded.compiled.plan_from_nothing()
     };
     show(&plan, args.json, args.out.as_ref(), args.detailed_exitcode)
+}
+
+/// Why a live plan could not be made: the NB's errors come with their own help.
+pub enum PlanError {
+    Nb(ReconcileError),
+    Containers(String),
+}
+
+impl From<ReconcileError> for PlanError {
+    fn from(e: ReconcileError) -> PlanError {
+        PlanError::Nb(e)
+    }
 }
 
 /// Prints (and saves) a plan; the exit code follows `--detailed-exitcode`.

@@ -2,6 +2,7 @@
 
 mod cases;
 mod cli;
+mod containers;
 mod dataplane;
 mod fuzz_smoke;
 mod live;

@@ -38,6 +38,8 @@ pub trait Attach: Sync {
     ) -> BoxFuture<'a, Result<(), String>>;
     /// Removes what `attach` made for the container (nothing when there is nothing).
     fn detach<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// The ids of the containers that have an attachment on this host.
+    fn attached(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
 }
 
 /// What happened to each container of a plan.
@@ -62,6 +64,10 @@ pub async fn apply(
     spec_hash: &str,
 ) -> Outcome {
     let mut outcome = Outcome::default();
+    if let Err(e) = detach_stale(docker, attacher).await {
+        outcome.failed.push((ContainerAction::Remove, "(stale attachments)".into(), e));
+        return outcome;
+    }
     let removals = changes
         .iter()
         .filter(|c| c.action == ContainerAction::Remove);
@@ -103,6 +109,26 @@ pub async fn apply(
     outcome.done.sort();
     outcome.failed.sort();
     outcome
+}
+
+/// Detaches every attachment whose container no longer runs (removed or stopped by hand
+/// while no agent watched): its port still claims the logical port a new container needs.
+async fn detach_stale(docker: &Docker, attacher: &dyn Attach) -> Result<(), String> {
+    let attached = attacher.attached().await?;
+    if attached.is_empty() {
+        return Ok(());
+    }
+    let running: std::collections::HashSet<String> = docker
+        .list_containers(None)
+        .await
+        .map_err(|e| format!("list containers: {e}"))?
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect();
+    for id in attached.iter().filter(|id| !running.contains(*id)) {
+        attacher.detach(id).await?;
+    }
+    Ok(())
 }
 
 fn record(

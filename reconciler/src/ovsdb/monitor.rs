@@ -229,8 +229,11 @@ fn full_row(types: &HashMap<String, ColumnType>, uuid: &Uuid, json: &Json) -> Re
     Ok(row)
 }
 
-/// Applies an update2 `modify` diff: scalars are replaced, set elements toggled, map
-/// pairs removed when equal, replaced when the key exists, inserted otherwise.
+/// Applies an update2 `modify` diff: a column of at most one value (a scalar, and an
+/// optional one such as Logical_Switch_Port.up) is replaced, as ovsdb-server sends such a
+/// column's new value rather than a difference (`ovsdb_datum_diff` treats only `max > 1` as
+/// composite); set elements are toggled; map pairs removed when equal, replaced when the key
+/// exists, inserted otherwise.
 pub(crate) fn apply_diff(
     types: &HashMap<String, ColumnType>,
     row: &mut Row,
@@ -240,7 +243,7 @@ pub(crate) fn apply_diff(
     for (name, change) in diff {
         let change = Value::from_json(change)?;
         let Some(ty) = types.get(name) else { continue };
-        if ty.kind() == ColumnKind::Scalar || row.get(name).is_none() {
+        if ty.max == Some(1) || row.get(name).is_none() {
             row.insert(name, change);
             continue;
         }
@@ -502,5 +505,26 @@ mod tests {
         .unwrap();
         assert_eq!(row.get("options"), Some(&Value::map([("j", "x")])));
         assert_eq!(row.get("addresses"), Some(&Value::atom("c")));
+    }
+
+    #[test]
+    fn an_optional_column_is_replaced_not_toggled() {
+        // Logical_Switch_Port.up as ovn-northd moves it: unset, false, then true. The server
+        // sends each new value whole (seen on ovsdb-server 3.1).
+        let optional = ColumnType {
+            min: 0,
+            max: Some(1),
+            ..ty(ColumnKind::Scalar)
+        };
+        let types: HashMap<String, ColumnType> = [("up".to_owned(), optional)].into();
+        let uuid = Uuid::parse("00000001-0000-4000-8000-000000000000").unwrap();
+        let mut row = full_row(&types, &uuid, &json!({})).unwrap();
+        assert_eq!(row.get("up"), Some(&Value::empty()));
+        for (diff, now) in [(json!(false), false), (json!(true), true), (json!(false), false)] {
+            apply_diff(&types, &mut row, &json!({ "up": diff })).unwrap();
+            assert_eq!(row.get("up").and_then(Value::as_bool), Some(now));
+        }
+        apply_diff(&types, &mut row, &json!({"up": ["set", []]})).unwrap();
+        assert_eq!(row.get("up"), Some(&Value::empty()));
     }
 }

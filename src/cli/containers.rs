@@ -1,0 +1,255 @@
+//! The Docker half of the live commands: which containers the specs want, what the host
+//! holds, the changes between them (shown beside the NB plan), carrying them out after the
+//! NB transaction, and waiting until every container's logical port is up.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use wepoq_compiler::Compiled;
+use wepoq_compiler::containers::{self, ContainerAction, ContainerChange, ContainerUnit};
+use wepoq_compiler::plan::Plan;
+use wepoq_reconciler::docker::{self, DockerError};
+use wepoq_reconciler::ovsdb::{self, MonitorSpec, NB_DB};
+
+pub use super::attacher::{AttachArgs, attacher};
+
+/// Where the Docker engine is.
+#[derive(Debug, Clone, Args)]
+pub struct DockerArgs {
+    /// The Docker engine: unix:///PATH or tcp://HOST:PORT (default: $DOCKER_HOST, else
+    /// /var/run/docker.sock). Needed only by specs that declare containers.
+    #[arg(long, value_name = "URL")]
+    pub docker: Option<String>,
+}
+
+/// The container changes of a plan, and what is needed to carry them out.
+pub struct ContainerPlan {
+    /// `None` when no spec declares a container and no engine answered: nothing to do.
+    pub docker: Option<docker::Docker>,
+    pub changes: Vec<ContainerChange>,
+    /// Desired containers that stay as they are, with their ids: apply still checks that
+    /// each is attached.
+    pub current: Vec<(ContainerUnit, String)>,
+    /// Every desired container, for the readiness wait.
+    pub desired: Vec<ContainerUnit>,
+}
+
+impl ContainerPlan {
+    /// `plan` with this plan's container changes, for showing.
+    pub fn shown(&self, plan: &Plan) -> Plan {
+        Plan {
+            containers: self.changes.clone(),
+            ..plan.clone()
+        }
+    }
+}
+
+/// Compares what the specs want with what the Docker host holds. A spec with containers and
+/// no engine is refused here, before anything is written; specs without containers need no
+/// engine (but one that answers is asked, so containers of a spec that dropped them go).
+pub async fn plan(
+    compiled: &Compiled,
+    args: &DockerArgs,
+    adopt: bool,
+) -> Result<ContainerPlan, String> {
+    let desired: Vec<ContainerUnit> = compiled
+        .namespaces
+        .iter()
+        .flat_map(|ns| ns.containers.iter().cloned())
+        .collect();
+    plan_for(compiled, desired, args, adopt).await
+}
+
+/// The plan that removes every container of the specs' namespaces, for `destroy`.
+pub async fn plan_removal(compiled: &Compiled, args: &DockerArgs) -> Result<ContainerPlan, String> {
+    let declared = compiled.namespaces.iter().any(|ns| !ns.containers.is_empty());
+    let plan = plan_for(compiled, Vec::new(), args, false).await;
+    match plan {
+        Ok(p) if p.docker.is_none() && declared => Err(
+            "the specs declare containers but no Docker engine answered: cannot remove them\nhelp: start Docker, or name it with --docker or DOCKER_HOST".into(),
+        ),
+        other => other,
+    }
+}
+
+async fn plan_for(
+    compiled: &Compiled,
+    desired: Vec<ContainerUnit>,
+    args: &DockerArgs,
+    adopt: bool,
+) -> Result<ContainerPlan, String> {
+    let owners: Vec<String> = compiled.namespaces.iter().map(|ns| ns.owner()).collect();
+    let docker = match docker::connect(args.docker.as_deref()).await {
+        Ok(docker) => docker,
+        Err(_) if desired.is_empty() => {
+            return Ok(ContainerPlan {
+                docker: None,
+                changes: Vec::new(),
+                current: Vec::new(),
+                desired,
+            });
+        }
+        Err(e) => {
+            return Err(format!(
+                "{e}\nhelp: the specs declare {} containers; start Docker, or name it with --docker or DOCKER_HOST",
+                desired.len()
+            ));
+        }
+    };
+    let units: Vec<&ContainerUnit> = desired.iter().collect();
+    let image_ids = docker::observe::image_ids(&docker, &units)
+        .await
+        .map_err(|e| match e {
+            DockerError::ImagesMissing { .. } => format!(
+                "{e}\nhelp: there is no registry to pull from: build or load them first (see examples/ovn-vote/README.md)"
+            ),
+            e => e.to_string(),
+        })?;
+    let observed = docker::observe::containers(&docker, &units)
+        .await
+        .map_err(|e| e.to_string())?;
+    let wanted: Vec<containers::Desired<'_>> = desired
+        .iter()
+        .map(|unit| containers::Desired {
+            unit,
+            image_id: image_ids.get(&unit.container.image).map(String::as_str),
+        })
+        .collect();
+    let changes = containers::diff(&owners, &wanted, &observed, adopt).map_err(|conflicts| {
+        let mut text = String::from("containers stand where wepoq wants its own:");
+        for c in conflicts {
+            text.push_str(&format!("\n  {} ({}): {}", c.name, &c.id[..c.id.len().min(12)], c.why));
+        }
+        text.push_str("\nhelp: remove or rename them, or pass --adopt to replace them with wepoq's");
+        text
+    })?;
+    let changed: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
+    let current = desired
+        .iter()
+        .filter(|u| !changed.contains(&u.name.as_str()))
+        .filter_map(|u| {
+            let seen = observed
+                .iter()
+                .find(|o| o.name == u.name && o.owner.as_deref() == Some(u.owner.as_str()))?;
+            Some((u.clone(), seen.id.clone()))
+        })
+        .collect();
+    Ok(ContainerPlan {
+        docker: Some(docker),
+        changes,
+        current,
+        desired,
+    })
+}
+
+/// Carries out the container changes and says, container by container, what was done and
+/// what was not. `Err` when anything failed: the next apply converges from there.
+pub async fn apply(
+    plan: &ContainerPlan,
+    attacher: &dyn docker::apply::Attach,
+    spec_hash: &str,
+) -> Result<usize, String> {
+    let Some(docker) = &plan.docker else {
+        return Ok(0);
+    };
+    if plan.changes.is_empty() && plan.current.is_empty() {
+        return Ok(0);
+    }
+    let current: Vec<(&ContainerUnit, String)> =
+        plan.current.iter().map(|(u, id)| (u, id.clone())).collect();
+    let started = Instant::now();
+    let outcome =
+        docker::apply::apply(docker, attacher, &plan.changes, &current, spec_hash).await;
+    for (action, name) in &outcome.done {
+        println!("  {} container {name}", past(*action));
+    }
+    if outcome.failed.is_empty() {
+        if !outcome.done.is_empty() {
+            println!(
+                "Containers: {} changed in {} ms.",
+                outcome.done.len(),
+                started.elapsed().as_millis()
+            );
+        }
+        return Ok(outcome.done.len());
+    }
+    let mut text = format!(
+        "{} of {} container changes failed ({} done, listed above):",
+        outcome.failed.len(),
+        outcome.failed.len() + outcome.done.len(),
+        outcome.done.len()
+    );
+    for (action, name, why) in &outcome.failed {
+        text.push_str(&format!("\n  {action:?} {name}: {why}"));
+    }
+    text.push_str("\nnote: the NB transaction was applied; run apply again to converge the containers");
+    Err(text)
+}
+
+fn past(action: ContainerAction) -> &'static str {
+    match action {
+        ContainerAction::Create => "created",
+        ContainerAction::Replace => "replaced",
+        ContainerAction::Start => "started",
+        ContainerAction::Remove => "removed",
+    }
+}
+
+/// Waits until the logical port of every desired container is bound and `up`; on timeout,
+/// names the ports that are not.
+pub async fn wait_ports_up(
+    client: &ovsdb::Client,
+    desired: &[ContainerUnit],
+    timeout: Duration,
+) -> Result<(), String> {
+    if desired.is_empty() {
+        return Ok(());
+    }
+    let monitor = client
+        .monitor(NB_DB, MonitorSpec::new().table("Logical_Switch_Port", &["name", "up"]))
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut down: BTreeMap<&str, ()> = desired.iter().map(|u| (u.name.as_str(), ())).collect();
+        for unit in desired {
+            let up = monitor
+                .find("Logical_Switch_Port", "name", unit.name.as_str())
+                .iter()
+                .any(|row| row.get("up").and_then(ovsdb::Value::as_bool) == Some(true));
+            if up {
+                down.remove(unit.name.as_str());
+            }
+        }
+        if down.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<&str> = down.into_keys().collect();
+            return Err(format!(
+                "not up after {} s: {}",
+                timeout.as_secs(),
+                names.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The container part of a saved plan, to carry out as saved (each step is idempotent:
+/// a container already created or removed is taken as done by the next plan).
+pub async fn from_saved(plan: &Plan, args: &DockerArgs) -> Result<ContainerPlan, String> {
+    let desired: Vec<ContainerUnit> = plan.containers.iter().filter_map(|c| c.unit.clone()).collect();
+    let docker = if plan.containers.is_empty() {
+        None
+    } else {
+        Some(docker::connect(args.docker.as_deref()).await.map_err(|e| e.to_string())?)
+    };
+    Ok(ContainerPlan {
+        docker,
+        changes: plan.containers.clone(),
+        current: Vec::new(),
+        desired,
+    })
+}

@@ -1,0 +1,305 @@
+//! `wepoq apply` of examples/ovn-vote with its containers, on a real OVN data plane and the
+//! real Docker engine: everything comes up and is reachable through OVN's DNS and VIPs,
+//! undeclared paths stay closed, the host agent re-attaches a restarted container, drift
+//! (a container removed or stopped by hand) shows in `plan` and is put back by `apply` with
+//! the same MAC and IP, a second apply changes nothing, and `destroy` removes wepoq's
+//! containers, OVS ports and rows and nothing else.
+//!
+//! The example runs under a namespace of its own per run (its containers' names are
+//! global on the host) and with the image the repository builds from its static binary.
+//! Whatever the test made is removed when it ends, pass or fail.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use wepoq_compiler::containers::ContainerUnit;
+use wepoq_reconciler::sandbox::containers::{Containers, docker};
+use wepoq_reconciler::sandbox::{Component, Sandbox, require};
+
+use crate::support::{compile_text, repo, temp_dir};
+
+struct Stage {
+    sb: Sandbox,
+    /// The image, and removal of the foreign container the test makes.
+    foreign: Containers,
+    dir: PathBuf,
+    /// `t…`: the namespace label; containers are named `<port>.ovn-vote.<ns>`.
+    ns: String,
+    units: Vec<ContainerUnit>,
+    agent: Option<Child>,
+    started: Instant,
+}
+
+impl Stage {
+    fn new() -> Option<Stage> {
+        require(Component::DataPlane)?;
+        require(Component::Docker)?;
+        let started = Instant::now();
+        let sb = Sandbox::data_plane().expect("a data-plane sandbox");
+        let foreign = Containers::new().expect("the static image");
+        let ns = format!("t{}", &foreign.tag.replace(['-', '_'], "")[1..]).to_lowercase();
+        let ns: String = ns.chars().take(20).collect();
+        let spec = std::fs::read_to_string(repo().join("examples/ovn-vote/wepoq.yaml"))
+            .unwrap()
+            .replace("namespace: ns\n", &format!("namespace: {ns}\n"))
+            .replace("wepoq/probe:dev", &foreign.image);
+        let dir = temp_dir("containers");
+        std::fs::write(dir.join("wepoq.yaml"), &spec).unwrap();
+        let units = compile_text(&spec, None).expect("the example compiles").namespaces[0]
+            .containers
+            .clone();
+        let stage = Stage {
+            sb,
+            foreign,
+            dir,
+            ns,
+            units,
+            agent: None,
+            started,
+        };
+        stage.step("sandbox up, image built");
+        Some(stage)
+    }
+
+    fn step(&self, what: &str) {
+        eprintln!("[containers {:>6.2}s] {what}", self.started.elapsed().as_secs_f64());
+    }
+
+    fn owner(&self) -> String {
+        format!("{}.wepoq.net", self.ns)
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("WEPOQ_DB", self.sb.nb_unix_url())
+            .env("WEPOQ_OVS_DB", self.sb.ovs_db_url())
+            .env("WEPOQ_OVS_NETNS", self.sb.ovs_netns().unwrap())
+            .env("NO_COLOR", "1")
+            .current_dir(&self.dir);
+    }
+
+    fn wepoq(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wepoq"));
+        cmd.args(args);
+        self.env(&mut cmd);
+        let out = cmd.output().unwrap();
+        eprintln!(
+            "$ wepoq {} -> {:?}\n{}{}",
+            args.join(" "),
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    }
+
+    fn apply(&self) -> i32 {
+        let out = self.wepoq(&[
+            "apply",
+            "--auto-approve",
+            "--detailed-exitcode",
+            "--wait-timeout",
+            "60s",
+        ]);
+        out.status.code().unwrap_or(-1)
+    }
+
+    fn start_agent(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wepoq"));
+        cmd.arg("agent").stdout(Stdio::null()).stderr(Stdio::inherit());
+        self.env(&mut cmd);
+        self.agent = Some(cmd.spawn().unwrap());
+    }
+
+    fn unit(&self, endpoint: &str) -> &ContainerUnit {
+        let name = format!("{endpoint}.ovn-vote.{}", self.ns);
+        self.units
+            .iter()
+            .find(|u| u.name == name)
+            .unwrap_or_else(|| panic!("no container unit {name}"))
+    }
+
+    fn fqdn(&self, name: &str) -> String {
+        format!("{name}.ovn-vote.{}.wepoq.net", self.ns)
+    }
+
+    /// `probe ARGS` inside the container of `endpoint`.
+    fn probe(&self, endpoint: &str, args: &[&str]) -> Result<String, String> {
+        let name = &self.unit(endpoint).name;
+        let mut argv = vec!["exec", name.as_str(), "/wepoq-runtime", "probe"];
+        argv.extend(args);
+        docker(&argv).map_err(|e| e.to_string())
+    }
+
+    /// Answers of `count` connections from `client` to `target` (NAME:PORT), retried for a
+    /// while: a port just bound may need a moment before its flows are in.
+    fn answers(&self, client: &str, target: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.probe(client, &["get", target, "--count", &count.to_string()]) {
+                Ok(out) => return out.lines().map(str::to_owned).collect(),
+                Err(e) if Instant::now() > deadline => panic!("{client} -> {target}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+    }
+
+    fn running(&self) -> BTreeSet<String> {
+        let filter = format!("label=wepoq.net/owner={}", self.owner());
+        docker(&["ps", "--filter", &filter, "--format", "{{.Names}}"])
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The MAC of the container's OVN interface, as the container itself sees it.
+    fn vif_mac(&self, endpoint: &str) -> String {
+        let name = &self.unit(endpoint).name;
+        docker(&["exec", name, "/wepoq-runtime", "probe", "mac", "wq0"]).unwrap_or_default()
+    }
+
+    fn ovs_ports(&self) -> BTreeSet<String> {
+        let out = Command::new("ovs-vsctl")
+            .arg(format!("--db={}", self.sb.ovs_db_url()))
+            .args(["list-ports", "br-int"])
+            .output()
+            .unwrap();
+        text(&out.stdout).lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        let filter = format!("label=wepoq.net/owner={}", self.owner());
+        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &filter])
+            && !ids.is_empty()
+        {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.lines());
+            let _ = docker(&args);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn ovn_vote_in_containers_end_to_end() {
+    let Some(mut s) = Stage::new() else {
+        return;
+    };
+    let all: BTreeSet<String> = s.units.iter().map(|u| u.name.clone()).collect();
+    assert_eq!(all.len(), 11, "the example's containers: {all:?}");
+
+    // 1. One apply brings everything up: the NB, the containers, their interfaces, and
+    //    returns once every container's logical port is up.
+    assert_eq!(s.apply(), 2, "the first apply changes things");
+    assert_eq!(s.running(), all, "every container runs");
+    s.step("applied");
+    let result_vip = s.fqdn("vip.svr.result");
+    let servers: BTreeSet<String> = (1..=3).map(|i| s.fqdn(&format!("s{i}.svr.result"))).collect();
+    let answers: BTreeSet<String> = s
+        .answers("c1.cli.result", &format!("{result_vip}:80"), 16)
+        .into_iter()
+        .collect();
+    assert!(answers.is_subset(&servers), "answers from elsewhere: {answers:?}");
+    assert!(answers.len() > 1, "one server answered everything: {answers:?}");
+    s.step(&format!("result's client reached {} servers by name", answers.len()));
+    // A declared call works by name; an undeclared one neither resolves nor connects.
+    let db = s.answers("s1.svr.result", &format!("{}:5432", s.fqdn("vip.svr.db")), 1);
+    assert_eq!(db, [s.fqdn("s1.svr.db")], "result's server calls db");
+    let redis_ip = s.unit("s1.svr.redis").ip.to_string();
+    assert!(
+        s.probe("c1.cli.result", &["resolve", &s.fqdn("vip.svr.redis")]).is_err(),
+        "result's client resolved redis, which it does not call"
+    );
+    let blocked = s.probe(
+        "c1.cli.result",
+        &["get", &format!("{redis_ip}:6379"), "--timeout-ms", "1500"],
+    );
+    assert!(blocked.is_err(), "result's client reached redis: {blocked:?}");
+    s.step("undeclared paths closed");
+
+    // 5a. A second apply is a no-op.
+    assert_eq!(s.apply(), 0, "the second apply changes nothing");
+
+    // 3. A container removed by hand: plan shows it, apply puts it back, same MAC and IP.
+    let s2 = s.unit("s2.svr.result").clone();
+    docker(&["rm", "-f", &s2.name]).unwrap();
+    let plan = s.wepoq(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "the plan shows the drift");
+    assert!(
+        text(&plan.stdout).contains(&format!("+ Container {}", s2.name)),
+        "{}",
+        text(&plan.stdout)
+    );
+    assert_eq!(s.apply(), 2, "apply puts it back");
+    assert_eq!(s.vif_mac("s2.svr.result"), s2.mac, "the same MAC");
+    // Port security admits only the declared MAC and IP: a call from it proves both.
+    let db_vip = format!("{}:5432", s.fqdn("vip.svr.db"));
+    assert_eq!(s.answers("s2.svr.result", &db_vip, 1), [s.fqdn("s1.svr.db")]);
+    let through_vip = s.answers("c1.cli.result", &format!("{result_vip}:80"), 40);
+    assert!(
+        through_vip.contains(&s.fqdn("s2.svr.result")),
+        "the VIP never chose the new s2: {through_vip:?}"
+    );
+    // A container stopped by hand is started again.
+    let c2 = s.unit("c2.cli.result").name.clone();
+    docker(&["stop", &c2]).unwrap();
+    let plan = s.wepoq(&["plan"]);
+    assert!(
+        text(&plan.stdout).contains(&format!("~ Container {c2} (not running)")),
+        "{}",
+        text(&plan.stdout)
+    );
+    assert_eq!(s.apply(), 2);
+    assert!(s.running().contains(&c2));
+    s.answers("c2.cli.result", &format!("{result_vip}:80"), 1);
+    s.step("drift repaired");
+
+    // 2. With the agent running, a restarted container (a new network namespace) is
+    //    attached again without any apply.
+    s.start_agent();
+    let s1 = s.unit("s1.svr.result").clone();
+    docker(&["restart", "-t", "1", &s1.name]).unwrap();
+    let again = s.answers("s1.svr.result", &db_vip, 1);
+    assert_eq!(again, [s.fqdn("s1.svr.db")], "the restarted server calls db again");
+    s.step("the agent re-attached a restarted container");
+
+    // 5b. Destroy removes wepoq's containers, ports and rows, and nothing foreign.
+    let foreign_id = s.foreign.run(&[]).unwrap();
+    s.sb.nbctl(&["ls-add", "foreign-switch"]).unwrap();
+    let vsctl = Command::new("ovs-vsctl")
+        .arg(format!("--db={}", s.sb.ovs_db_url()))
+        .args(["add-port", "br-int", "foreign-p0", "--", "set", "Interface", "foreign-p0", "type=internal"])
+        .output()
+        .unwrap();
+    assert!(vsctl.status.success(), "{}", text(&vsctl.stderr));
+    if let Some(mut agent) = s.agent.take() {
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
+    let destroyed = s.wepoq(&["destroy", "--auto-approve"]);
+    assert_eq!(destroyed.status.code(), Some(0), "destroy");
+    assert!(s.running().is_empty(), "wepoq's containers are gone");
+    let left = docker(&["ps", "-aq", "--no-trunc", "--filter", &format!("id={foreign_id}")]).unwrap();
+    assert_eq!(left, foreign_id, "the foreign container stays");
+    let ports = s.ovs_ports();
+    assert_eq!(
+        ports,
+        BTreeSet::from(["foreign-p0".to_string()]),
+        "only the foreign OVS port is left on br-int"
+    );
+    let switches = s.sb.nbctl(&["--bare", "--columns=name", "list", "Logical_Switch"]).unwrap();
+    assert_eq!(switches.split_whitespace().collect::<Vec<_>>(), ["foreign-switch"]);
+    s.step("destroyed; foreign container, port and switch untouched");
+}
