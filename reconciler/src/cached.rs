@@ -36,6 +36,11 @@ pub struct CachedReconciler {
 }
 
 impl CachedReconciler {
+    /// The NB connection, for what else a watching command asks of the NB.
+    pub fn client(&self) -> &crate::ovsdb::Client {
+        &self.reconciler.client
+    }
+
     /// Starts monitoring the rows marked as `owners`' (the first reply carries all of them,
     /// which costs about what one observation does).
     pub async fn start(

@@ -82,3 +82,36 @@ pub async fn connect(address: Option<&str>) -> Result<Docker, DockerError> {
     .map_err(unreachable)?;
     docker.negotiate_version().await.map_err(unreachable)
 }
+
+/// Docker's events about containers of `owners` that can take them off the spec (removed,
+/// stopped, died, killed, renamed, updated, paused), one `()` each: what `apply --watch`
+/// repairs. The channel closes when the engine goes away.
+pub fn drift_events(docker: &Docker, owners: &[String]) -> tokio::sync::mpsc::Receiver<()> {
+    use futures_util::StreamExt;
+    let labels = owners.iter().map(|o| format!("{OWNER_LABEL}={o}")).collect();
+    let filters = std::collections::HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        ("label".to_string(), labels),
+        (
+            "event".to_string(),
+            ["destroy", "die", "stop", "kill", "rename", "update", "pause"]
+                .map(String::from)
+                .to_vec(),
+        ),
+    ]);
+    let options = bollard::query_parameters::EventsOptions {
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let mut events = docker.events(Some(options));
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(Ok(_)) = events.next().await {
+            // A full channel already holds a wake-up: more are not needed.
+            if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                return;
+            }
+        }
+    });
+    rx
+}

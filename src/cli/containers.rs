@@ -253,3 +253,43 @@ pub async fn from_saved(plan: &Plan, args: &DockerArgs) -> Result<ContainerPlan,
         desired,
     })
 }
+
+/// One `apply --watch` round for the containers: plan, print and apply what changed.
+/// Returns whether it failed (to retry later).
+pub async fn watch_round(
+    compiled: &Compiled,
+    docker: &DockerArgs,
+    attach: &AttachArgs,
+    nb: &ovsdb::Client,
+    spec_hash: &str,
+    adopt: bool,
+) -> bool {
+    let plan = match self::plan(compiled, docker, adopt).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return true;
+        }
+    };
+    if plan.changes.is_empty() && plan.current.is_empty() {
+        return false;
+    }
+    for change in &plan.changes {
+        let why = change.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        println!("  {:?} container {}{why}", change.action, change.name);
+    }
+    let attacher = match self::attacher(attach, nb.clone()).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return true;
+        }
+    };
+    match apply(&plan, attacher.as_ref(), spec_hash).await {
+        Ok(_) => false,
+        Err(e) => {
+            eprintln!("error: {e}");
+            true
+        }
+    }
+}

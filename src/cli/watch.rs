@@ -17,6 +17,7 @@ use wepoq_reconciler::cached::CachedReconciler;
 use wepoq_reconciler::reconcile::{Desired, Options};
 
 use super::apply::ApplyArgs;
+use super::containers;
 use super::live::{self, DbArgs};
 use super::load::load;
 use super::output::stdout_color;
@@ -56,6 +57,8 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let mut desired = live::desired(&mut loaded.compiled);
+    // What is left of the compilation (its rows went into `desired`) names the containers.
+    let mut compiled = loaded.compiled;
     let owners = desired.owners();
     let files = watched_files(&args.spec.specs);
     let options = Options {
@@ -85,8 +88,16 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
         );
         let mut seen = stamps(&files);
         let mut cause = Cause::Start;
+        // Containers drift through Docker, not the NB: its events wake a round too.
+        let mut drift = match wepoq_reconciler::docker::connect(args.docker.docker.as_deref()).await {
+            Ok(engine) => Some(wepoq_reconciler::docker::drift_events(&engine, &owners)),
+            Err(_) => None,
+        };
         loop {
-            let failed = round(&mut cached, &desired, options, cause, &args.db).await;
+            let mut failed = round(&mut cached, &desired, options, cause, &args.db).await;
+            if !failed {
+                failed = containers::watch_round(&compiled, &args.docker, &args.attach, cached.client(), &compiled.spec_hash, args.adopt).await;
+            }
             let next = tokio::select! {
                 _ = interrupt.recv() => None,
                 _ = terminate.recv() => None,
@@ -100,6 +111,10 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 },
+                Some(()) = async { drift.as_mut()?.recv().await } => {
+                    tokio::time::sleep(SETTLE).await;
+                    Some(Cause::Drift)
+                }
                 () = spec_change(&files, &mut seen) => Some(Cause::Spec),
                 () = tokio::time::sleep(RETRY), if failed => Some(Cause::Retry),
             };
@@ -111,7 +126,10 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
             if why == Cause::Spec {
                 // A spec that does not compile leaves the last good one in force.
                 match load(&args.spec) {
-                    Ok(mut loaded) => desired = live::desired(&mut loaded.compiled),
+                    Ok(mut loaded) => {
+                        desired = live::desired(&mut loaded.compiled);
+                        compiled = loaded.compiled;
+                    }
                     Err(_) => eprintln!("The spec does not compile: nothing applied; the last good spec stays in force."),
                 }
                 // Compiling may have written the lockfile: that is not a change to follow.

@@ -266,6 +266,27 @@ fn ovn_vote_in_containers_end_to_end() {
     s.answers("c2.cli.result", &format!("{result_vip}:80"), 1);
     s.step("drift repaired");
 
+    // `apply --watch` puts back a container removed by hand, as it happens.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_wepoq"));
+    watch
+        .args(["apply", "--watch", "--auto-approve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    s.env(&mut watch);
+    let mut watch = watch.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let c3 = s.unit("c3.cli.result").name.clone();
+    docker(&["rm", "-f", &c3]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.running().contains(&c3) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(s.running().contains(&c3), "--watch did not put {c3} back");
+    s.answers("c3.cli.result", &format!("{result_vip}:80"), 1);
+    s.step("--watch put back a removed container");
+
     // 2. With the agent running, a restarted container (a new network namespace) is
     //    attached again without any apply.
     s.start_agent();
