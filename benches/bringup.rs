@@ -29,7 +29,10 @@ const OVN_CHECKS: &[(&str, &str)] = &[
     ("s1.svr.result", "vip.svr.db.ovn-vote.{ns}.wepoq.net:5432"),
     ("s2.svr.result", "vip.svr.db.ovn-vote.{ns}.wepoq.net:5432"),
     ("s3.svr.result", "vip.svr.db.ovn-vote.{ns}.wepoq.net:5432"),
-    ("s1.svr.worker", "vip.svr.redis.ovn-vote.{ns}.wepoq.net:6379"),
+    (
+        "s1.svr.worker",
+        "vip.svr.redis.ovn-vote.{ns}.wepoq.net:6379",
+    ),
 ];
 
 const COMPOSE_CHECKS: &[(&str, &str)] = &[
@@ -63,7 +66,11 @@ fn main() {
     if require(Component::DataPlane).is_none() || require(Component::Docker).is_none() {
         return;
     }
-    if Command::new("docker-compose").arg("version").output().is_err() {
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_err()
+    {
         eprintln!("skipping: docker-compose is not installed");
         return;
     }
@@ -153,8 +160,14 @@ fn main() {
     println!(
         "bring-up of ovn-vote (11 containers) until every endpoint is reachable, median of {rounds}:"
     );
-    println!("  wepoq apply (OVN topology, DNS, VIPs, ACLs, containers attached): {:.2} s", ours.as_secs_f64());
-    println!("  docker-compose up -d (bridge network, anchor):                 {:.2} s", theirs.as_secs_f64());
+    println!(
+        "  wepoq apply (OVN topology, DNS, VIPs, ACLs, containers attached): {:.2} s",
+        ours.as_secs_f64()
+    );
+    println!(
+        "  docker-compose up -d (bridge network, anchor):                 {:.2} s",
+        theirs.as_secs_f64()
+    );
     let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
     println!(
         "  ratio {ratio:.2}x (target <= 1.00x): {}",
@@ -168,7 +181,14 @@ fn until_reachable(checks: &[(String, String)]) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ok = docker(&[
-                "exec", client, "/wepoq-runtime", "probe", "get", target, "--timeout-ms", "1000",
+                "exec",
+                client,
+                "/wepoq-runtime",
+                "probe",
+                "get",
+                target,
+                "--timeout-ms",
+                "1000",
             ]);
             match ok {
                 Ok(_) => break,

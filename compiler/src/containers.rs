@@ -135,7 +135,11 @@ pub fn diff(
                 continue;
             }
             if adopt && (same_name || same_endpoint) {
-                changes.push(remove(c, &unit.owner, Some("adopted: made by others".into())));
+                changes.push(remove(
+                    c,
+                    &unit.owner,
+                    Some("adopted: made by others".into()),
+                ));
                 continue;
             }
             let why = match (&c.owner, same_name) {
@@ -172,7 +176,11 @@ pub fn diff(
                 changes.push(change(ContainerAction::Replace, Some(&reason), Some(&c.id)));
             }
             Some(c) if !c.running => {
-                changes.push(change(ContainerAction::Start, Some("not running"), Some(&c.id)));
+                changes.push(change(
+                    ContainerAction::Start,
+                    Some("not running"),
+                    Some(&c.id),
+                ));
             }
             Some(_) => {}
         }
@@ -250,7 +258,10 @@ mod tests {
     }
 
     fn actions(changes: &[ContainerChange]) -> Vec<(ContainerAction, &str)> {
-        changes.iter().map(|c| (c.action, c.name.as_str())).collect()
+        changes
+            .iter()
+            .map(|c| (c.action, c.name.as_str()))
+            .collect()
     }
 
     #[test]
@@ -258,11 +269,24 @@ mod tests {
         let owners = ["ns.wepoq.net".to_string()];
         let (a, b, c, d) = (unit("s1.a"), unit("s1.b"), unit("s1.c"), unit("s1.gone"));
         let desired = [
-            Desired { unit: &a, image_id: Some("sha256:1") },
-            Desired { unit: &b, image_id: Some("sha256:2") },
-            Desired { unit: &c, image_id: Some("sha256:1") },
+            Desired {
+                unit: &a,
+                image_id: Some("sha256:1"),
+            },
+            Desired {
+                unit: &b,
+                image_id: Some("sha256:2"),
+            },
+            Desired {
+                unit: &c,
+                image_id: Some("sha256:1"),
+            },
         ];
-        let observed = [seen(&b, "sha256:1", true), seen(&c, "sha256:1", false), seen(&d, "sha256:1", true)];
+        let observed = [
+            seen(&b, "sha256:1", true),
+            seen(&c, "sha256:1", false),
+            seen(&d, "sha256:1", true),
+        ];
         let changes = diff(&owners, &desired, &observed, false).unwrap();
         assert_eq!(
             actions(&changes),
@@ -273,7 +297,10 @@ mod tests {
                 (ContainerAction::Remove, "s1.gone"),
             ]
         );
-        assert_eq!(changes[1].reason.as_deref(), Some("image changed: sha256:1 -> sha256:2"));
+        assert_eq!(
+            changes[1].reason.as_deref(),
+            Some("image changed: sha256:1 -> sha256:2")
+        );
         let current = [seen(&a, "sha256:1", true)];
         let none = diff(&owners, &desired[..1], &current, false).unwrap();
         assert!(none.is_empty(), "{none:?}");
@@ -283,7 +310,10 @@ mod tests {
     fn foreign_containers_conflict_unless_adopted_and_are_never_removed() {
         let owners = ["ns.wepoq.net".to_string()];
         let a = unit("s1.a");
-        let desired = [Desired { unit: &a, image_id: None }];
+        let desired = [Desired {
+            unit: &a,
+            image_id: None,
+        }];
         let mut by_hand = seen(&a, "sha256:1", true);
         by_hand.owner = None;
         let other = ObservedContainer {
@@ -292,13 +322,20 @@ mod tests {
             endpoint: None,
             ..seen(&a, "sha256:1", true)
         };
-        let conflicts = diff(&owners, &desired, &[by_hand.clone(), other.clone()], false).unwrap_err();
+        let conflicts =
+            diff(&owners, &desired, &[by_hand.clone(), other.clone()], false).unwrap_err();
         assert_eq!(conflicts.len(), 1);
-        assert!(conflicts[0].why.contains("no wepoq owner label"), "{conflicts:?}");
+        assert!(
+            conflicts[0].why.contains("no wepoq owner label"),
+            "{conflicts:?}"
+        );
         let adopted = diff(&owners, &desired, &[by_hand, other], true).unwrap();
         assert_eq!(
             actions(&adopted),
-            [(ContainerAction::Create, "s1.a"), (ContainerAction::Remove, "s1.a")]
+            [
+                (ContainerAction::Create, "s1.a"),
+                (ContainerAction::Remove, "s1.a")
+            ]
         );
     }
 }

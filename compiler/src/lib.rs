@@ -80,7 +80,11 @@ impl Compiled {
         for ns in &self.namespaces {
             changes.extend(plan::diff(&ns.owner(), &ns.rows, &[]));
         }
-        let owners: Vec<String> = self.namespaces.iter().map(CompiledNamespace::owner).collect();
+        let owners: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(CompiledNamespace::owner)
+            .collect();
         let desired: Vec<containers::Desired<'_>> = self
             .namespaces
             .iter()

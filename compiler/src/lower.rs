@@ -450,7 +450,10 @@ fn lower_container(l: &mut Lowering<'_>, c: &spec::Container, path: &Path) -> Co
                     "wepoq::container::cpus",
                     format!("cpu limit {cpus} is out of range"),
                 )
-                .label_opt(l.span(&path.join("cpus")), "must be above 0 and at most 1024")
+                .label_opt(
+                    l.span(&path.join("cpus")),
+                    "must be above 0 and at most 1024",
+                )
                 .help("e.g. `cpus: 0.5` for half a CPU"),
             );
             None
@@ -467,7 +470,10 @@ fn lower_container(l: &mut Lowering<'_>, c: &spec::Container, path: &Path) -> Co
                     "wepoq::container::env",
                     format!("`{name}` is not an environment variable name"),
                 )
-                .label_opt(l.key_span(&path.join("env").join(name.as_str())), "not a name")
+                .label_opt(
+                    l.key_span(&path.join("env").join(name.as_str())),
+                    "not a name",
+                )
                 .help("use letters, digits and `_`, not starting with a digit"),
             );
         }
@@ -489,7 +495,9 @@ const MIN_CONTAINER_MEMORY: i64 = 6 * 1024 * 1024;
 
 /// `65536`, `64Mi`, `1Gi`, `512M` in bytes.
 pub fn parse_memory(text: &str) -> Option<i64> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: i64 = number.parse().ok()?;
     let scale: i64 = match unit {

@@ -5,7 +5,6 @@ use std::fmt;
 use crate::cidr::Ipv4Net;
 use crate::source::{FileId, Span};
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
     Tcp,

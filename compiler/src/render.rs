@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::nb::{Atom, AtomMap, Value};
 use crate::containers::ContainerAction;
+use crate::nb::{Atom, AtomMap, Value};
 use crate::plan::{Action, FieldChange, Observed, Plan};
 
 const GREEN: &str = "\x1b[32m";
@@ -138,7 +138,8 @@ fn containers(out: &mut String, plan: &Plan, paint: &dyn Fn(&str, &str) -> Strin
                 let _ = writeln!(out, "      user     = {user}");
             }
             let limits: Vec<String> = [
-                c.memory_bytes.map(|b| format!("memory {} MiB", b as f64 / 1048576.0)),
+                c.memory_bytes
+                    .map(|b| format!("memory {} MiB", b as f64 / 1048576.0)),
                 c.nano_cpus.map(|n| format!("cpus {}", n as f64 / 1e9)),
             ]
             .into_iter()

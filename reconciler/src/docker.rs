@@ -88,15 +88,20 @@ pub async fn connect(address: Option<&str>) -> Result<Docker, DockerError> {
 /// repairs. The channel closes when the engine goes away.
 pub fn drift_events(docker: &Docker, owners: &[String]) -> tokio::sync::mpsc::Receiver<()> {
     use futures_util::StreamExt;
-    let labels = owners.iter().map(|o| format!("{OWNER_LABEL}={o}")).collect();
+    let labels = owners
+        .iter()
+        .map(|o| format!("{OWNER_LABEL}={o}"))
+        .collect();
     let filters = std::collections::HashMap::from([
         ("type".to_string(), vec!["container".to_string()]),
         ("label".to_string(), labels),
         (
             "event".to_string(),
-            ["destroy", "die", "stop", "kill", "rename", "update", "pause"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "destroy", "die", "stop", "kill", "rename", "update", "pause",
+            ]
+            .map(String::from)
+            .to_vec(),
         ),
     ]);
     let options = bollard::query_parameters::EventsOptions {

@@ -100,7 +100,12 @@ fn invalid(text: String) -> io::Error {
 /// This endpoint's name: the container's hostname and domain name (wepoq sets them from the
 /// endpoint's FQDN).
 fn own_name() -> String {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
     let host = read("/proc/sys/kernel/hostname");
     match read("/proc/sys/kernel/domainname").as_str() {
         "" | "(none)" => host,
@@ -269,7 +274,10 @@ mod tests {
         }
         assert_eq!(
             parse_answer(&reply, 7),
-            Some(Ok(vec![Ipv4Addr::new(10, 64, 0, 20), Ipv4Addr::new(10, 64, 0, 21)]))
+            Some(Ok(vec![
+                Ipv4Addr::new(10, 64, 0, 20),
+                Ipv4Addr::new(10, 64, 0, 21)
+            ]))
         );
         assert_eq!(parse_answer(&reply, 8), None, "another query's reply");
         assert_eq!(parse_answer(&q, 7), None, "a query is no reply");

@@ -119,7 +119,9 @@ fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
                 }
             }
         };
-        let (plan, mut applied) = reconciler.reconcile(&desired, options, &mut confirm).await?;
+        let (plan, mut applied) = reconciler
+            .reconcile(&desired, options, &mut confirm)
+            .await?;
         if applied.operations == 0 && !plan.changes.is_empty() {
             return Err(ApplyError::Declined);
         }

@@ -5,8 +5,8 @@
 use clap::Args;
 use wepoq_compiler::containers::ContainerUnit;
 use wepoq_reconciler::attach::{AttachConfig, Attacher, Vif, resolve_vif};
-use wepoq_reconciler::ovsdb;
 use wepoq_reconciler::docker::apply::{Attach, BoxFuture};
+use wepoq_reconciler::ovsdb;
 
 /// Where this host's Open vSwitch is, for attaching containers (shared with `wepoq agent`).
 #[derive(Debug, Clone, Args)]
@@ -80,7 +80,12 @@ impl Attach for UnitAttacher {
     }
 
     fn detach<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.attacher.detach(container_id).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            self.attacher
+                .detach(container_id)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn attached(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
@@ -90,4 +95,3 @@ impl Attach for UnitAttacher {
         })
     }
 }
-

@@ -63,7 +63,10 @@ pub async fn plan(
 
 /// The plan that removes every container of the specs' namespaces, for `destroy`.
 pub async fn plan_removal(compiled: &Compiled, args: &DockerArgs) -> Result<ContainerPlan, String> {
-    let declared = compiled.namespaces.iter().any(|ns| !ns.containers.is_empty());
+    let declared = compiled
+        .namespaces
+        .iter()
+        .any(|ns| !ns.containers.is_empty());
     let plan = plan_for(compiled, Vec::new(), args, false).await;
     match plan {
         Ok(p) if p.docker.is_none() && declared => Err(
@@ -119,9 +122,16 @@ async fn plan_for(
     let changes = containers::diff(&owners, &wanted, &observed, adopt).map_err(|conflicts| {
         let mut text = String::from("containers stand where wepoq wants its own:");
         for c in conflicts {
-            text.push_str(&format!("\n  {} ({}): {}", c.name, &c.id[..c.id.len().min(12)], c.why));
+            text.push_str(&format!(
+                "\n  {} ({}): {}",
+                c.name,
+                &c.id[..c.id.len().min(12)],
+                c.why
+            ));
         }
-        text.push_str("\nhelp: remove or rename them, or pass --adopt to replace them with wepoq's");
+        text.push_str(
+            "\nhelp: remove or rename them, or pass --adopt to replace them with wepoq's",
+        );
         text
     })?;
     let changed: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
@@ -159,8 +169,7 @@ pub async fn apply(
     let current: Vec<(&ContainerUnit, String)> =
         plan.current.iter().map(|(u, id)| (u, id.clone())).collect();
     let started = Instant::now();
-    let outcome =
-        docker::apply::apply(docker, attacher, &plan.changes, &current, spec_hash).await;
+    let outcome = docker::apply::apply(docker, attacher, &plan.changes, &current, spec_hash).await;
     for (action, name) in &outcome.done {
         println!("  {} container {name}", past(*action));
     }
@@ -183,7 +192,9 @@ pub async fn apply(
     for (action, name, why) in &outcome.failed {
         text.push_str(&format!("\n  {action:?} {name}: {why}"));
     }
-    text.push_str("\nnote: the NB transaction was applied; run apply again to converge the containers");
+    text.push_str(
+        "\nnote: the NB transaction was applied; run apply again to converge the containers",
+    );
     Err(text)
 }
 
@@ -207,7 +218,10 @@ pub async fn wait_ports_up(
         return Ok(());
     }
     let monitor = client
-        .monitor(NB_DB, MonitorSpec::new().table("Logical_Switch_Port", &["name", "up"]))
+        .monitor(
+            NB_DB,
+            MonitorSpec::new().table("Logical_Switch_Port", &["name", "up"]),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + timeout;
@@ -240,11 +254,19 @@ pub async fn wait_ports_up(
 /// The container part of a saved plan, to carry out as saved (each step is idempotent:
 /// a container already created or removed is taken as done by the next plan).
 pub async fn from_saved(plan: &Plan, args: &DockerArgs) -> Result<ContainerPlan, String> {
-    let desired: Vec<ContainerUnit> = plan.containers.iter().filter_map(|c| c.unit.clone()).collect();
+    let desired: Vec<ContainerUnit> = plan
+        .containers
+        .iter()
+        .filter_map(|c| c.unit.clone())
+        .collect();
     let docker = if plan.containers.is_empty() {
         None
     } else {
-        Some(docker::connect(args.docker.as_deref()).await.map_err(|e| e.to_string())?)
+        Some(
+            docker::connect(args.docker.as_deref())
+                .await
+                .map_err(|e| e.to_string())?,
+        )
     };
     Ok(ContainerPlan {
         docker,
@@ -275,7 +297,11 @@ pub async fn watch_round(
         return false;
     }
     for change in &plan.changes {
-        let why = change.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let why = change
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
         println!("  {:?} container {}{why}", change.action, change.name);
     }
     let attacher = match self::attacher(attach, nb.clone()).await {

@@ -43,13 +43,14 @@ pub fn run(args: &DestroyArgs) -> ExitCode {
             .collect(),
     };
     let runtime = live::runtime();
-    let containers = match runtime.block_on(containers::plan_removal(&loaded.compiled, &args.docker)) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("error: {e}\nnote: nothing was changed");
-            return ExitCode::FAILURE;
-        }
-    };
+    let containers =
+        match runtime.block_on(containers::plan_removal(&loaded.compiled, &args.docker)) {
+            Ok(plan) => plan,
+            Err(e) => {
+                eprintln!("error: {e}\nnote: nothing was changed");
+                return ExitCode::FAILURE;
+            }
+        };
     let mut refused = None;
     // The containers go first (with their veths and OVS ports), then the rows they hung
     // from, from the one observation the plan was shown from; the question covers both.
@@ -76,7 +77,9 @@ pub fn run(args: &DestroyArgs) -> ExitCode {
         }
         Reconciler::check_foreign(&plan, &observed).map_err(Err)?;
         if !containers.changes.is_empty() {
-            let attacher = containers::attacher(&args.attach, reconciler.client.clone()).await.map_err(Ok)?;
+            let attacher = containers::attacher(&args.attach, reconciler.client.clone())
+                .await
+                .map_err(Ok)?;
             containers::apply(&containers, attacher.as_ref(), &desired.spec_hash)
                 .await
                 .map_err(Ok)?;

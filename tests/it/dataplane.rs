@@ -559,8 +559,7 @@ fn without_containers(spec: &str) -> String {
         out.push('\n');
     }
     assert!(
-        !out
-            .lines()
+        !out.lines()
             .any(|l| !l.trim_start().starts_with('#') && l.contains("wepoq/probe")),
         "a container block is left:\n{out}"
     );

@@ -65,7 +65,9 @@ pub async fn apply(
 ) -> Outcome {
     let mut outcome = Outcome::default();
     if let Err(e) = detach_stale(docker, attacher).await {
-        outcome.failed.push((ContainerAction::Remove, "(stale attachments)".into(), e));
+        outcome
+            .failed
+            .push((ContainerAction::Remove, "(stale attachments)".into(), e));
         return outcome;
     }
     let removals = changes
@@ -93,17 +95,22 @@ pub async fn apply(
     for (c, result) in results {
         record(&mut outcome, c.action, &c.name, result.map(Some));
     }
-    let checks: Vec<_> = stream::iter(current)
-        .map(|(unit, id)| async move { (unit, id, ensure_attached(docker, attacher, id, unit).await) })
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
+    let checks: Vec<_> =
+        stream::iter(current)
+            .map(|(unit, id)| async move {
+                (unit, id, ensure_attached(docker, attacher, id, unit).await)
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
     for (unit, id, result) in checks {
         match result {
             Ok(()) => {
                 outcome.running.insert(unit.name.clone(), id.clone());
             }
-            Err(e) => outcome.failed.push((ContainerAction::Start, unit.name.clone(), e)),
+            Err(e) => outcome
+                .failed
+                .push((ContainerAction::Start, unit.name.clone(), e)),
         }
     }
     outcome.done.sort();
@@ -218,11 +225,17 @@ async fn remove(docker: &Docker, attacher: &dyn Attach, id: &str) -> Result<(), 
         ..Default::default()
     };
     match docker.remove_container(id, Some(options)).await {
-        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
         Err(e) => return Err(format!("remove: {e}")),
     }
     // The veth went with the container's namespace; the OVS port row did not.
-    attacher.detach(id).await.map_err(|e| format!("detach: {e}"))
+    attacher
+        .detach(id)
+        .await
+        .map_err(|e| format!("detach: {e}"))
 }
 
 async fn create(
@@ -245,7 +258,11 @@ async fn create(
 
 /// The create request: the container's own configuration, wepoq's labels, OVN's DNS at the
 /// gateway, and no Docker network unless the spec keeps one (the OVN interface comes next).
-pub fn create_body(unit: &ContainerUnit, config_hash: &str, spec_hash: &str) -> ContainerCreateBody {
+pub fn create_body(
+    unit: &ContainerUnit,
+    config_hash: &str,
+    spec_hash: &str,
+) -> ContainerCreateBody {
     let c = &unit.container;
     let labels = HashMap::from([
         (OWNER_LABEL.to_string(), unit.owner.clone()),

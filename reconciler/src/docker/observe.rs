@@ -39,7 +39,13 @@ pub async fn containers(
         if !labelled && !wanted.contains(name.as_str()) {
             continue;
         }
-        seen.push(observed(c.id.unwrap_or_default(), name, &labels, c.image_id.unwrap_or_default(), c.state == Some(ContainerSummaryStateEnum::RUNNING)));
+        seen.push(observed(
+            c.id.unwrap_or_default(),
+            name,
+            &labels,
+            c.image_id.unwrap_or_default(),
+            c.state == Some(ContainerSummaryStateEnum::RUNNING),
+        ));
     }
     seen.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(seen)
@@ -80,7 +86,9 @@ pub async fn image_ids(
             Ok(found) => {
                 ids.insert(image.clone(), found.id.unwrap_or_default());
             }
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
                 missing.push(image.clone());
             }
             Err(e) => return Err(DockerError::api(format!("inspect image {image}"))(e)),

@@ -520,7 +520,11 @@ mod tests {
         let uuid = Uuid::parse("00000001-0000-4000-8000-000000000000").unwrap();
         let mut row = full_row(&types, &uuid, &json!({})).unwrap();
         assert_eq!(row.get("up"), Some(&Value::empty()));
-        for (diff, now) in [(json!(false), false), (json!(true), true), (json!(false), false)] {
+        for (diff, now) in [
+            (json!(false), false),
+            (json!(true), true),
+            (json!(false), false),
+        ] {
             apply_diff(&types, &mut row, &json!({ "up": diff })).unwrap();
             assert_eq!(row.get("up").and_then(Value::as_bool), Some(now));
         }
