@@ -5,6 +5,8 @@ mod cli;
 mod dataplane;
 mod fuzz_smoke;
 mod live;
+mod pipelines;
+mod scale;
 mod schema;
 mod stickiness;
 mod support;
