@@ -45,40 +45,19 @@ fn position(text: &str, needle: &str, skip: usize) -> (u64, u64) {
 }
 
 /// What the case must report, in output order: code, severity, and where its first label
-/// starts.
+/// starts (the first occurrence of a text in the spec, plus some characters).
 fn expected(text: &str) -> Vec<(&'static str, &'static str, (u64, u64))> {
-    vec![
-        (
-            "wepoq::spec::missing_key",
-            "error",
-            position(text, "min_warm: 9", 0),
-        ),
-        (
-            "wepoq::runtime::min_warm",
-            "error",
-            position(text, "min_warm: 9", 10),
-        ),
-        (
-            "wepoq::duration::invalid",
-            "error",
-            position(text, "99d", 0),
-        ),
-        (
-            "wepoq::call::unknown",
-            "error",
-            position(text, "nowhere", 0),
-        ),
-        (
-            "wepoq::graph::unreachable",
-            "warning",
-            position(text, "  worker:", 2),
-        ),
-        (
-            "wepoq::spec::missing_key",
-            "error",
-            position(text, "replicas: 2", 0),
-        ),
+    [
+        ("wepoq::spec::missing_key", "error", "min_warm: 9", 0),
+        ("wepoq::runtime::min_warm", "error", "min_warm: 9", 10),
+        ("wepoq::duration::invalid", "error", "99d", 0),
+        ("wepoq::call::unknown", "error", "nowhere", 0),
+        ("wepoq::graph::unreachable", "warning", "  worker:", 2),
+        ("wepoq::spec::missing_key", "error", "replicas: 2", 0),
     ]
+    .into_iter()
+    .map(|(code, severity, needle, skip)| (code, severity, position(text, needle, skip)))
+    .collect()
 }
 
 #[test]

@@ -30,6 +30,14 @@ fn compile_one(text: String) -> (Sources, Result<wepoq_compiler::Compiled, Vec<D
     (sources, result)
 }
 
+/// The codes of a spec's diagnostics, which must include an error, and their rendering.
+fn refused(text: String) -> (Vec<&'static str>, String) {
+    let (sources, result) = compile_one(text);
+    let diagnostics = result.expect_err("refused");
+    let codes = diagnostics.iter().map(|d| d.code).collect();
+    (codes, render_plain(&diagnostics, &sources))
+}
+
 #[test]
 fn twenty_thousand_unreachable_services_warn_in_a_few_lines() {
     let (sources, result) = compile_one(spec(20_000, 1, None));
@@ -75,14 +83,9 @@ fn a_spec_over_the_size_limit_is_refused_before_parsing() {
     while text.len() <= MAX_SPEC_BYTES {
         text.push_str("# padding padding padding padding padding padding padding padding\n");
     }
-    let (sources, result) = compile_one(text);
-    let diagnostics = result.expect_err("refused");
-    let codes: Vec<_> = diagnostics.iter().map(|d| d.code).collect();
+    let (codes, rendered) = refused(text);
     assert_eq!(codes, ["wepoq::limit::size"]);
-    insta::assert_snapshot!(
-        "over_size_limit__diagnostics",
-        render_plain(&diagnostics, &sources)
-    );
+    insta::assert_snapshot!("over_size_limit__diagnostics", rendered);
 }
 
 #[test]
@@ -93,12 +96,7 @@ fn a_spec_over_the_node_limit_is_refused_with_wepoqs_code() {
         "- 1\n".repeat(MAX_NODES)
     );
     assert!(text.len() < MAX_SPEC_BYTES);
-    let (sources, result) = compile_one(text);
-    let diagnostics = result.expect_err("refused");
-    let codes: Vec<_> = diagnostics.iter().map(|d| d.code).collect();
+    let (codes, rendered) = refused(text);
     assert_eq!(codes, ["wepoq::limit::nodes"]);
-    insta::assert_snapshot!(
-        "over_node_limit__diagnostics",
-        render_plain(&diagnostics, &sources)
-    );
+    insta::assert_snapshot!("over_node_limit__diagnostics", rendered);
 }
