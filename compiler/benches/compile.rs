@@ -139,8 +139,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The median of `rounds` timings of `f`, and its last result.
-fn median<T>(rounds: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+/// The median and best of `rounds` timings of `f`, and its last result. The best is shown
+/// beside the median because this machine is shared: the median carries the neighbours' load.
+fn timed<T>(rounds: usize, mut f: impl FnMut() -> T) -> (Duration, Duration, T) {
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..rounds {
@@ -149,7 +150,11 @@ fn median<T>(rounds: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
         times.push(start.elapsed());
     }
     times.sort();
-    (times[times.len() / 2], last.expect("at least one round"))
+    (
+        times[times.len() / 2],
+        times[0],
+        last.expect("at least one round"),
+    )
 }
 
 fn sources_of(text: &str) -> (Sources, Input) {
@@ -179,23 +184,31 @@ fn diagnostics_at_scale() {
     println!("diagnostics at scale (issue 14)");
     let text = unreachable_spec(20_000);
     let (sources, input) = sources_of(&text);
-    let (compile_time, warnings) = median(3, || {
+    let (compile_time, compile_best, warnings) = timed(5, || {
         compile(&sources, &[input]).expect("warnings only").warnings
     });
-    let (summarised, _) = median(3, || check(&text, false));
-    let (everything, (count, bytes)) = median(3, || check(&text, true));
+    let (summarised, summarised_best, _) = timed(5, || check(&text, false));
+    let (everything, everything_best, (count, bytes)) = timed(5, || check(&text, true));
     println!(
-        "  check, 20k services all unreachable ({} warnings, {:.1} MiB spec): {:.0} ms summarised, {:.0} ms with --all-warnings ({:.1} MiB of text)  target <= 1000 ms",
+        "  check, 20k services all unreachable ({} warnings, {:.1} MiB spec), p50 (best):",
         warnings.len(),
         text.len() as f64 / (1 << 20) as f64,
+    );
+    println!(
+        "    summarised        {:>6.0} ms ({:>4.0} ms)  target <= 1000 ms",
         ms(summarised),
+        ms(summarised_best)
+    );
+    println!(
+        "    --all-warnings    {:>6.0} ms ({:>4.0} ms)  target <= 1000 ms ({count} rendered, {:.1} MiB of text)",
         ms(everything),
+        ms(everything_best),
         bytes as f64 / (1 << 20) as f64
     );
     println!(
-        "    anchor: compiling it alone takes {:.0} ms; rendering all {count} adds {:.0} ms",
+        "    anchor: compile alone {:>6.0} ms ({:>4.0} ms); before issue 14, `wepoq check` took 50 s on it",
         ms(compile_time),
-        ms(everything.saturating_sub(compile_time))
+        ms(compile_best)
     );
     let mut per = Vec::new();
     for n in [1_000, 10_000] {
@@ -207,13 +220,15 @@ fn diagnostics_at_scale() {
             width: Some(100),
             all_warnings: true,
         };
-        let (t, _) = median(5, || render(&warnings, &sources, &options));
-        let us = ms(t) * 1e3 / warnings.len() as f64;
+        let (p50, best, _) = timed(7, || render(&warnings, &sources, &options));
+        // The ratio is taken on the best rounds, the ones the neighbours disturbed least.
+        let us = ms(best) * 1e3 / warnings.len() as f64;
         per.push(us);
         println!(
-            "  render {:>6} diagnostics: {:>7.1} ms, {:>6.1} us per diagnostic",
+            "  render {:>6} diagnostics: p50 {:>7.1} ms, best {:>7.1} ms, {:>6.1} us per diagnostic",
             warnings.len(),
-            ms(t),
+            ms(p50),
+            ms(best),
             us
         );
     }
@@ -233,7 +248,7 @@ fn diagnostics_at_scale() {
         ("over the node limit", &too_many_nodes),
         ("over the size limit", &too_many_bytes),
     ] {
-        let (t, code) = median(3, || {
+        let (t, _, code) = timed(3, || {
             let (sources, input) = sources_of(text);
             compile(&sources, &[input]).expect_err("refused")[0].code
         });
@@ -243,6 +258,27 @@ fn diagnostics_at_scale() {
             ms(t)
         );
     }
+    let text = wide_spec(20_000);
+    let (p50, best, endpoints) = timed(3, || {
+        let (sources, input) = sources_of(&text);
+        let compiled = compile(&sources, &[input]).expect("accepted");
+        compiled.namespaces[0].endpoints.len()
+    });
+    println!(
+        "  accept 20k services with {endpoints} endpoints ({:.1} MiB): compile p50 {:.0} ms (best {:.0} ms)  target: accepted",
+        text.len() as f64 / (1 << 20) as f64,
+        ms(p50),
+        ms(best)
+    );
+}
+
+/// `services` services in apps of 20, each with 3 servers and 2 clients: 5 endpoints a
+/// service, nothing to warn about.
+fn wide_spec(services: usize) -> String {
+    unreachable_spec(services).replace(
+        "          ports: [80/tcp]\n",
+        "          replicas: 3\n          ports: [80/tcp]\n        cli: {replicas: 2}\n",
+    )
 }
 
 fn main() {

@@ -165,7 +165,7 @@ impl<'s> Checker<'s> {
                 .collect::<Vec<_>>()
                 .join(" or ");
             self.rejected
-                .insert(node.span, Some(stand_in(schema, &types)));
+                .insert(node.span, Some(self.filler(schema, 0)));
             self.diagnostics.push(
                 Diagnostic::error(
                     "wepoq::spec::type",
