@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check specs and report every problem at once (exit 1 on any error)
-    Check(SpecArgs),
+    Check(check::CheckArgs),
     /// Show what would change to make OVN match the specs (offline, or live with --db)
     Plan(plan::PlanArgs),
     /// Make the NB match the specs, or apply a saved plan, in one transaction
@@ -58,6 +58,9 @@ pub struct SpecArgs {
     /// Fail instead of writing a lockfile that would change (for CI)
     #[arg(long)]
     pub locked: bool,
+    /// Show every warning; by default a warning code shows its first 5 and counts the rest
+    #[arg(long)]
+    pub all_warnings: bool,
 }
 
 pub fn main() -> ExitCode {

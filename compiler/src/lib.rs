@@ -4,7 +4,7 @@
 //! sockets (a crate-local `clippy.toml` enforces it); the caller hands it texts through
 //! [`Sources`] and writes what it returns.
 //!
-//! Pipeline: `yaml` (tree with spans) → `shape` (schema check, all errors) → serde into
+//! Pipeline: `limits` (size, encoding, nesting) → `yaml` (tree with spans) → `shape` (schema check, all errors) → serde into
 //! `spec` → `lower` (model + checks) → `alloc` (sticky addresses, `wepoq.lock`) → `emit`
 //! (NB rows) → `zone`; `plan` diffs rows, `render`/`plan_json` print plans.
 
@@ -15,6 +15,7 @@ pub mod containers;
 pub mod diagnostic;
 pub mod emit;
 pub mod graph;
+pub mod limits;
 pub mod lock;
 pub mod lower;
 pub mod model;
@@ -113,24 +114,36 @@ pub fn compile(sources: &Sources, inputs: &[Input]) -> Result<Compiled, Vec<Diag
     let mut diagnostics = Vec::new();
     let mut lowered = Vec::new();
     for input in inputs {
+        // Checked before parsing, so that such a file is refused at once.
+        let refused = limits::check_utf8(sources, input.spec)
+            .or_else(|| limits::check_size(sources, input.spec));
+        if let Some(refused) = refused {
+            diagnostics.push(refused);
+            continue;
+        }
         let text = sources.text(input.spec);
         let (root, mut found) = yaml::parse(input.spec, text);
         let Some(root) = root else {
             diagnostics.append(&mut found);
             continue;
         };
-        let shaped = shape::check(&root, &schema);
-        found.extend(shaped.diagnostics);
+        let mut shaped = shape::check(&root, &schema);
+        found.append(&mut shaped.diagnostics);
         // Duplicate keys and aliases count too: serde-saphyr would only repeat them.
         let shape_failed = found.iter().any(Diagnostic::is_error);
-        // A sound tree goes through serde-saphyr; a tree with shape errors is read without
-        // the rejected nodes so the semantic checks below still report what they find.
-        let parsed: Result<spec::Spec, Diagnostic> = if shape_failed {
-            serde_json::from_value(shape::pruned_json(&root, &shaped.rejected))
-                .map_err(|e| Diagnostic::error("wepoq::spec::invalid", e.to_string()))
-        } else {
-            serde_saphyr::from_str(text).map_err(|e| serde_error(input.spec, text, &e))
-        };
+        // The spec is read from the tree already built (a tree with shape errors without the
+        // rejected nodes, so the semantic checks below still report what they find): parsing
+        // the text again through serde-saphyr cost a third of a large spec's compile. Should
+        // a sound tree still not read, serde-saphyr says where.
+        let parsed: Result<spec::Spec, Diagnostic> =
+            serde_json::from_value(shape::pruned_json(&root, &shaped)).or_else(|e| {
+                if shape_failed {
+                    Err(Diagnostic::error("wepoq::spec::invalid", e.to_string()))
+                } else {
+                    serde_saphyr::from_str_with_options(text, limits::parser_options())
+                        .map_err(|e| serde_error(input.spec, text, &e))
+                }
+            });
         let spec = match parsed {
             Ok(spec) => spec,
             Err(e) => {
@@ -143,8 +156,17 @@ pub fn compile(sources: &Sources, inputs: &[Input]) -> Result<Compiled, Vec<Diag
             }
         };
         let (namespace, mut lowering) = lower::lower(input.spec, &spec, &root);
+        if shape_failed {
+            // A check on a value that is nowhere in the text is about a stand-in for a key
+            // already reported missing (defaults are valid): it would only repeat that.
+            lowering.retain(|d| !d.labels.is_empty());
+        }
         found.append(&mut lowering);
         let lock = match input.lock {
+            Some(lock_file) if sources.invalid_utf8(lock_file).is_some() => {
+                found.extend(limits::check_utf8(sources, lock_file));
+                lock::Lock::default()
+            }
             Some(lock_file) => {
                 let (lock, mut lock_diags) = lock::parse(lock_file, sources.text(lock_file));
                 found.append(&mut lock_diags);

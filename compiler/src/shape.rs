@@ -20,6 +20,10 @@ pub struct Checked {
     /// everything that is sound: unknown keys are dropped (`None`), bad values stand in as a
     /// neutral value of the expected type (`Some`), so required keys stay present.
     pub rejected: HashMap<Span, Option<Value>>,
+    /// Required keys that are missing, per mapping (by its span), with a neutral value to
+    /// read in their place: the rest of the mapping is still checked (a `runtime` without
+    /// `image` still has its `min_warm` and `idle_timeout` checked in the same run).
+    pub filled: HashMap<Span, Vec<(String, Value)>>,
 }
 
 pub fn check(root: &Node, schema: &Value) -> Checked {
@@ -27,30 +31,36 @@ pub fn check(root: &Node, schema: &Value) -> Checked {
         schema,
         diagnostics: Vec::new(),
         rejected: HashMap::new(),
+        filled: HashMap::new(),
     };
     checker.node(root, schema, "the spec");
     Checked {
         diagnostics: checker.diagnostics,
         rejected: checker.rejected,
+        filled: checker.filled,
     }
 }
 
 /// The tree as JSON without the rejected nodes: what serde reads when the shape check failed,
 /// so that names, networks, ports and calls are still checked in the same run.
-pub fn pruned_json(node: &Node, rejected: &HashMap<Span, Option<Value>>) -> Value {
-    if let Some(Some(stand_in)) = rejected.get(&node.span) {
+pub fn pruned_json(node: &Node, checked: &Checked) -> Value {
+    if let Some(Some(stand_in)) = checked.rejected.get(&node.span) {
         return stand_in.clone();
     }
     match &node.kind {
-        NodeKind::Map(entries) => Value::Object(
-            entries
+        NodeKind::Map(entries) => {
+            let mut object: Map<String, Value> = entries
                 .iter()
-                .filter(|e| !rejected.contains_key(&e.key_span))
-                .map(|e| (e.key.clone(), pruned_json(&e.value, rejected)))
-                .collect(),
-        ),
+                .filter(|e| !checked.rejected.contains_key(&e.key_span))
+                .map(|e| (e.key.clone(), pruned_json(&e.value, checked)))
+                .collect();
+            for (key, value) in checked.filled.get(&node.span).into_iter().flatten() {
+                object.insert(key.clone(), value.clone());
+            }
+            Value::Object(object)
+        }
         NodeKind::Seq(items) => {
-            Value::Array(items.iter().map(|i| pruned_json(i, rejected)).collect())
+            Value::Array(items.iter().map(|i| pruned_json(i, checked)).collect())
         }
         NodeKind::Scalar { value, .. } => match node.scalar_type() {
             Some(ScalarType::Null) => Value::Null,
@@ -72,9 +82,32 @@ struct Checker<'s> {
     schema: &'s Value,
     diagnostics: Vec<Diagnostic>,
     rejected: HashMap<Span, Option<Value>>,
+    filled: HashMap<Span, Vec<(String, Value)>>,
 }
 
 impl<'s> Checker<'s> {
+    /// A neutral value for a missing key of this schema, itself holding the keys it requires.
+    fn filler(&self, schema: &'s Value, depth: usize) -> Value {
+        let schema = self.resolve(schema);
+        let types: Vec<&str> = match schema.get("type") {
+            Some(Value::String(t)) => vec![t.as_str()],
+            Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let mut value = stand_in(schema, &types);
+        if let Value::Object(object) = &mut value
+            && depth < 8
+        {
+            let required = schema.get("required").and_then(Value::as_array);
+            for key in required.into_iter().flatten().filter_map(Value::as_str) {
+                if let Some(prop) = schema.get("properties").and_then(|p| p.get(key)) {
+                    object.insert(key.to_string(), self.filler(prop, depth + 1));
+                }
+            }
+        }
+        value
+    }
+
     fn resolve(&self, mut schema: &'s Value) -> &'s Value {
         // `$ref`s in a schemars schema point into `$defs`; follow them (no cycles reach here
         // without passing a node, so this loop ends).
@@ -132,7 +165,7 @@ impl<'s> Checker<'s> {
                 .collect::<Vec<_>>()
                 .join(" or ");
             self.rejected
-                .insert(node.span, Some(stand_in(schema, &types)));
+                .insert(node.span, Some(self.filler(schema, 0)));
             self.diagnostics.push(
                 Diagnostic::error(
                     "wepoq::spec::type",
@@ -209,11 +242,18 @@ impl<'s> Checker<'s> {
         }
         if let Some(required) = schema.get("required").and_then(Value::as_array) {
             for key in required.iter().filter_map(Value::as_str) {
-                if !entries.iter().any(|e| e.key == key) {
+                if node.entry(key).is_none() {
                     let help = properties
                         .get(key)
                         .and_then(|p| describe(self.resolve(p)))
                         .unwrap_or_default();
+                    if let Some(prop) = properties.get(key) {
+                        let filler = self.filler(prop, 0);
+                        self.filled
+                            .entry(node.span)
+                            .or_default()
+                            .push((key.to_string(), filler));
+                    }
                     self.diagnostics.push(
                         Diagnostic::error(
                             "wepoq::spec::missing_key",

@@ -7,7 +7,11 @@
 
 use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, Span as YamlSpan};
 
+use std::collections::HashMap;
+use std::ops::Deref;
+
 use crate::diagnostic::Diagnostic;
+use crate::limits::{MAX_DEPTH, MAX_NODES, too_deep, too_many_nodes};
 use crate::source::{FileId, Span};
 
 #[derive(Debug, Clone)]
@@ -24,7 +28,46 @@ pub enum NodeKind {
         quoted: bool,
     },
     Seq(Vec<Node>),
-    Map(Vec<Entry>),
+    Map(Mapping),
+}
+
+/// A mapping's entries in the order written, with a key index once it is large: a spec may
+/// hold thousands of services in one mapping, and looking each up by scanning is quadratic.
+#[derive(Debug, Clone, Default)]
+pub struct Mapping {
+    entries: Vec<Entry>,
+    index: Option<HashMap<String, usize>>,
+}
+
+/// Below this many entries a scan is as quick as a hash.
+const INDEXED_FROM: usize = 16;
+
+impl Mapping {
+    fn new(entries: Vec<Entry>) -> Mapping {
+        let index = (entries.len() >= INDEXED_FROM).then(|| {
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.key.clone(), i))
+                .collect()
+        });
+        Mapping { entries, index }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        match &self.index {
+            Some(index) => index.get(key).map(|&i| &self.entries[i]),
+            None => self.entries.iter().find(|e| e.key == key),
+        }
+    }
+}
+
+impl Deref for Mapping {
+    type Target = [Entry];
+
+    fn deref(&self) -> &[Entry] {
+        &self.entries
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -46,15 +89,12 @@ pub enum ScalarType {
 
 impl Node {
     pub fn get(&self, key: &str) -> Option<&Node> {
-        match &self.kind {
-            NodeKind::Map(entries) => entries.iter().find(|e| e.key == key).map(|e| &e.value),
-            _ => None,
-        }
+        self.entry(key).map(|e| &e.value)
     }
 
     pub fn entry(&self, key: &str) -> Option<&Entry> {
         match &self.kind {
-            NodeKind::Map(entries) => entries.iter().find(|e| e.key == key),
+            NodeKind::Map(mapping) => mapping.get(key),
             _ => None,
         }
     }
@@ -116,8 +156,9 @@ pub fn resolve_scalar(value: &str, quoted: bool) -> ScalarType {
     ScalarType::String
 }
 
-/// Parses one YAML document. Syntax errors stop the parse (there is nothing sound to check
-/// after them); duplicate keys, aliases and extra documents are reported and parsing goes on.
+/// Parses one YAML document. Syntax errors and wepoq's limits on nesting and nodes stop the
+/// parse (there is nothing sound to check after them); duplicate keys, aliases and extra
+/// documents are reported and parsing goes on.
 pub fn parse(file: FileId, text: &str) -> (Option<Node>, Vec<Diagnostic>) {
     let mut builder = Builder {
         file,
@@ -126,10 +167,18 @@ pub fn parse(file: FileId, text: &str) -> (Option<Node>, Vec<Diagnostic>) {
         stack: Vec::new(),
         root: None,
         documents: 0,
+        nodes: 0,
+        breach: None,
     };
     for item in Parser::new_from_str(text) {
         match item {
-            Ok((event, span)) => builder.event(event, span),
+            Ok((event, span)) => {
+                builder.event(event, span);
+                if let Some(breach) = builder.breach.take() {
+                    builder.diagnostics.push(breach);
+                    return (None, builder.diagnostics);
+                }
+            }
             Err(error) => {
                 let at = error
                     .marker()
@@ -176,6 +225,8 @@ enum Frame {
     Map {
         start: usize,
         entries: Vec<Entry>,
+        /// Where each key was first written, and its entry once the value came.
+        keys: HashMap<String, (Span, Option<usize>)>,
         pending_key: Option<(String, Span)>,
     },
 }
@@ -187,6 +238,9 @@ struct Builder<'a> {
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
+    nodes: usize,
+    /// A limit crossed: the parse stops with this diagnostic.
+    breach: Option<Diagnostic>,
 }
 
 impl Builder<'_> {
@@ -208,8 +262,31 @@ impl Builder<'_> {
         Span::new(self.file, range.0..range.1)
     }
 
+    /// Counts a node and its depth against wepoq's limits.
+    fn count(&mut self, start: usize, end: usize, opens: bool) {
+        self.nodes += 1;
+        let span = self.span((start, end.max(start)));
+        if self.nodes > MAX_NODES {
+            self.breach = Some(too_many_nodes(span));
+        } else if opens && self.stack.len() >= MAX_DEPTH {
+            // A collection's start is an empty span: point at the key it is the value of.
+            let at = match self.stack.last() {
+                Some(Frame::Map {
+                    pending_key: Some((_, key)),
+                    ..
+                }) => *key,
+                _ => span,
+            };
+            self.breach = Some(too_deep(at));
+        }
+    }
+
     fn event(&mut self, event: Event<'_>, yspan: YamlSpan) {
         let (start, end) = self.offset(&yspan);
+        let opens = matches!(event, Event::SequenceStart(..) | Event::MappingStart(..));
+        if opens || matches!(event, Event::Scalar(..) | Event::Alias(_)) {
+            self.count(start, end, opens);
+        }
         match event {
             Event::DocumentStart(..) => {
                 self.documents += 1;
@@ -245,6 +322,7 @@ impl Builder<'_> {
             Event::MappingStart(..) => self.stack.push(Frame::Map {
                 start,
                 entries: Vec::new(),
+                keys: HashMap::new(),
                 pending_key: None,
             }),
             Event::SequenceEnd | Event::MappingEnd => {
@@ -260,7 +338,7 @@ impl Builder<'_> {
                         start: s, entries, ..
                     } => Node {
                         span: self.span((s, end.max(s))),
-                        kind: NodeKind::Map(entries),
+                        kind: NodeKind::Map(Mapping::new(entries)),
                     },
                 };
                 self.push(node);
@@ -298,6 +376,7 @@ impl Builder<'_> {
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
                 entries,
+                keys,
                 pending_key,
                 ..
             }) => match pending_key.take() {
@@ -315,22 +394,26 @@ impl Builder<'_> {
                             String::from("\u{0}complex")
                         }
                     };
-                    if let Some(first) = entries.iter().find(|e| e.key == key) {
+                    if let Some(&(first, _)) = keys.get(&key) {
                         self.diagnostics.push(
                             Diagnostic::error(
                                 "wepoq::yaml::duplicate_key",
                                 format!("duplicate key `{key}`"),
                             )
                             .label(node.span, "defined again here")
-                            .label(first.key_span, "first defined here")
+                            .label(first, "first defined here")
                             .help("a key may appear once per mapping; merge the two entries"),
                         );
+                    } else {
+                        keys.insert(key.clone(), (node.span, None));
                     }
                     *pending_key = Some((key, node.span));
                 }
                 Some((key, key_span)) => {
                     // A duplicate keeps its first value so later checks see one consistent map.
-                    if !entries.iter().any(|e| e.key == key) {
+                    let slot = keys.get_mut(&key).map(|(_, entry)| entry);
+                    if let Some(entry @ None) = slot {
+                        *entry = Some(entries.len());
                         entries.push(Entry {
                             key,
                             key_span,

@@ -10,7 +10,7 @@ use super::SpecArgs;
 use super::containers::{self, AttachArgs, DockerArgs};
 use super::live::{self, DbArgs};
 use super::load::load_with;
-use super::output::stdout_color;
+use super::output::{Format, stdout_color};
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
@@ -29,7 +29,7 @@ pub struct DestroyArgs {
 }
 
 pub fn run(args: &DestroyArgs) -> ExitCode {
-    let Ok(loaded) = load_with(&args.spec, false) else {
+    let Ok(loaded) = load_with(&args.spec, false, Format::Human) else {
         return ExitCode::FAILURE;
     };
     // Nothing desired: every owned row of these namespaces goes, and nothing else.

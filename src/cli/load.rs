@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use wepoq_compiler::{Compiled, Input, Sources, compile};
 
 use super::SpecArgs;
-use super::output::{print_diagnostics, write_atomically};
+use super::output::{Format, print_diagnostics, write_atomically};
 
 pub struct Loaded {
     pub compiled: Compiled,
@@ -20,17 +20,19 @@ fn lock_path(spec: &Path) -> PathBuf {
 
 /// Loads and compiles; on success writes changed lockfiles (or refuses with `--locked`).
 pub fn load(args: &SpecArgs) -> Result<Loaded, Failed> {
-    load_with(args, true)
+    load_with(args, true, Format::Human)
 }
 
-/// As [`load`]; `write_lock: false` leaves lockfiles alone (destroy has nothing to record).
-pub fn load_with(args: &SpecArgs, write_lock: bool) -> Result<Loaded, Failed> {
+/// As [`load`]; `write_lock: false` leaves lockfiles alone (destroy has nothing to record);
+/// `format` is how diagnostics are printed (machine formats go to stdout, whole).
+pub fn load_with(args: &SpecArgs, write_lock: bool, format: Format) -> Result<Loaded, Failed> {
     let mut sources = Sources::new();
     let mut inputs = Vec::new();
     let mut lock_paths = Vec::new();
     for spec in &args.specs {
-        let text = match std::fs::read_to_string(spec) {
-            Ok(text) => text,
+        // Bytes, not a String: text that is not UTF-8 is reported with its position.
+        let bytes = match std::fs::read(spec) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 eprintln!("error: cannot read spec {}: {e}", spec.display());
                 if spec == Path::new("wepoq.yaml") {
@@ -41,10 +43,10 @@ pub fn load_with(args: &SpecArgs, write_lock: bool) -> Result<Loaded, Failed> {
                 return Err(Failed);
             }
         };
-        let spec_id = sources.add(spec.display().to_string(), text);
+        let spec_id = sources.add_bytes(spec.display().to_string(), bytes);
         let lock = lock_path(spec);
-        let lock_id = match std::fs::read_to_string(&lock) {
-            Ok(text) => Some(sources.add(lock.display().to_string(), text)),
+        let lock_id = match std::fs::read(&lock) {
+            Ok(bytes) => Some(sources.add_bytes(lock.display().to_string(), bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 eprintln!("error: cannot read lockfile {}: {e}", lock.display());
@@ -60,11 +62,11 @@ pub fn load_with(args: &SpecArgs, write_lock: bool) -> Result<Loaded, Failed> {
     let compiled = match compile(&sources, &inputs) {
         Ok(compiled) => compiled,
         Err(diagnostics) => {
-            print_diagnostics(&diagnostics, &sources);
+            print_diagnostics(&diagnostics, &sources, format, args.all_warnings);
             return Err(Failed);
         }
     };
-    print_diagnostics(&compiled.warnings, &sources);
+    print_diagnostics(&compiled.warnings, &sources, format, args.all_warnings);
 
     if !write_lock {
         return Ok(Loaded { compiled });

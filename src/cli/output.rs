@@ -3,8 +3,8 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
-use miette::{GraphicalReportHandler, GraphicalTheme};
-use wepoq_compiler::diagnostic::Report;
+use clap::ValueEnum;
+use wepoq_compiler::diagnostic::{Render, json, render, sarif};
 use wepoq_compiler::{Diagnostic, Sources};
 
 /// Colour only on a terminal, and never when NO_COLOR is set to anything non-empty.
@@ -16,20 +16,35 @@ pub fn stdout_color() -> bool {
     color_for(std::io::stdout().is_terminal())
 }
 
-pub fn print_diagnostics(diagnostics: &[Diagnostic], sources: &Sources) {
-    let theme = if color_for(std::io::stderr().is_terminal()) {
-        GraphicalTheme::unicode()
-    } else {
-        GraphicalTheme::unicode_nocolor()
-    };
-    let handler = GraphicalReportHandler::new_themed(theme);
-    for d in diagnostics {
-        let mut out = String::new();
-        if handler
-            .render_report(&mut out, &Report::new(d.clone(), sources))
-            .is_ok()
-        {
-            eprintln!("{out}");
+/// How diagnostics are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people, on stderr: snippets of the spec; warnings of one code beyond 5 counted
+    Human,
+    /// JSON on stdout (format_version 1, see docs/diagnostics-format.md), every diagnostic
+    Json,
+    /// SARIF 2.1.0 on stdout, for code-scanning tools, every diagnostic
+    Sarif,
+}
+
+/// Prints diagnostics: for people on stderr in one write (every error, the first few
+/// warnings of each code unless `all_warnings`), or whole in a machine format on stdout.
+pub fn print_diagnostics(
+    diagnostics: &[Diagnostic],
+    sources: &Sources,
+    format: Format,
+    all_warnings: bool,
+) {
+    match format {
+        Format::Json => print!("{}", json::to_json_text(diagnostics, sources)),
+        Format::Sarif => print!("{}", sarif::to_sarif_text(diagnostics, sources)),
+        Format::Human => {
+            let options = Render {
+                color: color_for(std::io::stderr().is_terminal()),
+                width: None,
+                all_warnings,
+            };
+            eprint!("{}", render(diagnostics, sources, &options));
         }
     }
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();

@@ -6,6 +6,8 @@ mod containers;
 mod dataplane;
 mod fuzz_smoke;
 mod live;
+mod pipelines;
+mod scale;
 mod schema;
 mod stickiness;
 mod support;

@@ -87,11 +87,12 @@ impl Case {
         let mut inputs = Vec::new();
         for spec in &self.specs {
             let rel = spec.strip_prefix(&self.dir).unwrap().display().to_string();
-            let spec_id = sources.add(rel.clone(), std::fs::read_to_string(spec).unwrap());
+            // Bytes, as the CLI reads them: a case may hold text that is not UTF-8.
+            let spec_id = sources.add_bytes(rel.clone(), std::fs::read(spec).unwrap());
             let lock = spec.with_file_name("wepoq.lock");
             let lock_id = lock.exists().then(|| {
                 let rel = lock.strip_prefix(&self.dir).unwrap().display().to_string();
-                sources.add(rel, std::fs::read_to_string(&lock).unwrap())
+                sources.add_bytes(rel, std::fs::read(&lock).unwrap())
             });
             inputs.push(Input {
                 spec: spec_id,
