@@ -21,7 +21,7 @@ use wepoq_compiler::emit;
 use wepoq_compiler::nb::{Atom, Row, Table, Value};
 use wepoq_reconciler::sandbox::{Endpoint, Sandbox};
 
-use crate::support::{compile_text, repo, temp_dir};
+use crate::support::{compile_text, repo, temp_dir, without_containers};
 
 const NS: &str = "ovn-vote.ns";
 const DOMAIN: &str = "wepoq.net";
@@ -538,33 +538,6 @@ const NB_TABLES: [&str; 15] = [
     "DHCP_Options",
     "QoS",
 ];
-
-/// The spec without its `container:` blocks: each goes with the lines indented deeper.
-fn without_containers(spec: &str) -> String {
-    let mut out = String::new();
-    let mut skipping: Option<usize> = None;
-    for line in spec.lines() {
-        let indent = line.len() - line.trim_start().len();
-        if let Some(depth) = skipping {
-            if line.trim().is_empty() || indent > depth {
-                continue;
-            }
-            skipping = None;
-        }
-        if line.trim_start().starts_with("container:") {
-            skipping = Some(indent);
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    assert!(
-        !out.lines()
-            .any(|l| !l.trim_start().starts_with('#') && l.contains("wepoq/probe")),
-        "a container block is left:\n{out}"
-    );
-    out
-}
 
 fn tail(s: &str, lines: usize) -> String {
     let all: Vec<&str> = s.lines().collect();

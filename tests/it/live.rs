@@ -8,7 +8,7 @@ use std::time::Duration;
 use wepoq_reconciler::sandbox::Sandbox;
 
 use crate::stickiness::Rng;
-use crate::support::{repo, temp_dir};
+use crate::support::{example_without_containers, repo, temp_dir};
 
 const TABLES: [&str; 8] = [
     "Logical_Router",
@@ -31,13 +31,13 @@ impl Live {
     fn start(example: &str) -> Option<Live> {
         let sandbox = Sandbox::nb_only_or_skip()?;
         let dir = temp_dir(&format!("live-{example}"));
-        for file in ["wepoq.yaml", "wepoq.lock"] {
-            std::fs::copy(
-                repo().join("examples").join(example).join(file),
-                dir.join(file),
-            )
-            .unwrap();
-        }
+        // The NB alone: the example's containers (tests/it/containers.rs) are left out.
+        std::fs::write(dir.join("wepoq.yaml"), example_without_containers(example)).unwrap();
+        std::fs::copy(
+            repo().join("examples").join(example).join("wepoq.lock"),
+            dir.join("wepoq.lock"),
+        )
+        .unwrap();
         Some(Live { sandbox, dir })
     }
 
@@ -392,9 +392,9 @@ fn saved_plans_apply_once_and_are_refused_when_stale() {
 #[test]
 fn failures_are_clear_and_change_nothing() {
     let dir = temp_dir("unreachable");
-    std::fs::copy(
-        repo().join("examples/ovn-vote/wepoq.yaml"),
+    std::fs::write(
         dir.join("wepoq.yaml"),
+        example_without_containers("ovn-vote"),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_wepoq"))
