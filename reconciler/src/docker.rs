@@ -7,6 +7,7 @@
 //! and "not mine" apart without any state of its own.
 
 pub mod apply;
+pub mod image;
 pub mod observe;
 
 pub use bollard::Docker;
@@ -33,6 +34,8 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    #[error("{0}")]
+    Image(String),
     #[error("images not on the Docker host: {}", images.join(", "))]
     ImagesMissing { images: Vec<String> },
     #[error("docker {what}: {source}")]

@@ -6,3 +6,4 @@ mod dataplane;
 mod fake_server;
 mod ovsdb_client;
 mod row_cache;
+mod self_image;
