@@ -335,6 +335,32 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
             ));
             acls.push(name);
         }
+        if service.side(*kind).peers {
+            // Peers: the side's endpoints to each other, both ways, any port; a name each for
+            // both ACLs (from the sender's port, to the receiver's).
+            for (name, direction, matches) in [
+                (
+                    format!("peers-out:{side_name}"),
+                    "from-lport",
+                    format!("inport == @{group} && ip4.dst == ${group}_ip4"),
+                ),
+                (
+                    format!("peers-in:{side_name}"),
+                    "to-lport",
+                    format!("outport == @{group} && ip4.src == ${group}_ip4"),
+                ),
+            ] {
+                e.rows.push(acl(
+                    &e,
+                    &name,
+                    direction,
+                    ACL_ALLOW_PRIORITY,
+                    matches,
+                    "allow-related",
+                ));
+                acls.push(name);
+            }
+        }
         if *kind == SideKind::Svr {
             for (caller, caller_kind) in callers.get(id).into_iter().flatten() {
                 let c = ns.service(*caller);

@@ -249,6 +249,7 @@ fn lower_services(
             replicas: 0,
             calls: Vec::new(),
             container: None,
+            peers: false,
         });
         let cli_container = cli
             .container
@@ -271,12 +272,14 @@ fn lower_services(
                 replicas: svc.svr.replicas,
                 calls: Vec::new(),
                 container: svr_container,
+                peers: svc.svr.peers,
             },
             cli: Side {
                 kind: SideKind::Cli,
                 replicas: cli.replicas,
                 calls: Vec::new(),
                 container: cli_container,
+                peers: cli.peers,
             },
             runtime,
             span,

@@ -99,6 +99,8 @@ pub struct Side {
     pub calls: Vec<ServiceId>,
     /// Each endpoint of the side runs as one such container.
     pub container: Option<Container>,
+    /// The side's endpoints reach each other.
+    pub peers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

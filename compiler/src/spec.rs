@@ -70,6 +70,10 @@ pub struct Server {
     /// Other services the servers may call (see `cli.calls` for how names resolve).
     #[serde(default)]
     pub calls: Vec<String>,
+    /// The servers reach each other (any port): a peer-to-peer side. Each resolves the
+    /// others' names through OVN's DNS; nobody else gains anything.
+    #[serde(default)]
+    pub peers: bool,
     /// How the servers run as functions behind wepoq's stub; absent when the endpoints are
     /// managed elsewhere.
     #[serde(default)]
@@ -93,6 +97,10 @@ pub struct Client {
     /// from the namespace.
     #[serde(default)]
     pub calls: Vec<String>,
+    /// The clients reach each other (any port): a peer-to-peer side, such as the players of
+    /// one room. Each resolves the others' names through OVN's DNS; nobody else gains anything.
+    #[serde(default)]
+    pub peers: bool,
     /// Runs each client endpoint (`c1..cN`) as one long-lived container attached to its
     /// logical port; absent when the endpoints are started elsewhere (they join by label).
     #[serde(default)]

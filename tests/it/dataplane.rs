@@ -198,12 +198,16 @@ impl World {
     /// A data-plane sandbox (or None when this machine cannot run one and CI is not set) and a
     /// copy of examples/ovn-vote in a temp dir.
     fn new(tag: &str) -> Option<World> {
+        World::of_example(tag, "ovn-vote")
+    }
+
+    fn of_example(tag: &str, name: &str) -> Option<World> {
         let started = Instant::now();
         let sb = Sandbox::data_plane_or_skip()?;
         let dir = temp_dir(tag);
         // Endpoints here are network namespaces the test wires itself: the example's
         // containers (tests/it/containers.rs runs those) are left out, addresses unchanged.
-        let example = repo().join("examples/ovn-vote");
+        let example = repo().join("examples").join(name);
         let spec = std::fs::read_to_string(example.join("wepoq.yaml")).unwrap();
         std::fs::write(dir.join("wepoq.yaml"), without_containers(&spec)).unwrap();
         std::fs::copy(example.join("wepoq.lock"), dir.join("wepoq.lock")).unwrap();
@@ -929,4 +933,43 @@ fn runtime_stub_behind_the_vip() {
     }
     assert!(seen.len() > 1, "every connection went to {seen:?}");
     w.step(&format!("stub workers answered through the VIP: {seen:?}"));
+}
+
+/// 6. Peer-to-peer (seed 002): a room's players reach each other by name, and nobody else
+/// reaches them (another room's player, the app's client), nor do they reach anyone else.
+#[test]
+fn roominator_room_players_are_peers_and_only_peers() {
+    let _serial = serial();
+    let Some(mut w) = World::of_example("dataplane-peers", "roominator") else {
+        return;
+    };
+    assert_eq!(w.apply(), 2);
+    let p = |name: &str| format!("{name}.roominator.ns");
+    let (r1c1, r1c2, r2c1, app_c1) = (
+        p("c1.cli.ctl.room1"),
+        p("c2.cli.ctl.room1"),
+        p("c1.cli.ctl.room2"),
+        p("c1.cli.ctl"),
+    );
+    w.wire(&[r1c1.clone(), r1c2.clone(), r2c1.clone(), app_c1.clone()]);
+    for player in [&r1c2, &r2c1] {
+        w.serve(player, 7100);
+    }
+    w.step("wired and serving");
+    let gw = w.compiled.endpoint(&r1c1).gateway;
+    let peer_name = format!("{r1c2}.wepoq.net");
+    assert_eq!(
+        w.dig(&r1c1, gw, &peer_name),
+        w.ip(&r1c2).to_string(),
+        "a player resolves its peer"
+    );
+    assert_eq!(
+        w.reaches(&r1c1, w.ip(&r1c2), 7100),
+        r1c2,
+        "a player reaches its peer"
+    );
+    w.assert_blocked(&r2c1, w.ip(&r1c2), 7100, "another room's player");
+    w.assert_blocked(&app_c1, w.ip(&r1c2), 7100, "the app controller's client");
+    w.assert_blocked(&r1c1, w.ip(&r2c1), 7100, "a player of another room");
+    w.step("peers reach each other and nobody else");
 }

@@ -26,8 +26,10 @@ pub const SELF_BINARY: &str = "/wepoq";
 
 /// The reference of wepoq's own image, imported first when the host does not have it.
 pub async fn ensure_self_image(docker: &Docker) -> Result<String, DockerError> {
-    let files = self_files().map_err(|e| DockerError::Image(format!("reading wepoq's own files: {e}")))?;
-    let (tag, archive) = archive(&files).map_err(|e| DockerError::Image(format!("packing wepoq's own image: {e}")))?;
+    let files =
+        self_files().map_err(|e| DockerError::Image(format!("reading wepoq's own files: {e}")))?;
+    let (tag, archive) = archive(&files)
+        .map_err(|e| DockerError::Image(format!("packing wepoq's own image: {e}")))?;
     let reference = format!("{SELF_IMAGE_REPO}:{tag}");
     if docker.inspect_image(&reference).await.is_ok() {
         return Ok(reference);
@@ -86,7 +88,11 @@ fn interpreter(elf: &[u8]) -> Option<PathBuf> {
     }
     let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
     let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
-    let (phoff, phentsize, phnum) = (u64_at(0x20)? as usize, u16_at(0x36)? as usize, u16_at(0x38)?);
+    let (phoff, phentsize, phnum) = (
+        u64_at(0x20)? as usize,
+        u16_at(0x36)? as usize,
+        u16_at(0x38)?,
+    );
     for i in 0..usize::from(phnum) {
         let header = phoff + i * phentsize;
         let kind = u32::from_le_bytes(elf.get(header..header + 4)?.try_into().ok()?);
@@ -106,7 +112,8 @@ fn archive(files: &BTreeMap<PathBuf, PathBuf>) -> io::Result<(String, Vec<u8>)> 
     let mut builder = tar::Builder::new(Vec::new());
     for (inside, outside) in files {
         let data = std::fs::read(outside)?;
-        let mode = std::fs::metadata(outside).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))?;
+        let mode = std::fs::metadata(outside)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))?;
         let path = inside.strip_prefix("/").unwrap_or(inside);
         hasher.update(path.as_os_str().as_encoded_bytes());
         hasher.update((data.len() as u64).to_be_bytes());
@@ -135,9 +142,14 @@ mod tests {
         assert!(files.contains_key(Path::new(SELF_BINARY)));
         let exe = std::fs::read("/proc/self/exe").unwrap();
         if let Some(interp) = interpreter(&exe) {
-            assert!(files.contains_key(&interp), "the loader {interp:?}: {files:?}");
             assert!(
-                files.keys().any(|p| p.to_string_lossy().contains("libc.so")),
+                files.contains_key(&interp),
+                "the loader {interp:?}: {files:?}"
+            );
+            assert!(
+                files
+                    .keys()
+                    .any(|p| p.to_string_lossy().contains("libc.so")),
                 "a dynamic binary maps libc: {files:?}"
             );
         }
@@ -149,7 +161,10 @@ mod tests {
                     7f01-7f02 rw-p 00000000 00:00 0 [heap]\n\
                     7f02-7f03 r--p 00000000 fd:00 13 /usr/bin/wepoq\n\
                     7f03-7f04 r--p 00000000 fd:00 12 /usr/lib/x86_64-linux-gnu/libc.so.6\n";
-        assert_eq!(mapped_libraries(maps), [PathBuf::from("/usr/lib/x86_64-linux-gnu/libc.so.6")]);
+        assert_eq!(
+            mapped_libraries(maps),
+            [PathBuf::from("/usr/lib/x86_64-linux-gnu/libc.so.6")]
+        );
         assert_eq!(interpreter(b"not an elf"), None);
     }
 }

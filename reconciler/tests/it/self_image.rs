@@ -22,7 +22,16 @@ async fn the_running_binary_runs_from_scratch_with_its_libraries() {
     );
     // The image's entrypoint is this test binary: ask it to list its tests.
     let out = Command::new("docker")
-        .args(["run", "--rm", "--network", "none", "--label", "wepoq.net/test=self-image", &reference, "--list"])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--label",
+            "wepoq.net/test=self-image",
+            &reference,
+            "--list",
+        ])
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&out.stdout);
