@@ -42,6 +42,10 @@ pub struct AgentArgs {
     /// Containers attached at once
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,
+    /// Only containers that also carry this label, KEY=VALUE (several agents, each for its
+    /// own OVS, on one Docker engine)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub only_label: Option<String>,
 }
 
 pub fn run(args: &AgentArgs) -> ExitCode {
@@ -66,6 +70,7 @@ pub fn run(args: &AgentArgs) -> ExitCode {
             ovs_netns: args.ovs_netns.clone(),
         },
         parallel: args.parallel,
+        only_label: args.only_label.clone(),
     };
     live::runtime().block_on(async {
         let metrics = Arc::new(Metrics::default());
