@@ -40,6 +40,9 @@ pub struct AgentConfig {
     pub attach: AttachConfig,
     /// Containers converged at once.
     pub parallel: usize,
+    /// Only containers that also carry this label (`KEY=VALUE`): several agents on one
+    /// Docker engine, each for its own OVS (tests, sandboxes). `None`: every labelled one.
+    pub only_label: Option<String>,
 }
 
 /// Why the agent could not start (once running, it never stops on errors).
@@ -115,7 +118,11 @@ pub async fn run(
         .ovs_up
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
-    let watcher = tokio::spawn(watch::run(cfg.docker.clone(), tx.clone()));
+    let watcher = tokio::spawn(watch::run(
+        cfg.docker.clone(),
+        cfg.only_label.clone(),
+        tx.clone(),
+    ));
     let ticker = {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -126,7 +133,11 @@ pub async fn run(
         })
     };
     let dispatcher = dispatcher::Dispatcher::new(
-        Arc::new(converge::Ctx { nb, attacher }),
+        Arc::new(converge::Ctx {
+            nb,
+            attacher,
+            only_label: cfg.only_label.clone(),
+        }),
         metrics,
         tx,
         cfg.parallel.max(1),

@@ -30,6 +30,10 @@ pub struct AgentArgs {
     /// Containers attached at once
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,
+    /// Only containers that also carry this label, KEY=VALUE (several agents, each for its
+    /// own OVS, on one Docker engine)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub only_label: Option<String>,
 }
 
 pub fn run(args: &AgentArgs) -> ExitCode {
@@ -47,6 +51,7 @@ pub fn run(args: &AgentArgs) -> ExitCode {
         },
         attach: args.attach.config(),
         parallel: args.parallel,
+        only_label: args.only_label.clone(),
     };
     live::runtime().block_on(async {
         let metrics = Arc::new(Metrics::default());

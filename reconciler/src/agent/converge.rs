@@ -17,6 +17,8 @@ use crate::ovsdb;
 pub struct Ctx {
     pub nb: ovsdb::Client,
     pub attacher: Attacher,
+    /// `KEY=VALUE` a container must also carry (see `AgentConfig::only_label`).
+    pub only_label: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +37,11 @@ pub struct Report {
 
 /// What an attach needs from Docker's inspect, `None` when the container should not be
 /// attached (gone, not running, unlabelled).
-async fn wanted(engine: &Docker, id: &str) -> Result<Option<(u32, String, bool)>, JobError> {
+async fn wanted(
+    engine: &Docker,
+    id: &str,
+    only: Option<&str>,
+) -> Result<Option<(u32, String, bool)>, JobError> {
     let info = match engine.inspect_container(id, None).await {
         Ok(info) => info,
         Err(bollard::errors::Error::DockerResponseServerError {
@@ -48,11 +54,13 @@ async fn wanted(engine: &Docker, id: &str) -> Result<Option<(u32, String, bool)>
     if state.running != Some(true) || pid == 0 {
         return Ok(None);
     }
-    let Some(fqdn) = info
-        .config
-        .and_then(|c| c.labels)
-        .and_then(|mut l| l.remove(ENDPOINT_LABEL))
-    else {
+    let mut labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+    if let Some((key, value)) = only.and_then(|o| o.split_once('='))
+        && labels.get(key).map(String::as_str) != Some(value)
+    {
+        return Ok(None);
+    }
+    let Some(fqdn) = labels.remove(ENDPOINT_LABEL) else {
         return Ok(None);
     };
     // A container on no other network routes everything through OVN.
@@ -65,7 +73,8 @@ async fn wanted(engine: &Docker, id: &str) -> Result<Option<(u32, String, bool)>
 }
 
 pub async fn converge(ctx: &Ctx, engine: &Docker, id: &str) -> Result<Outcome, JobError> {
-    let Some((pid, fqdn, other_network)) = wanted(engine, id).await? else {
+    let Some((pid, fqdn, other_network)) = wanted(engine, id, ctx.only_label.as_deref()).await?
+    else {
         ctx.attacher.detach(id).await?;
         return Ok(Outcome::Detached);
     };

@@ -17,10 +17,14 @@ use super::Input;
 use crate::docker::{self, DockerError, ENDPOINT_LABEL};
 
 /// Watches Docker at `address` until `inputs` closes; reconnects with backoff.
-pub async fn run(address: Option<String>, inputs: mpsc::UnboundedSender<Input>) {
+pub async fn run(
+    address: Option<String>,
+    only_label: Option<String>,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match session(address.as_deref(), &inputs).await {
+        match session(address.as_deref(), only_label.as_deref(), &inputs).await {
             Ok(()) => return, // the dispatcher is gone
             Err(e) => {
                 if inputs.send(Input::DockerLost(e.to_string())).is_err() {
@@ -33,8 +37,12 @@ pub async fn run(address: Option<String>, inputs: mpsc::UnboundedSender<Input>) 
     }
 }
 
-fn label_filter(extra: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
-    let mut filters = HashMap::from([("label".to_owned(), vec![ENDPOINT_LABEL.to_owned()])]);
+fn label_filter(only: Option<&str>, extra: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
+    // Several label filters must all match.
+    let labels = std::iter::once(ENDPOINT_LABEL)
+        .chain(only)
+        .map(str::to_owned);
+    let mut filters = HashMap::from([("label".to_owned(), labels.collect())]);
     for (k, v) in extra {
         filters.insert((*k).to_owned(), v.iter().map(|s| (*s).to_owned()).collect());
     }
@@ -45,6 +53,7 @@ fn label_filter(extra: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
 /// gone.
 async fn session(
     address: Option<&str>,
+    only: Option<&str>,
     inputs: &mpsc::UnboundedSender<Input>,
 ) -> Result<(), DockerError> {
     let engine: Docker = docker::connect(address).await?;
@@ -55,7 +64,7 @@ async fn session(
     let listed = engine
         .list_containers(Some(ListContainersOptions {
             all: true,
-            filters: Some(label_filter(&[])),
+            filters: Some(label_filter(only, &[])),
             ..Default::default()
         }))
         .await
@@ -64,10 +73,13 @@ async fn session(
     let mut events = engine.events(Some(EventsOptions {
         since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
         until: None,
-        filters: Some(label_filter(&[
-            ("type", &["container"]),
-            ("event", &["start", "die", "destroy"]),
-        ])),
+        filters: Some(label_filter(
+            only,
+            &[
+                ("type", &["container"]),
+                ("event", &["start", "die", "destroy"]),
+            ],
+        )),
     }));
     if inputs.send(Input::Listed { ids, engine }).is_err() {
         return Ok(());

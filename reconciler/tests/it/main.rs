@@ -1,5 +1,6 @@
 //! The reconciler's integration tests: one binary, against real OVN servers started by the sandbox harness
 
+mod agent;
 mod attach;
 mod cached;
 mod dataplane;
