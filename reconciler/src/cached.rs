@@ -21,7 +21,8 @@ use crate::observe::patch::Patcher;
 use crate::observe::{Observed, owner_condition};
 use crate::ovsdb::{Condition, Monitor, MonitorSpec, NB_DB, Schema, Uuid};
 use crate::reconcile::{
-    Applied, Desired, Options, ReconcileError, Reconciler, is_contention, timing,
+    Applied, Desired, Options, ReconcileError, Reconciler, is_connection_loss, is_contention,
+    timing,
 };
 
 /// A connection, a monitor of the owned rows, and the observation derived from it.
@@ -101,6 +102,7 @@ impl CachedReconciler {
                     operations: 0,
                     attempts: 1,
                     elapsed: start.elapsed(),
+                    notes: Vec::new(),
                 },
             ));
         }
@@ -117,6 +119,8 @@ impl CachedReconciler {
                 })
                 .collect()
         });
+        let server = self.reconciler.client.current_url();
+        let mut lost = None;
         match self.reconciler.apply_plan(&plan, &self.observed).await {
             Ok(operations) => {
                 let applied = Applied {
@@ -124,11 +128,17 @@ impl CachedReconciler {
                     operations,
                     attempts: 1,
                     elapsed: start.elapsed(),
+                    notes: Vec::new(),
                 };
                 return Ok((plan, applied));
             }
             Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => {
                 timing("cached: the NB moved; a full reconcile follows", start)
+            }
+            // The outcome is unknown (the client is moving to another server): the full
+            // reconcile reads the NB again and says what it found.
+            Err(ReconcileError::Ovsdb(e)) if is_connection_loss(&e) => {
+                lost = Some(format!("the connection to {server} was lost after the transaction was sent ({e}): its outcome is unknown, so the NB is read again and planned again"));
             }
             Err(e) => return Err(e),
         }
@@ -137,6 +147,7 @@ impl CachedReconciler {
             .reconcile(desired, options, |p, attempt| confirm(p, attempt + 1))
             .await?;
         applied.elapsed = start.elapsed();
+        applied.notes.splice(0..0, lost);
         Ok((plan, applied))
     }
 

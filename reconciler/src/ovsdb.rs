@@ -49,6 +49,7 @@
 //! ```
 
 mod client;
+mod cluster;
 mod connection;
 mod error;
 mod frame;
@@ -57,13 +58,14 @@ mod operation;
 mod row;
 mod schema;
 mod target;
+mod tls;
 mod typed;
 mod value;
 
 pub use client::{Client, Stats, Timeouts};
 pub use error::{Error, ErrorClass};
 pub use frame::{FrameDecoder, parse_frame};
-pub use monitor::{Monitor, MonitorSpec, Tables, Touched};
+pub use monitor::{Monitor, MonitorSpec, SyncStats, Tables, Touched};
 pub use operation::{
     Condition, Function, Mutation, Mutator, OpError, OpOutcome, OpResult, Operation, TransactReply,
     WaitUntil,
@@ -72,7 +74,8 @@ pub use row::Row;
 pub use schema::{
     AtomicType, BaseType, ColumnKind, ColumnType, NB_DB, NB_MAJOR, Schema, TableSchema, Version,
 };
-pub use target::Target;
+pub use target::{Remotes, Target};
+pub use tls::{TlsConfig, TlsFiles};
 pub use value::{Atom, Uuid, Value};
 
 /// Drops a large value on a thread of its own. Freeing a 50k-row observation (and the JSON it

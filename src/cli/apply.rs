@@ -84,7 +84,7 @@ fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
         let reconciler = live::connect(&args.db).await?;
         let confirm = |plan: &Plan, attempt: usize| {
             if attempt > 1 {
-                eprintln!("note: the NB changed while planning; planned again (attempt {attempt})");
+                eprintln!("note: the NB was read again and planned again (attempt {attempt})");
             }
             print!("{}", render::human(plan, stdout_color()));
             if args.auto_approve {
@@ -92,7 +92,7 @@ fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
             }
             match live::confirm(&format!(
                 "Apply these changes to {}?",
-                args.db.db.as_deref().unwrap_or("the NB")
+                args.db.remotes_text().unwrap_or_else(|| "the NB".into())
             )) {
                 Ok(yes) => yes,
                 Err(e) => {
@@ -120,7 +120,7 @@ fn apply_saved(args: &ApplyArgs, path: &Path) -> Result<Applied, ()> {
     if !plan.changes.is_empty() && !args.auto_approve {
         match live::confirm(&format!(
             "Apply this saved plan to {}?",
-            args.db.db.as_deref().unwrap_or("the NB")
+            args.db.remotes_text().unwrap_or_else(|| "the NB".into())
         )) {
             Ok(true) => {}
             Ok(false) => refused = Some("not applied: the answer was not 'yes'".to_string()),
@@ -164,6 +164,7 @@ fn finish(
                 eprintln!("error: {why}");
                 return Err(());
             }
+            live::print_notes(&applied.notes);
             if plan.changes.is_empty() {
                 println!("\nNo changes: the NB already matches the spec.");
                 return Ok(applied);

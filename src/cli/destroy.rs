@@ -62,6 +62,7 @@ pub fn run(args: &DestroyArgs) -> ExitCode {
                 eprintln!("error: {why}");
                 return ExitCode::FAILURE;
             }
+            live::print_notes(&applied.notes);
             if plan.changes.is_empty() {
                 print!("{}", render::human(&plan, stdout_color()));
                 return ExitCode::SUCCESS;

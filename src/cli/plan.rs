@@ -38,7 +38,7 @@ pub fn run(args: &PlanArgs) -> ExitCode {
     let Ok(mut loaded) = load(&args.spec) else {
         return ExitCode::FAILURE;
     };
-    let plan = if args.db.db.is_some() {
+    let plan = if args.db.remotes_text().is_some() {
         let desired = live::desired(&mut loaded.compiled);
         let result = live::runtime().block_on(async {
             let reconciler = live::connect(&args.db).await?;
