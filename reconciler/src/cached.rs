@@ -19,7 +19,7 @@ use wepoq_compiler::plan::{self, Plan};
 
 use crate::observe::patch::Patcher;
 use crate::observe::{Observed, owner_condition};
-use crate::ovsdb::{Condition, Monitor, MonitorSpec, NB_DB, Schema, Uuid};
+use crate::ovsdb::{Condition, Monitor, MonitorSpec, NB_DB, Schema, SyncStats, Uuid};
 use crate::reconcile::{
     Applied, Desired, Options, ReconcileError, Reconciler, is_connection_loss, is_contention,
     timing,
@@ -65,6 +65,12 @@ impl CachedReconciler {
 
     pub fn reconciler(&self) -> &Reconciler {
         &self.reconciler
+    }
+
+    /// How the monitor's copy was filled: after a reconnect to a clustered NB it resumes
+    /// from the last transaction and receives only the rows changed meanwhile.
+    pub fn monitor_stats(&self) -> SyncStats {
+        self.monitor.sync_stats()
     }
 
     /// Waits until the NB changes something wepoq owns (drift, or another writer).

@@ -193,10 +193,16 @@ impl Client {
         if let Some(s) = self.shared.schemas.lock().expect("schema lock").get(db) {
             return Ok(s.clone());
         }
-        let json = self
-            .call("get_schema", json!([db]), None)
-            .await?
-            .to_json()?;
+        // Reading a schema changes nothing: when the server goes away under it (a leader
+        // stepping down right after the connect), ask again on the next one.
+        let mut tries = 0;
+        let json = loop {
+            tries += 1;
+            match self.call("get_schema", json!([db]), None).await {
+                Err(Error::ConnectionLost { .. }) if tries < 3 => continue,
+                reply => break reply?.to_json()?,
+            }
+        };
         let schema = Arc::new(Schema::from_json(&json)?);
         self.shared
             .schemas

@@ -294,7 +294,7 @@ impl Driver {
     /// Starts the `_Server` monitor and judges its first reply (see `cluster.rs`).
     async fn handshake(&mut self, url: &str, conn: &mut Conn) -> Result<(), Refused> {
         let lost = |reason: String| {
-            Refused::Failed(Error::ConnectionLost {
+            Refused::Failed(Error::Handshake {
                 url: url.to_owned(),
                 reason,
             })

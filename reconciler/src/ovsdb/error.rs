@@ -26,6 +26,11 @@ pub enum Error {
     #[error("connection to {url} lost: {reason}")]
     ConnectionLost { url: String, reason: String },
 
+    /// The server took the connection but did not answer the first request (e.g. a plain
+    /// client at a `pssl:` port).
+    #[error("cannot talk OVSDB with {url}: {reason}")]
+    Handshake { url: String, reason: String },
+
     /// The TLS handshake with an `ssl:` remote failed; `problem` says which side refused
     /// what (wrong CA, expired certificate, no client certificate).
     #[error("TLS with {url} failed: {problem}")]

@@ -1,6 +1,7 @@
 //! The reconciler's integration tests: one binary, against real OVN servers started by the sandbox harness
 
 mod cached;
+mod cluster;
 mod dataplane;
 mod fake_server;
 mod ovsdb_client;
