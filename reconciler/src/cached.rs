@@ -144,7 +144,9 @@ impl CachedReconciler {
             // The outcome is unknown (the client is moving to another server): the full
             // reconcile reads the NB again and says what it found.
             Err(ReconcileError::Ovsdb(e)) if is_connection_loss(&e) => {
-                lost = Some(format!("the connection to {server} was lost after the transaction was sent ({e}): its outcome is unknown, so the NB is read again and planned again"));
+                lost = Some(format!(
+                    "the connection to {server} was lost after the transaction was sent ({e}): its outcome is unknown, so the NB is read again and planned again"
+                ));
             }
             Err(e) => return Err(e),
         }

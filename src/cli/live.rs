@@ -168,7 +168,9 @@ pub fn report(error: &ReconcileError, db: &DbArgs) {
         ReconcileError::Ovsdb(ovsdb::Error::ConnectionLost { .. } | ovsdb::Error::Timeout { .. })
     );
     if lost {
-        eprintln!("note: if a transaction was in flight, its outcome is unknown: the NB holds the state before or after it, never between; run the command again");
+        eprintln!(
+            "note: if a transaction was in flight, its outcome is unknown: the NB holds the state before or after it, never between; run the command again"
+        );
     } else if error.is_retryable() {
         eprintln!("note: this error is transient; nothing was changed");
     } else {

@@ -332,9 +332,12 @@ impl Driver {
                     .params
                     .and_then(|p| serde_json::from_str(p.get()).ok())
                     .unwrap_or(json!([]));
-                write(conn, &json!({"result": params, "error": null, "id": msg.id}))
-                    .await
-                    .map_err(lost)?;
+                write(
+                    conn,
+                    &json!({"result": params, "error": null, "id": msg.id}),
+                )
+                .await
+                .map_err(lost)?;
                 continue;
             }
             if msg.id != SERVER_MONITOR {

@@ -61,7 +61,9 @@ impl Remotes {
 
     /// Whether any remote is `ssl:` (then TLS files are needed).
     pub fn needs_tls(&self) -> bool {
-        self.list.iter().any(|(_, t)| matches!(t, Target::Ssl { .. }))
+        self.list
+            .iter()
+            .any(|(_, t)| matches!(t, Target::Ssl { .. }))
     }
 }
 
@@ -125,9 +127,7 @@ impl Target {
         };
         let connect = async {
             Ok::<Conn, Error>(match self {
-                Target::Unix(path) => {
-                    Box::new(UnixStream::connect(path).await.map_err(connected)?)
-                }
+                Target::Unix(path) => Box::new(UnixStream::connect(path).await.map_err(connected)?),
                 Target::Tcp { host, port } => Box::new(tcp(host, *port).await.map_err(connected)?),
                 Target::Ssl { host, port } => {
                     let tls = tls.ok_or(Error::TlsMissing {
@@ -189,7 +189,10 @@ mod tests {
         let list = Remotes::parse("tcp:10.0.0.1:6641, ssl:10.0.0.2:6641,unix:/x").unwrap();
         assert_eq!(list.len(), 3);
         assert!(list.needs_tls());
-        assert_eq!(list.to_string(), "tcp:10.0.0.1:6641,ssl:10.0.0.2:6641,unix:/x");
+        assert_eq!(
+            list.to_string(),
+            "tcp:10.0.0.1:6641,ssl:10.0.0.2:6641,unix:/x"
+        );
         assert!(matches!(
             Remotes::parse("tcp:1.2.3.4:1,,tcp:1.2.3.4:2"),
             Err(Error::InvalidUrl { url, .. }) if url.is_empty()

@@ -79,9 +79,10 @@ impl TlsConfig {
                 .map_err(|e| bad_file("CA certificate", ca, e))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| bad_file("CA certificate", ca, e))?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| bad_file("CA certificate", ca, e))?;
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| bad_file("CA certificate", ca, e))?
@@ -94,7 +95,11 @@ impl TlsConfig {
                     .collect::<Result<_, _>>()
                     .map_err(|e| bad_file("certificate", cert_path, e))?;
                 if chain.is_empty() {
-                    return Err(bad_file("certificate", cert_path, "no PEM certificate in it"));
+                    return Err(bad_file(
+                        "certificate",
+                        cert_path,
+                        "no PEM certificate in it",
+                    ));
                 }
                 let key = PrivateKeyDer::from_pem_file(key_path)
                     .map_err(|e| bad_file("private key", key_path, e))?;
@@ -132,10 +137,12 @@ impl TlsConfig {
         TlsConnector::from(self.config.clone())
             .connect(name, stream)
             .await
-            .map_err(|e| tls_error(url, &e).unwrap_or_else(|| Error::Connect {
-                url: url.to_owned(),
-                source: e,
-            }))
+            .map_err(|e| {
+                tls_error(url, &e).unwrap_or_else(|| Error::Connect {
+                    url: url.to_owned(),
+                    source: e,
+                })
+            })
     }
 }
 
@@ -241,20 +248,26 @@ mod tests {
         let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         let said = |e| tls_error("ssl:127.0.0.1:1", &io(e)).unwrap().to_string();
         assert!(
-            said(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
-                .contains("not signed by the CA in --ca-cert")
+            said(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            ))
+            .contains("not signed by the CA in --ca-cert")
         );
         assert!(
             said(rustls::Error::InvalidCertificate(CertificateError::Expired))
                 .contains("has expired")
         );
         assert!(
-            said(rustls::Error::AlertReceived(AlertDescription::CertificateRequired))
-                .contains("requires a client certificate")
+            said(rustls::Error::AlertReceived(
+                AlertDescription::CertificateRequired
+            ))
+            .contains("requires a client certificate")
         );
         assert!(
-            said(rustls::Error::AlertReceived(AlertDescription::CertificateExpired))
-                .contains("refused our certificate: it has expired")
+            said(rustls::Error::AlertReceived(
+                AlertDescription::CertificateExpired
+            ))
+            .contains("refused our certificate: it has expired")
         );
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert!(tls_error("ssl:x:1", &plain).is_none());

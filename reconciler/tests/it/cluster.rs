@@ -93,8 +93,14 @@ async fn plan_apply_destroy_through_every_member_and_after_the_leader_dies() {
         cluster.member_url(leader),
         "writes go to the leader"
     );
-    let cid = r.client.cluster_id(NB_DB).expect("a clustered NB has a cluster id");
-    let (plan, applied) = r.reconcile(&v1, Options::default(), |_, _| true).await.unwrap();
+    let cid = r
+        .client
+        .cluster_id(NB_DB)
+        .expect("a clustered NB has a cluster id");
+    let (plan, applied) = r
+        .reconcile(&v1, Options::default(), |_, _| true)
+        .await
+        .unwrap();
     assert!(plan.summary().add > 20 && applied.operations > 0);
     assert!(plan_is_empty(&all, &v1).await);
 
@@ -119,16 +125,25 @@ async fn plan_apply_destroy_through_every_member_and_after_the_leader_dies() {
     let new_leader = cluster.leader().unwrap();
     assert_ne!(new_leader, leader);
     assert_eq!(r.client.current_url(), cluster.member_url(new_leader));
-    eprintln!("connected to the new leader {:?} after the kill", started.elapsed());
+    eprintln!(
+        "connected to the new leader {:?} after the kill",
+        started.elapsed()
+    );
     let v2 = desired(&spec(4, true), &mut lock);
-    let (plan, _) = r.reconcile(&v2, Options::default(), |_, _| true).await.unwrap();
+    let (plan, _) = r
+        .reconcile(&v2, Options::default(), |_, _| true)
+        .await
+        .unwrap();
     assert_eq!(plan.summary().add, 3, "{:?}", plan.summary());
     assert!(plan_is_empty(&all, &v2).await);
     let nothing = Desired {
         spec_hash: v2.spec_hash.clone(),
         namespaces: vec![(OWNER.to_string(), Vec::new())],
     };
-    let (plan, _) = r.reconcile(&nothing, Options::default(), |_, _| true).await.unwrap();
+    let (plan, _) = r
+        .reconcile(&nothing, Options::default(), |_, _| true)
+        .await
+        .unwrap();
     assert!(plan.summary().destroy > 20);
     assert_eq!(census(&r.client, OWNER).await, (0, vec![]));
 
@@ -149,7 +164,9 @@ async fn a_follower_listed_first_is_not_used_for_writes() {
     assert_eq!(r.client.current_url(), cluster.member_url(leader));
     let mut lock = None;
     let v1 = desired(&spec(2, false), &mut lock);
-    r.reconcile(&v1, Options::default(), |_, _| true).await.unwrap();
+    r.reconcile(&v1, Options::default(), |_, _| true)
+        .await
+        .unwrap();
     assert_eq!(r.client.current_url(), cluster.member_url(leader));
     assert_eq!(r.client.stats().connects, 1);
 
@@ -162,7 +179,10 @@ async fn a_follower_listed_first_is_not_used_for_writes() {
         },
     )
     .await;
-    let err = alone.err().expect("a follower alone is not used").to_string();
+    let err = alone
+        .err()
+        .expect("a follower alone is not used")
+        .to_string();
     assert!(err.contains("follower"), "{err}");
 }
 
@@ -203,12 +223,23 @@ async fn killing_the_leader_during_a_10k_apply_leaves_before_or_after() {
         spec_hash: full.spec_hash.clone(),
         namespaces: vec![(OWNER.to_string(), Vec::new())],
     };
+    // Through the row cache, as the CLI does: it is the cluster's (keyed by its id), so it
+    // stays good across leaders, and a no-change plan lists versions instead of rows.
+    let cache = cluster.dir().join("row-cache");
+    let connect = |url: String| {
+        let cache = cache.clone();
+        async move { connect(&url).await.with_row_cache(Some(cache)) }
+    };
     // How long one apply takes here, so the kills spread over all of it, commit included.
-    let r = connect(&all).await;
+    let r = connect(all.clone()).await;
     let started = Instant::now();
-    r.reconcile(&full, Options::default(), |_, _| true).await.unwrap();
+    r.reconcile(&full, Options::default(), |_, _| true)
+        .await
+        .unwrap();
     let took = started.elapsed().as_millis() as u64;
-    r.reconcile(&empty, Options::default(), |_, _| true).await.unwrap();
+    r.reconcile(&empty, Options::default(), |_, _| true)
+        .await
+        .unwrap();
     drop(r);
 
     let mut rng = Rng(0x5eed);
@@ -218,7 +249,7 @@ async fn killing_the_leader_during_a_10k_apply_leaves_before_or_after() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     for round in 0..rounds {
-        let r = connect(&all).await;
+        let r = connect(all.clone()).await;
         let target = if round % 2 == 0 { &full } else { &empty };
         // Half the rounds give up at the first lost connection (to see the NB as the kill
         // left it), half re-observe and re-plan as the CLI does.
@@ -239,7 +270,11 @@ async fn killing_the_leader_during_a_10k_apply_leaves_before_or_after() {
         let outcome = apply.await.unwrap();
 
         let owned = owned_count(&r.client, OWNER).await;
-        let want = if target.namespaces[0].1.is_empty() { 0 } else { total };
+        let want = if target.namespaces[0].1.is_empty() {
+            0
+        } else {
+            total
+        };
         let was = total - want;
         assert!(
             owned == want || owned == was,
@@ -274,8 +309,11 @@ async fn killing_the_leader_during_a_10k_apply_leaves_before_or_after() {
             assert!(again.changes.is_empty(), "round {round}: not converged");
         }
     }
-    let (owned, twins) = census(&connect(&all).await.client, OWNER).await;
-    assert!(twins.is_empty() && (owned == 0 || owned == total), "{owned} {twins:?}");
+    let (owned, twins) = census(&connect(all.clone()).await.client, OWNER).await;
+    assert!(
+        twins.is_empty() && (owned == 0 || owned == total),
+        "{owned} {twins:?}"
+    );
     eprintln!(
         "leader kills: one apply takes {took} ms; {before} rounds left the NB before the plan, {after} after it; {recovered} applies recovered by themselves"
     );
@@ -289,7 +327,15 @@ async fn owned_count(client: &Client, owner: &str) -> usize {
         let mut total = 0;
         for table in Table::ALL {
             match client
-                .select(NB_DB, table.name(), vec![Condition::includes("external_ids", Value::map([(OWNER_KEY, owner)]))], &["_uuid"])
+                .select(
+                    NB_DB,
+                    table.name(),
+                    vec![Condition::includes(
+                        "external_ids",
+                        Value::map([(OWNER_KEY, owner)]),
+                    )],
+                    &["_uuid"],
+                )
                 .await
             {
                 Ok(rows) => total += rows.len(),
@@ -318,7 +364,10 @@ async fn the_monitor_resumes_after_a_leader_change_with_only_the_changed_rows() 
     let mut cached = CachedReconciler::start(connect(&all).await, &[OWNER.to_string()])
         .await
         .unwrap();
-    cached.reconcile(&v1, Options::default(), |_, _| true).await.unwrap();
+    cached
+        .reconcile(&v1, Options::default(), |_, _| true)
+        .await
+        .unwrap();
     let owned = cached.observed().rows[OWNER].len();
     assert!(owned > 20);
     let stats = cached.monitor_stats();
@@ -368,7 +417,10 @@ async fn the_monitor_resumes_after_a_leader_change_with_only_the_changed_rows() 
         ports.len()
     );
     // And the drift is repaired from memory.
-    let (plan, applied) = cached.reconcile(&v1, Options::default(), |_, _| true).await.unwrap();
+    let (plan, applied) = cached
+        .reconcile(&v1, Options::default(), |_, _| true)
+        .await
+        .unwrap();
     assert_eq!(plan.summary().change, ports.len(), "{:?}", plan.summary());
     assert!(applied.operations > 0);
     assert!(plan_is_empty(&all, &v1).await);
