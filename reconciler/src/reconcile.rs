@@ -108,6 +108,9 @@ pub struct Options {
     pub adopt: bool,
     /// Re-observe and re-plan at most this many times when the NB changes underneath.
     pub attempts: usize,
+    /// Read and plan again at most this many times after losing the connection (a
+    /// clustered NB's leader dying or stepping down); 0 gives up at the first loss.
+    pub reconnects: usize,
 }
 
 impl Default for Options {
@@ -115,6 +118,7 @@ impl Default for Options {
         Options {
             adopt: false,
             attempts: 3,
+            reconnects: 5,
         }
     }
 }
@@ -296,18 +300,21 @@ impl Reconciler {
         let start = Instant::now();
         let mut notes = Vec::new();
         let mut in_doubt = false;
-        // The last failure, when it was a lost connection rather than contention.
-        let mut last_lost = None;
-        for attempt in 1..=options.attempts.max(1) {
+        let (mut attempt, mut contended, mut losses) = (0, 0, 0);
+        loop {
+            attempt += 1;
             let phase = Instant::now();
             // A retry reads every row: whatever made the guards fail, a cache file that is
             // wrong in a way its checks miss cannot make it fail again.
             let observed = match self.observe_with(desired, options, attempt == 1).await {
                 Err(ReconcileError::Ovsdb(e)) if is_connection_loss(&e) => {
+                    losses += 1;
+                    if losses > options.reconnects {
+                        return Err(ReconcileError::Ovsdb(e));
+                    }
                     notes.push(format!(
                         "the connection was lost while reading the NB ({e}); reading it again"
                     ));
-                    last_lost = Some(e);
                     continue;
                 }
                 other => other?,
@@ -351,22 +358,26 @@ impl Reconciler {
                     };
                     return Ok((plan, applied));
                 }
-                Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => last_lost = None,
+                Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => {
+                    contended += 1;
+                    if contended >= options.attempts.max(1) {
+                        return Err(ReconcileError::Contended {
+                            attempts: contended,
+                        });
+                    }
+                }
                 Err(ReconcileError::Ovsdb(e)) if is_connection_loss(&e) => {
+                    losses += 1;
+                    if losses > options.reconnects {
+                        return Err(ReconcileError::Ovsdb(e));
+                    }
                     notes.push(format!(
                         "the connection to {server} was lost after the transaction was sent ({e}): its outcome is unknown, so the NB is read again and planned again"
                     ));
                     in_doubt = true;
-                    last_lost = Some(e);
                 }
                 Err(e) => return Err(e),
             }
-        }
-        match last_lost {
-            Some(e) => Err(ReconcileError::Ovsdb(e)),
-            None => Err(ReconcileError::Contended {
-                attempts: options.attempts,
-            }),
         }
     }
 
@@ -435,10 +446,15 @@ pub(crate) fn timing(phase: &str, since: Instant) {
 /// The connection went away (or the server stopped answering) under a request: the
 /// client reconnects by itself, and a transaction's outcome is unknown.
 pub(crate) fn is_connection_loss(e: &ovsdb::Error) -> bool {
-    matches!(
-        e,
-        ovsdb::Error::ConnectionLost { .. } | ovsdb::Error::Timeout { .. }
-    )
+    match e {
+        ovsdb::Error::ConnectionLost { .. } | ovsdb::Error::Timeout { .. } => true,
+        // A clustered server that lost its leadership with the transaction in hand
+        // ("cluster error": "lost leadership", "not leader"): the client moves on.
+        ovsdb::Error::CommitFailed { error, .. } | ovsdb::Error::OpFailed { error, .. } => {
+            error == "cluster error"
+        }
+        _ => false,
+    }
 }
 
 /// A failed guard or a unique-index clash at commit: someone else wrote meanwhile.

@@ -331,7 +331,11 @@ impl Sandbox {
         let db = if self.members.is_empty() {
             self.nb_unix_url()
         } else {
+            // ovn-nbctl gives up when no member leads (an election) or the first one
+            // refuses: wait for a leader, and list only running members.
+            self.leader()?;
             let socks: Vec<String> = (1..=self.members.len())
+                .filter(|n| self.dir.join(format!("nb{n}.pid")).exists())
                 .map(|n| format!("unix:{}", self.dir.join(format!("nb{n}.sock")).display()))
                 .collect();
             socks.join(",")

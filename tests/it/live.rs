@@ -845,7 +845,7 @@ fn mutual_tls_works_and_each_refusal_says_why_and_changes_nothing() {
 
 #[test]
 fn a_clustered_nb_is_followed_across_a_leader_change_by_apply_and_watch() {
-    let Some(mut sandbox) = Sandbox::nb_cluster_or_skip() else {
+    let Some(sandbox) = Sandbox::nb_cluster_or_skip() else {
         return;
     };
     // The members as OVN users list them in OVN_NB_DB; a follower first.
@@ -853,7 +853,7 @@ fn a_clustered_nb_is_followed_across_a_leader_change_by_apply_and_watch() {
     let mut order: Vec<usize> = (1..=3).filter(|n| *n != leader).collect();
     order.push(leader);
     let all = sandbox.members_url(&order);
-    let live = Live::with(sandbox, "ovn-vote");
+    let mut live = Live::with(sandbox, "ovn-vote");
     let applied = live
         .command(&["apply", "--auto-approve"])
         .env("OVN_NB_DB", &all)
@@ -873,12 +873,7 @@ fn a_clustered_nb_is_followed_across_a_leader_change_by_apply_and_watch() {
     eventually("the watcher starts", || log_text().contains("Watching"));
 
     // The leader dies; drift made meanwhile is repaired through the new leader.
-    let mut sandbox = live.sandbox;
-    sandbox.kill_member(leader).unwrap();
-    let live = Live {
-        sandbox,
-        dir: live.dir,
-    };
+    live.sandbox.kill_member(leader).unwrap();
     live.nbctl(&["lsp-del", "c1.cli.vote.ovn-vote.ns"]);
     eventually("the drift is repaired after the leader change", || {
         live.owned_count() == 113
@@ -887,12 +882,7 @@ fn a_clustered_nb_is_followed_across_a_leader_change_by_apply_and_watch() {
     let plan = live.wepoq_bare(&["plan", "--detailed-exitcode", "--db", &all]);
     assert_code(&plan, 0, "nothing left to do");
 
-    let mut sandbox = live.sandbox;
-    sandbox.start_member(leader).unwrap();
-    let live = Live {
-        sandbox,
-        dir: live.dir,
-    };
+    live.sandbox.start_member(leader).unwrap();
     let destroyed = live.wepoq_bare(&["destroy", "--auto-approve", "--db", &all]);
     assert_code(&destroyed, 0, "destroy through the list");
     eventually(

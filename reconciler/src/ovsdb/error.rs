@@ -118,12 +118,13 @@ impl Error {
             | Error::NoUsableServer { .. }
             | Error::Timeout { .. }
             | Error::GuardFailed { .. } => ErrorClass::Retryable,
-            // "timed out" from a wait with a timeout is a guard; "resources exhausted" and
-            // "I/O error" are the server's trouble, not the request's.
+            // "timed out" from a wait with a timeout is a guard; "resources exhausted",
+            // "I/O error" and "cluster error" (a member losing its leadership) are the
+            // server's trouble, not the request's.
             Error::OpFailed { error, .. } | Error::CommitFailed { error, .. }
                 if matches!(
                     error.as_str(),
-                    "timed out" | "resources exhausted" | "I/O error"
+                    "timed out" | "resources exhausted" | "I/O error" | "cluster error"
                 ) =>
             {
                 ErrorClass::Retryable
