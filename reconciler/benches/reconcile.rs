@@ -505,6 +505,21 @@ fn clustered(
         ])
         .expect("find the port");
     let lsp = lsp.trim().to_owned();
+    // A watcher that has been running saw small transactions since the fill, the last
+    // of which it resumes from (ovsdb-server drops a history entry as big as the database
+    // once another follows): one drift repaired before the kill.
+    cluster
+        .nbctl(&["lsp-set-addresses", &lsp, "00:00:00:00:00:98 10.255.0.2"])
+        .expect("drift");
+    runtime.block_on(async {
+        cached.reconciler().client.echo().await.expect("echo");
+        let (plan, _) = cached
+            .reconcile(big, Options::default(), |_, _| true)
+            .await
+            .expect("repair");
+        assert!(!plan.changes.is_empty(), "the drift was seen");
+    });
+    let before = cached.monitor_stats();
     let leader = cluster.leader().expect("a leader");
     settle();
     let killed = Instant::now();
@@ -537,12 +552,16 @@ fn clustered(
         (helper.join().expect("helper"), repaired)
     });
     let stats = cached.monitor_stats();
+    let resumed = if stats.resumed > before.resumed {
+        format!("the monitor resumed with {} changed rows", stats.last_rows)
+    } else {
+        format!("the monitor started over: {} rows", stats.last_rows)
+    };
     println!(
-        "   --watch: leader killed -> drift repaired {:>8}   (election {}; repair {} after it; target <= 1 s after; the monitor resumed with {} rows)",
+        "   --watch: leader killed -> drift repaired {:>8}   (election {}; repair {} after it; target <= 1 s after; {resumed})",
         ms(repaired),
         ms(elected),
         ms(repaired.saturating_sub(elected)),
-        stats.last_rows
     );
     cluster.start_member(leader).expect("restart the member");
 }
