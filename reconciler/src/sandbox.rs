@@ -175,6 +175,18 @@ impl Sandbox {
         Sandbox::start("cluster", None)
     }
 
+    /// [`Sandbox::nb_cluster`] with another Raft election timer (OVS's default is 1 s). A
+    /// leader busy committing one very large transaction sends no heartbeats meanwhile:
+    /// past the timer the followers elect another, and the transaction is lost with its
+    /// leader. Deployments with big NBs raise it; so do benchmarks of 50k rows.
+    pub fn nb_cluster_with_election_timer(ms: u64) -> io::Result<Sandbox> {
+        Sandbox::start_with(
+            "cluster",
+            None,
+            &[("OVN_SANDBOX_ELECTION_TIMER", ms.to_string())],
+        )
+    }
+
     /// An NB whose tcp port speaks TLS only (mutual: clients need a certificate). The
     /// certificates are in [`Sandbox::pki`].
     pub fn nb_ssl() -> io::Result<Sandbox> {
@@ -206,6 +218,14 @@ impl Sandbox {
     }
 
     fn start(mode: &str, schema: Option<&Path>) -> io::Result<Sandbox> {
+        Sandbox::start_with(mode, schema, &[])
+    }
+
+    fn start_with(
+        mode: &str,
+        schema: Option<&Path>,
+        env: &[(&str, String)],
+    ) -> io::Result<Sandbox> {
         let dir = fresh_dir()?;
         let mut sandbox = Sandbox {
             dir,
@@ -219,6 +239,9 @@ impl Sandbox {
         cmd.arg(mode).arg(&sandbox.dir);
         if let Some(schema) = schema {
             cmd.env("OVN_SANDBOX_NB_SCHEMA", schema);
+        }
+        for (name, value) in env {
+            cmd.env(name, value);
         }
         let out = checked(
             &format!("ovn-sandbox {mode}"),
@@ -257,6 +280,15 @@ impl Sandbox {
     pub fn members_url(&self, order: &[usize]) -> String {
         let urls: Vec<String> = order.iter().map(|n| self.member_url(*n)).collect();
         urls.join(",")
+    }
+
+    /// Every member's unix socket, comma-separated in the order `order` gives.
+    pub fn members_unix_url(&self, order: &[usize]) -> String {
+        let socks: Vec<String> = order
+            .iter()
+            .map(|n| format!("unix:{}", self.dir.join(format!("nb{n}.sock")).display()))
+            .collect();
+        socks.join(",")
     }
 
     /// The cluster's leader (1 to 3), waiting for an election to end.
@@ -334,11 +366,10 @@ impl Sandbox {
             // ovn-nbctl gives up when no member leads (an election) or the first one
             // refuses: wait for a leader, and list only running members.
             self.leader()?;
-            let socks: Vec<String> = (1..=self.members.len())
+            let running: Vec<usize> = (1..=self.members.len())
                 .filter(|n| self.dir.join(format!("nb{n}.pid")).exists())
-                .map(|n| format!("unix:{}", self.dir.join(format!("nb{n}.sock")).display()))
                 .collect();
-            socks.join(",")
+            self.members_unix_url(&running)
         };
         let out = Command::new("ovn-nbctl")
             .arg(format!("--db={db}"))
