@@ -75,6 +75,7 @@ impl Live {
             .arg(self.sandbox.nb_unix_url())
             .current_dir(&self.dir)
             .env_remove("WEPOQ_DB")
+            .env_remove("OVN_NB_DB")
             .env("WEPOQ_CACHE_DIR", self.row_cache())
             .stdin(Stdio::null())
             .output()
@@ -402,6 +403,7 @@ fn saved_plans_apply_once_and_are_refused_when_stale() {
             .args(["plan", "--out", "offline.json"])
             .current_dir(&live.dir)
             .env_remove("WEPOQ_DB")
+            .env_remove("OVN_NB_DB")
             .output()
             .unwrap(),
         0,
@@ -444,6 +446,7 @@ fn failures_are_clear_and_change_nothing() {
         .args(["apply", "--auto-approve"])
         .current_dir(&dir)
         .env_remove("WEPOQ_DB")
+        .env_remove("OVN_NB_DB")
         .output()
         .unwrap();
     assert_code(&no_db, 1, "no --db");
@@ -583,6 +586,7 @@ fn killing_apply_leaves_the_nb_before_or_after() {
             .args(["plan", "--json"])
             .current_dir(&live.dir)
             .env_remove("WEPOQ_DB")
+            .env_remove("OVN_NB_DB")
             .output()
             .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
@@ -674,6 +678,7 @@ fn watch_follows_the_spec_and_repairs_drift_until_stopped() {
         ])
         .current_dir(&live.dir)
         .env_remove("WEPOQ_DB")
+        .env_remove("OVN_NB_DB")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::piped())
