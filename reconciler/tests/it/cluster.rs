@@ -361,11 +361,11 @@ async fn the_monitor_resumes_after_a_leader_change_with_only_the_changed_rows() 
     let all = cluster.members_url(&[1, 2, 3]);
     let mut lock = None;
     let v0 = desired(&spec(3, false), &mut lock);
-    // A client slow to come back (3 s between passes over the members, where an election
+    // A client slow to come back (5 s between passes over the members, where an election
     // takes 1 to 2 s): the drift below is made while it is away, for certain.
     let slow = Timeouts {
-        reconnect_min: Duration::from_secs(3),
-        reconnect_max: Duration::from_secs(3),
+        reconnect_min: Duration::from_secs(5),
+        reconnect_max: Duration::from_secs(5),
         ..timeouts()
     };
     let reconciler = Reconciler::connect(&all, slow).await.unwrap();
@@ -390,9 +390,8 @@ async fn the_monitor_resumes_after_a_leader_change_with_only_the_changed_rows() 
         .await
         .unwrap();
 
-    let leader = cluster.leader().unwrap();
-    cluster.kill_member(leader).unwrap();
-    // Drift while the client is away: two ports' addresses changed by hand.
+    // Drift while the client is away: two ports' addresses changed by hand (their OVN names
+    // looked up first, so that only the writes wait for the new leader).
     let ports: Vec<String> = v1.namespaces[0]
         .1
         .iter()
@@ -413,10 +412,12 @@ async fn the_monitor_resumes_after_a_leader_change_with_only_the_changed_rows() 
             .trim()
             .to_owned()
     };
-    for p in &ports {
-        let name = lsp_name(p);
+    let names: Vec<String> = ports.iter().map(|p| lsp_name(p)).collect();
+    let leader = cluster.leader().unwrap();
+    cluster.kill_member(leader).unwrap();
+    for name in &names {
         cluster
-            .nbctl(&["lsp-set-addresses", &name, "00:00:00:00:00:99 10.99.0.1"])
+            .nbctl(&["lsp-set-addresses", name, "00:00:00:00:00:99 10.99.0.1"])
             .unwrap();
     }
     // The monitor resumes on the new leader with the two changed rows only.
