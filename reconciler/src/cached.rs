@@ -19,9 +19,10 @@ use wepoq_compiler::plan::{self, Plan};
 
 use crate::observe::patch::Patcher;
 use crate::observe::{Observed, owner_condition};
-use crate::ovsdb::{Condition, Monitor, MonitorSpec, NB_DB, Schema, Uuid};
+use crate::ovsdb::{Condition, Monitor, MonitorSpec, NB_DB, Schema, SyncStats, Uuid};
 use crate::reconcile::{
-    Applied, Desired, Options, ReconcileError, Reconciler, is_contention, timing,
+    Applied, Desired, Options, ReconcileError, Reconciler, is_connection_loss, is_contention,
+    timing,
 };
 
 /// A connection, a monitor of the owned rows, and the observation derived from it.
@@ -71,6 +72,12 @@ impl CachedReconciler {
         &self.reconciler
     }
 
+    /// How the monitor's copy was filled: after a reconnect to a clustered NB it resumes
+    /// from the last transaction and receives only the rows changed meanwhile.
+    pub fn monitor_stats(&self) -> SyncStats {
+        self.monitor.sync_stats()
+    }
+
     /// Waits until the NB changes something wepoq owns (drift, or another writer).
     pub async fn changed(&mut self) -> Result<(), ReconcileError> {
         Ok(self.monitor.changed().await?)
@@ -106,6 +113,7 @@ impl CachedReconciler {
                     operations: 0,
                     attempts: 1,
                     elapsed: start.elapsed(),
+                    notes: Vec::new(),
                 },
             ));
         }
@@ -122,6 +130,8 @@ impl CachedReconciler {
                 })
                 .collect()
         });
+        let server = self.reconciler.client.current_url();
+        let mut lost = None;
         match self.reconciler.apply_plan(&plan, &self.observed).await {
             Ok(operations) => {
                 let applied = Applied {
@@ -129,11 +139,19 @@ impl CachedReconciler {
                     operations,
                     attempts: 1,
                     elapsed: start.elapsed(),
+                    notes: Vec::new(),
                 };
                 return Ok((plan, applied));
             }
             Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => {
                 timing("cached: the NB moved; a full reconcile follows", start)
+            }
+            // The outcome is unknown (the client is moving to another server): the full
+            // reconcile reads the NB again and says what it found.
+            Err(ReconcileError::Ovsdb(e)) if is_connection_loss(&e) => {
+                lost = Some(format!(
+                    "the connection to {server} was lost after the transaction was sent ({e}): its outcome is unknown, so the NB is read again and planned again"
+                ));
             }
             Err(e) => return Err(e),
         }
@@ -142,6 +160,7 @@ impl CachedReconciler {
             .reconcile(desired, options, |p, attempt| confirm(p, attempt + 1))
             .await?;
         applied.elapsed = start.elapsed();
+        applied.notes.splice(0..0, lost);
         Ok((plan, applied))
     }
 

@@ -4,9 +4,16 @@
 //!
 //! # API
 //!
-//! - [`Client::connect`]`(url, `[`Timeouts`]`) -> Client`: `unix:PATH` or `tcp:HOST:PORT`.
+//! - [`Client::connect_with`]`(&`[`Remotes`]`, Option<&`[`TlsConfig`]`>, `[`Timeouts`]`) -> Client`:
+//!   the remotes as ovn-nbctl's `--db` takes them ([`Remotes::parse`]: `unix:PATH`,
+//!   `tcp:HOST:PORT`, `ssl:HOST:PORT`, comma-separated), TLS files loaded by
+//!   [`TlsConfig::load`]. [`Client::connect`]`(url, timeouts)` is the same without TLS.
 //!   One task owns the connection; handles are cheap clones. It answers the server's
 //!   `echo`, probes an idle server itself, and reconnects with exponential backoff.
+//!   Through `_Server` it keeps to a clustered database's leader (connected, caught up),
+//!   fails over to another member when that changes, and resumes monitors from their last
+//!   transaction ([`Monitor::sync_stats`]); [`Client::current_url`] is the member in use,
+//!   [`Client::cluster_id`] the cluster's id.
 //! - [`Client::schema`]`(db)`, [`Client::nb_schema`]`()`: the latter refuses an
 //!   OVN_Northbound schema outside 7.x with [`Error::SchemaMismatch`] naming what it found.
 //! - [`Client::transact`]`(db, &[Operation]) -> Vec<OpResult>`: one transaction; the first
@@ -34,6 +41,8 @@
 //!
 //! # async fn example() -> Result<(), wepoq_reconciler::ovsdb::Error> {
 //! let client = Client::connect("unix:/tmp/sb/nb.sock", Timeouts::default()).await?;
+//! // A cluster over TLS: Client::connect_with(&Remotes::parse("ssl:10.0.0.1:6641,ssl:10.0.0.2:6641")?,
+//! //     Some(&TlsConfig::load(&TlsFiles { .. })?), Timeouts::default())
 //! client.nb_schema().await?; // refuses anything but OVN_Northbound 7.x
 //! let ports = client.monitor(NB_DB, MonitorSpec::new().table("Logical_Switch_Port", &["name", "addresses"])).await?;
 //! // Logical_Switch_Port is not a root table: insert it with its parent's reference.
@@ -49,6 +58,7 @@
 //! ```
 
 mod client;
+mod cluster;
 mod connection;
 mod error;
 mod frame;
@@ -57,13 +67,14 @@ mod operation;
 mod row;
 mod schema;
 mod target;
+mod tls;
 mod typed;
 mod value;
 
 pub use client::{Client, Stats, Timeouts};
 pub use error::{Error, ErrorClass};
 pub use frame::{FrameDecoder, parse_frame};
-pub use monitor::{Monitor, MonitorSpec, Tables, Touched};
+pub use monitor::{Monitor, MonitorSpec, SyncStats, Tables, Touched};
 pub use operation::{
     Condition, Function, Mutation, Mutator, OpError, OpOutcome, OpResult, Operation, TransactReply,
     WaitUntil,
@@ -72,7 +83,8 @@ pub use row::Row;
 pub use schema::{
     AtomicType, BaseType, ColumnKind, ColumnType, NB_DB, NB_MAJOR, Schema, TableSchema, Version,
 };
-pub use target::Target;
+pub use target::{Remotes, Target};
+pub use tls::{TlsConfig, TlsFiles};
 pub use value::{Atom, Uuid, Value};
 
 /// Drops a large value on a thread of its own. Freeing a 50k-row observation (and the JSON it

@@ -11,7 +11,7 @@ use wepoq_compiler::nb::{self, RowKey};
 use wepoq_compiler::plan::{self, Observed as PlanSource, Plan};
 
 use crate::observe::{self, Conflict, Observed};
-use crate::ovsdb::{self, Client, NB_DB, Schema, Timeouts};
+use crate::ovsdb::{self, Client, NB_DB, Remotes, Schema, Timeouts, TlsConfig};
 use crate::row_cache::RowCache;
 use crate::transaction;
 
@@ -96,6 +96,9 @@ pub struct Applied {
     pub operations: usize,
     pub attempts: usize,
     pub elapsed: Duration,
+    /// What happened on the way that the user should hear of: a connection lost with a
+    /// transaction in flight, and what re-reading the NB found about it.
+    pub notes: Vec<String>,
 }
 
 /// Options of a reconcile.
@@ -105,6 +108,9 @@ pub struct Options {
     pub adopt: bool,
     /// Re-observe and re-plan at most this many times when the NB changes underneath.
     pub attempts: usize,
+    /// Read and plan again at most this many times after losing the connection (a
+    /// clustered NB's leader dying or stepping down); 0 gives up at the first loss.
+    pub reconnects: usize,
 }
 
 impl Default for Options {
@@ -112,6 +118,7 @@ impl Default for Options {
         Options {
             adopt: false,
             attempts: 3,
+            reconnects: 5,
         }
     }
 }
@@ -128,7 +135,17 @@ pub struct Reconciler {
 impl Reconciler {
     /// Connects and refuses an NB whose schema wepoq does not speak.
     pub async fn connect(url: &str, timeouts: Timeouts) -> Result<Reconciler, ReconcileError> {
-        let client = Client::connect(url, timeouts).await?;
+        Reconciler::connect_with(&Remotes::parse(url)?, None, timeouts).await
+    }
+
+    /// [`Reconciler::connect`] to a list of remotes (a cluster's members), with TLS for
+    /// `ssl:` ones: see [`Client::connect_with`].
+    pub async fn connect_with(
+        remotes: &Remotes,
+        tls: Option<&TlsConfig>,
+        timeouts: Timeouts,
+    ) -> Result<Reconciler, ReconcileError> {
+        let client = Client::connect_with(remotes, tls, timeouts).await?;
         let schema = client.nb_schema().await?;
         Ok(Reconciler {
             client,
@@ -144,10 +161,17 @@ impl Reconciler {
         self
     }
 
-    fn row_cache(&self, owners: &[String]) -> Option<RowCache> {
+    /// The row cache of `owners`, if there is a cache directory. It is keyed by the NB's
+    /// identity: its cluster id when it is clustered (whichever member answers, in whatever
+    /// order the members are listed), else the remotes as given.
+    pub fn row_cache(&self, owners: &[String]) -> Option<RowCache> {
+        let identity = match self.client.cluster_id(NB_DB) {
+            Some(cid) => format!("cid:{}", cid.as_str()),
+            None => self.client.url().to_owned(),
+        };
         self.cache_dir
             .as_deref()
-            .map(|dir| RowCache::new(dir, self.client.url(), owners, &self.schema))
+            .map(|dir| RowCache::new(dir, &identity, owners, &self.schema))
     }
 
     /// The NB schema, as checked at connect.
@@ -270,8 +294,11 @@ impl Reconciler {
         Ok(ops.len())
     }
 
-    /// Observe, plan, and apply; on a concurrent change, again from the top. `confirm` sees
-    /// each plan before it is applied and may refuse it (returns false).
+    /// Observe, plan, and apply; on a concurrent change, again from the top. A connection
+    /// lost while the transaction was in flight leaves its outcome unknown: the NB is read
+    /// again (from whichever server the client moved to) and planned again, which the
+    /// guards make safe, and [`Applied::notes`] says what happened. `confirm` sees each
+    /// plan before it is applied and may refuse it (returns false).
     pub async fn reconcile(
         &self,
         desired: &Desired,
@@ -279,25 +306,52 @@ impl Reconciler {
         mut confirm: impl FnMut(&Plan, usize) -> bool,
     ) -> Result<(Plan, Applied), ReconcileError> {
         let start = Instant::now();
-        for attempt in 1..=options.attempts.max(1) {
+        let mut notes = Vec::new();
+        let mut in_doubt = false;
+        let (mut attempt, mut contended, mut losses) = (0, 0, 0);
+        loop {
+            attempt += 1;
             let phase = Instant::now();
             // A retry reads every row: whatever made the guards fail, a cache file that is
             // wrong in a way its checks miss cannot make it fail again.
-            let observed = self.observe_with(desired, options, attempt == 1).await?;
+            let observed = match self.observe_with(desired, options, attempt == 1).await {
+                Err(ReconcileError::Ovsdb(e)) if is_connection_loss(&e) => {
+                    losses += 1;
+                    if losses > options.reconnects {
+                        return Err(ReconcileError::Ovsdb(e));
+                    }
+                    notes.push(format!(
+                        "the connection was lost while reading the NB ({e}); reading it again"
+                    ));
+                    continue;
+                }
+                other => other?,
+            };
             timing("observe", phase);
             let phase = Instant::now();
             let plan = Reconciler::plan(desired, &observed);
             timing("plan", phase);
+            if in_doubt {
+                in_doubt = false;
+                let server = self.client.current_url();
+                notes.push(if plan.changes.is_empty() {
+                    format!("read again from {server}: the transaction had committed; nothing is left to do")
+                } else {
+                    format!("read again from {server}: the transaction had not committed; applying the new plan ({} changes)", plan.changes.len())
+                });
+            }
             if !plan.changes.is_empty() && !confirm(&plan, attempt) {
                 let applied = Applied {
                     summary: plan::Summary::default(),
                     operations: 0,
                     attempts: attempt,
                     elapsed: start.elapsed(),
+                    notes,
                 };
                 return Ok((plan, applied));
             }
             let phase = Instant::now();
+            let server = self.client.current_url();
             let result = self.apply_plan(&plan, &observed).await;
             timing("apply", phase);
             observed.free_in_background();
@@ -308,16 +362,31 @@ impl Reconciler {
                         operations,
                         attempts: attempt,
                         elapsed: start.elapsed(),
+                        notes,
                     };
                     return Ok((plan, applied));
                 }
-                Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => continue,
+                Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => {
+                    contended += 1;
+                    if contended >= options.attempts.max(1) {
+                        return Err(ReconcileError::Contended {
+                            attempts: contended,
+                        });
+                    }
+                }
+                Err(ReconcileError::Ovsdb(e)) if is_connection_loss(&e) => {
+                    losses += 1;
+                    if losses > options.reconnects {
+                        return Err(ReconcileError::Ovsdb(e));
+                    }
+                    notes.push(format!(
+                        "the connection to {server} was lost after the transaction was sent ({e}): its outcome is unknown, so the NB is read again and planned again"
+                    ));
+                    in_doubt = true;
+                }
                 Err(e) => return Err(e),
             }
         }
-        Err(ReconcileError::Contended {
-            attempts: options.attempts,
-        })
     }
 
     /// Applies a saved plan: refused as stale unless the NB still holds exactly what the plan
@@ -362,6 +431,7 @@ impl Reconciler {
                 operations,
                 attempts: 1,
                 elapsed: start.elapsed(),
+                notes: Vec::new(),
             }),
             Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => Err(ReconcileError::Stale {
                 changed: vec!["the NB changed while the plan was being applied".into()],
@@ -378,6 +448,20 @@ pub(crate) fn timing(phase: &str, since: Instant) {
             "wepoq: {phase} took {:.1} ms",
             since.elapsed().as_secs_f64() * 1e3
         );
+    }
+}
+
+/// The connection went away (or the server stopped answering) under a request: the
+/// client reconnects by itself, and a transaction's outcome is unknown.
+pub(crate) fn is_connection_loss(e: &ovsdb::Error) -> bool {
+    match e {
+        ovsdb::Error::ConnectionLost { .. } | ovsdb::Error::Timeout { .. } => true,
+        // A clustered server that lost its leadership with the transaction in hand
+        // ("cluster error": "lost leadership", "not leader"): the client moves on.
+        ovsdb::Error::CommitFailed { error, .. } | ovsdb::Error::OpFailed { error, .. } => {
+            error == "cluster error"
+        }
+        _ => false,
     }
 }
 

@@ -9,7 +9,7 @@
 //! trusted that the server did not confirm in this run: a stale, foreign or damaged file
 //! costs a full read, never a wrong plan.
 //!
-//! One file per NB address and owner set, under `$WEPOQ_CACHE_DIR`, else
+//! One file per NB and owner set, under `$WEPOQ_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/wepoq`, else `~/.cache/wepoq` (directory 0700, files 0600: they hold
 //! what the NB holds). Files not written for 30 days are removed when another is written.
 
@@ -29,7 +29,8 @@ pub use codec::CachedRow;
 use crate::observe::hex;
 use crate::ovsdb::{self, Schema};
 
-/// Where the cached rows of one NB address and owner set live.
+/// Where the cached rows of one NB and owner set live. The NB is named by its identity:
+/// a clustered NB's cluster id (the same whichever member answers), else its address.
 #[derive(Debug, Clone)]
 pub struct RowCache {
     path: PathBuf,
@@ -38,7 +39,8 @@ pub struct RowCache {
 }
 
 impl RowCache {
-    /// The cache of `owners`' rows in the NB at `url`, in `dir`.
+    /// The cache of `owners`' rows in the NB named `url` (its identity: see
+    /// `Reconciler::row_cache`), in `dir`.
     pub fn new(dir: &Path, url: &str, owners: &[String], schema: &Schema) -> RowCache {
         let v = schema.version;
         let columns: Vec<String> = Table::ALL

@@ -1,7 +1,10 @@
 //! Throwaway OVN sandboxes for tests and benches, driving `scripts/ovn-sandbox`
 //!
-//! [`Sandbox::nb_only`] starts just an NB ovsdb-server; [`Sandbox::data_plane`] starts a
-//! whole OVN on the userspace datapath and can put endpoints in network namespaces.
+//! [`Sandbox::nb_only`] starts just an NB ovsdb-server; [`Sandbox::nb_cluster`] a
+//! three-member clustered NB on loopback (whose members tests kill and restart);
+//! [`Sandbox::nb_ssl`] an NB that speaks only TLS, with certificates made for it;
+//! [`Sandbox::data_plane`] starts a whole OVN on the userspace datapath and can put
+//! endpoints in network namespaces.
 //! Each sandbox lives in a fresh temporary directory with its own sockets, pidfiles, logs
 //! and `OVS_RUNDIR`, and its namespace and interface names carry an id derived from that
 //! directory, so sandboxes run side by side (tests run in parallel). Drop stops the
@@ -26,6 +29,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum Component {
     /// ovsdb-server and the OVN NB schema.
     NbServer,
+    /// A three-member NB cluster: also `ovsdb-client` and `ss` (free Raft ports).
+    NbCluster,
+    /// An NB over TLS: also `openssl` (the certificates).
+    NbSsl,
     /// The whole OVN data plane: northd, ovs-vswitchd, ovn-controller, network namespaces,
     /// plus `dig` and `python3` to talk through it.
     DataPlane,
@@ -56,6 +63,11 @@ fn missing(component: Component) -> Vec<String> {
         };
     }
     let mut programs = vec!["ovsdb-server", "ovsdb-tool", "ovs-appctl", "ovn-nbctl"];
+    match component {
+        Component::NbCluster => programs.extend(["ovsdb-client", "ss"]),
+        Component::NbSsl => programs.push("openssl"),
+        _ => {}
+    }
     if component == Component::DataPlane {
         programs.extend([
             "ovn-northd",
@@ -98,7 +110,7 @@ pub fn require(component: Component) -> Option<()> {
     let reason = format!("{component:?} needs {}", missing.join(", "));
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!(
-            "CI=true but {reason}: install ovn-central ovn-host openvswitch-switch iproute2 ethtool"
+            "CI=true but {reason}: install ovn-central ovn-host openvswitch-switch iproute2 ethtool openssl"
         );
     }
     // Straight to stderr: libtest captures eprintln! of passing tests, and a skip should
@@ -120,6 +132,8 @@ pub struct Sandbox {
     dir: PathBuf,
     full: bool,
     nb_tcp_port: u16,
+    /// The members' client ports of a cluster sandbox (member `n` at index `n - 1`).
+    members: Vec<u16>,
     children: Mutex<Vec<Child>>,
 }
 
@@ -174,6 +188,41 @@ impl Sandbox {
         Sandbox::start("up", None)
     }
 
+    /// A three-member clustered NB (members 1 to 3), each listening on its own tcp port.
+    pub fn nb_cluster() -> io::Result<Sandbox> {
+        Sandbox::start("cluster", None)
+    }
+
+    /// [`Sandbox::nb_cluster`] with another Raft election timer (OVS's default is 1 s). A
+    /// leader busy committing one very large transaction sends no heartbeats meanwhile:
+    /// past the timer the followers elect another, and the transaction is lost with its
+    /// leader. Deployments with big NBs raise it; so do benchmarks of 50k rows.
+    pub fn nb_cluster_with_election_timer(ms: u64) -> io::Result<Sandbox> {
+        Sandbox::start_with(
+            "cluster",
+            None,
+            &[("OVN_SANDBOX_ELECTION_TIMER", ms.to_string())],
+        )
+    }
+
+    /// An NB whose tcp port speaks TLS only (mutual: clients need a certificate). The
+    /// certificates are in [`Sandbox::pki`].
+    pub fn nb_ssl() -> io::Result<Sandbox> {
+        Sandbox::start("ssl", None)
+    }
+
+    /// [`require`] then [`Sandbox::nb_cluster`]; panics if the cluster fails to start.
+    pub fn nb_cluster_or_skip() -> Option<Sandbox> {
+        require(Component::NbCluster)?;
+        Some(Sandbox::nb_cluster().expect("start NB cluster sandbox"))
+    }
+
+    /// [`require`] then [`Sandbox::nb_ssl`]; panics if the server fails to start.
+    pub fn nb_ssl_or_skip() -> Option<Sandbox> {
+        require(Component::NbSsl)?;
+        Some(Sandbox::nb_ssl().expect("start NB ssl sandbox"))
+    }
+
     /// [`require`] then [`Sandbox::nb_only`]; panics if the server fails to start.
     pub fn nb_only_or_skip() -> Option<Sandbox> {
         require(Component::NbServer)?;
@@ -187,11 +236,20 @@ impl Sandbox {
     }
 
     fn start(mode: &str, schema: Option<&Path>) -> io::Result<Sandbox> {
+        Sandbox::start_with(mode, schema, &[])
+    }
+
+    fn start_with(
+        mode: &str,
+        schema: Option<&Path>,
+        env: &[(&str, String)],
+    ) -> io::Result<Sandbox> {
         let dir = fresh_dir()?;
         let mut sandbox = Sandbox {
             dir,
             full: mode == "up",
             nb_tcp_port: 0,
+            members: Vec::new(),
             children: Mutex::default(),
         };
         // From here on Drop cleans up whatever the script managed to start.
@@ -200,12 +258,86 @@ impl Sandbox {
         if let Some(schema) = schema {
             cmd.env("OVN_SANDBOX_NB_SCHEMA", schema);
         }
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
         let out = checked(
             &format!("ovn-sandbox {mode}"),
             cmd.stderr(Stdio::piped()).output()?,
         )?;
-        sandbox.nb_tcp_port = parse_port(&out.stdout)?;
+        sandbox.read_ports(&out.stdout)?;
         Ok(sandbox)
+    }
+
+    fn read_ports(&mut self, stdout: &[u8]) -> io::Result<()> {
+        if let Some(members) = env_value(stdout, "OVN_SANDBOX_NB_MEMBERS") {
+            self.members = members
+                .split(',')
+                .map(|m| m.rsplit(':').next().and_then(|p| p.parse().ok()))
+                .collect::<Option<_>>()
+                .ok_or_else(|| io::Error::other(format!("bad member list {members}")))?;
+            return Ok(());
+        }
+        let port = env_value(stdout, "OVN_SANDBOX_NB_TCP_PORT")
+            .or_else(|| env_value(stdout, "OVN_SANDBOX_NB_SSL_PORT"));
+        self.nb_tcp_port = port.and_then(|p| p.parse().ok()).ok_or_else(|| {
+            io::Error::other(format!(
+                "no NB port in ovn-sandbox output: {}",
+                String::from_utf8_lossy(stdout)
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// `tcp:127.0.0.1:PORT` of cluster member `n` (1 to 3).
+    pub fn member_url(&self, n: usize) -> String {
+        format!("tcp:127.0.0.1:{}", self.members[n - 1])
+    }
+
+    /// Every member, comma-separated in the order `order` gives (as `--db` takes them).
+    pub fn members_url(&self, order: &[usize]) -> String {
+        let urls: Vec<String> = order.iter().map(|n| self.member_url(*n)).collect();
+        urls.join(",")
+    }
+
+    /// Every member's unix socket, comma-separated in the order `order` gives.
+    pub fn members_unix_url(&self, order: &[usize]) -> String {
+        let socks: Vec<String> = order
+            .iter()
+            .map(|n| format!("unix:{}", self.dir.join(format!("nb{n}.sock")).display()))
+            .collect();
+        socks.join(",")
+    }
+
+    /// The cluster's leader (1 to 3), waiting for an election to end.
+    pub fn leader(&self) -> io::Result<usize> {
+        let out = self.run_script(&["leader"])?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::other("ovn-sandbox leader printed no number"))
+    }
+
+    /// Kills member `n` with SIGKILL: a crash, no goodbye to the others.
+    pub fn kill_member(&self, n: usize) -> io::Result<()> {
+        self.run_script(&["kill-member", &n.to_string()]).map(drop)
+    }
+
+    /// Starts member `n` again on its database; its client port is new.
+    pub fn start_member(&mut self, n: usize) -> io::Result<()> {
+        let out = self.run_script(&["start-member", &n.to_string()])?;
+        self.read_ports(&out.stdout)
+    }
+
+    /// `ssl:127.0.0.1:PORT` of an ssl sandbox.
+    pub fn nb_ssl_url(&self) -> String {
+        format!("ssl:{}", self.nb_tcp_addr())
+    }
+
+    /// A file the ssl sandbox made: `ca-cert.pem`, `client-privkey.pem`,
+    /// `client-cert.pem`, `other-ca-cert.pem`, `other-client-*.pem`, `expired-client-*.pem`.
+    pub fn pki(&self, file: &str) -> PathBuf {
+        self.dir.join("pki").join(file)
     }
 
     fn run_script(&self, args: &[&str]) -> io::Result<Output> {
@@ -262,10 +394,22 @@ impl Sandbox {
             .ok_or_else(|| io::Error::other("ovn-sandbox env printed no WEPOQ_OVS_NETNS"))
     }
 
-    /// Runs `ovn-nbctl --db=unix:... ARGS` and returns its stdout; an error carries stderr.
+    /// Runs `ovn-nbctl --db=unix:... ARGS` (every member's socket in a cluster) and
+    /// returns its stdout; an error carries stderr.
     pub fn nbctl(&self, args: &[&str]) -> io::Result<String> {
+        let db = if self.members.is_empty() {
+            self.nb_unix_url()
+        } else {
+            // ovn-nbctl gives up when no member leads (an election) or the first one
+            // refuses: wait for a leader, and list only running members.
+            self.leader()?;
+            let running: Vec<usize> = (1..=self.members.len())
+                .filter(|n| self.dir.join(format!("nb{n}.pid")).exists())
+                .collect();
+            self.members_unix_url(&running)
+        };
         let out = Command::new("ovn-nbctl")
-            .arg(format!("--db={}", self.nb_unix_url()))
+            .arg(format!("--db={db}"))
             .args(args)
             .output()?;
         let out = checked(&format!("ovn-nbctl {}", args.join(" ")), out)?;
@@ -281,8 +425,7 @@ impl Sandbox {
     /// new.
     pub fn start_nb(&mut self) -> io::Result<()> {
         let out = self.run_script(&["nb"])?;
-        self.nb_tcp_port = parse_port(&out.stdout)?;
-        Ok(())
+        self.read_ports(&out.stdout)
     }
 
     /// Creates a network namespace with a veth pair: `eth0` inside gets `mac`, `ip_cidr`
@@ -346,16 +489,12 @@ impl Sandbox {
     }
 }
 
-fn parse_port(stdout: &[u8]) -> io::Result<u16> {
+/// The value of an `export NAME='VALUE'` line the script printed.
+fn env_value(stdout: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(stdout);
+    let prefix = format!("export {name}='");
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix("export OVN_SANDBOX_NB_TCP_PORT='")?
-                .strip_suffix('\'')?
-                .parse()
-                .ok()
-        })
-        .ok_or_else(|| io::Error::other(format!("no NB tcp port in ovn-sandbox output: {text}")))
+        .find_map(|l| Some(l.strip_prefix(&prefix)?.strip_suffix('\'')?.to_owned()))
 }
 
 impl Drop for Sandbox {

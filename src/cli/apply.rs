@@ -101,7 +101,7 @@ fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
         let reconciler = live::connect(&args.db).await?;
         let mut confirm = |plan: &Plan, attempt: usize| {
             if attempt > 1 {
-                eprintln!("note: the NB changed while planning; planned again (attempt {attempt})");
+                eprintln!("note: the NB was read again and planned again (attempt {attempt})");
             }
             asked.set(true);
             print!("{}", render::human(&containers.shown(plan), stdout_color()));
@@ -110,7 +110,7 @@ fn apply_specs(args: &ApplyArgs) -> Result<Applied, ()> {
             }
             match live::confirm(&format!(
                 "Apply these changes to {}?",
-                args.db.db.as_deref().unwrap_or("the NB")
+                args.db.remotes_text().unwrap_or_else(|| "the NB".into())
             )) {
                 Ok(yes) => yes,
                 Err(e) => {
@@ -190,7 +190,7 @@ fn apply_saved(args: &ApplyArgs, path: &Path) -> Result<Applied, ()> {
     if !plan.summary().is_empty() && !args.auto_approve {
         match live::confirm(&format!(
             "Apply this saved plan to {}?",
-            args.db.db.as_deref().unwrap_or("the NB")
+            args.db.remotes_text().unwrap_or_else(|| "the NB".into())
         )) {
             Ok(true) => {}
             Ok(false) => refused = Some("not applied: the answer was not 'yes'".to_string()),
@@ -234,6 +234,7 @@ fn finish(
 ) -> Result<Applied, ()> {
     match outcome {
         Ok((plan, applied)) => {
+            live::print_notes(&applied.notes);
             if plan.summary().is_empty() {
                 println!("\nNo changes: the NB and the containers already match the spec.");
                 return Ok(applied);

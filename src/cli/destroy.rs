@@ -86,12 +86,14 @@ pub fn run(args: &DestroyArgs) -> ExitCode {
         }
         let rows = match reconciler.apply_plan(&plan, &observed).await {
             Ok(_) => plan.summary().destroy - containers.changes.len(),
-            // Someone moved the NB meanwhile: plan again from a fresh read.
-            Err(ReconcileError::Ovsdb(e)) if is_contention(&e) => {
+            // Someone moved the NB meanwhile, or the connection went with the outcome
+            // unknown (a leader change): plan again from a fresh read, as apply does.
+            Err(e) if e.is_retryable() || matches!(&e, ReconcileError::Ovsdb(o) if is_contention(o)) => {
                 let (_, applied) = reconciler
                     .reconcile(&desired, Options::default(), |_, _| true)
                     .await
                     .map_err(Err)?;
+                live::print_notes(&applied.notes);
                 applied.summary.destroy
             }
             Err(e) => return Err(Err(e)),

@@ -2,20 +2,33 @@
 //! compilation into desired rows, asking for confirmation, and explaining failures.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use wepoq_compiler::Compiled;
-use wepoq_reconciler::ovsdb::{self, Timeouts};
+use wepoq_reconciler::ovsdb::{self, Remotes, Timeouts, TlsConfig, TlsFiles};
 use wepoq_reconciler::reconcile::{Desired, ReconcileError, Reconciler};
 use wepoq_reconciler::row_cache::RowCache;
 
-/// Where the OVN Northbound database is.
+/// Where the OVN Northbound database is, and how to authenticate to it.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// The NB: `unix:PATH` or `tcp:HOST:PORT` (default: $WEPOQ_DB)
-    #[arg(long, env = "WEPOQ_DB", value_name = "URL")]
+    /// The NB: `unix:PATH`, `tcp:HOST:PORT`, `ssl:HOST:PORT`, or a comma-separated list of
+    /// them (the members of a clustered NB: the leader is found and followed) (default:
+    /// $WEPOQ_DB, else $OVN_NB_DB)
+    #[arg(long, env = "WEPOQ_DB", value_name = "URLS")]
     pub db: Option<String>,
+    /// Private key for `ssl:` remotes (PEM) [env: WEPOQ_PRIVATE_KEY]
+    #[arg(long, env = "WEPOQ_PRIVATE_KEY", value_name = "FILE", hide_env = true)]
+    pub private_key: Option<PathBuf>,
+    /// Certificate for that key (PEM), signed by the CA the NB trusts [env: WEPOQ_CERTIFICATE]
+    #[arg(long, env = "WEPOQ_CERTIFICATE", value_name = "FILE", hide_env = true)]
+    pub certificate: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the NB's certificate; the chain is checked, not
+    /// the host name, as OVS does [env: WEPOQ_CA_CERT]
+    #[arg(long, env = "WEPOQ_CA_CERT", value_name = "FILE", hide_env = true)]
+    pub ca_cert: Option<PathBuf>,
     /// Time limit for each request to the NB, e.g. 30s
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -38,8 +51,33 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime starts")
 }
 
+impl DbArgs {
+    /// `--db`, else $WEPOQ_DB (both through clap), else $OVN_NB_DB, which OVN users
+    /// already set for ovn-nbctl.
+    pub fn remotes_text(&self) -> Option<String> {
+        self.db
+            .clone()
+            .or_else(|| std::env::var("OVN_NB_DB").ok().filter(|v| !v.is_empty()))
+    }
+
+    fn tls(&self, remotes: &Remotes) -> Result<Option<TlsConfig>, ovsdb::Error> {
+        let files = TlsFiles {
+            private_key: self.private_key.clone(),
+            certificate: self.certificate.clone(),
+            ca_cert: self.ca_cert.clone(),
+        };
+        // TLS files given for plain remotes are not an error (the environment may hold
+        // them for other commands); they are just not used.
+        if !remotes.needs_tls() {
+            return Ok(None);
+        }
+        TlsConfig::load(&files).map(Some)
+    }
+}
+
 pub async fn connect(db: &DbArgs) -> Result<Reconciler, ReconcileError> {
-    let url = db.db.as_deref().unwrap_or_default();
+    let remotes = Remotes::parse(&db.remotes_text().unwrap_or_default())?;
+    let tls = db.tls(&remotes)?;
     let timeouts = Timeouts {
         connect: db.timeout.min(Duration::from_secs(10)),
         request: db.timeout,
@@ -50,7 +88,7 @@ pub async fn connect(db: &DbArgs) -> Result<Reconciler, ReconcileError> {
     } else {
         RowCache::default_dir()
     };
-    Ok(Reconciler::connect(url, timeouts)
+    Ok(Reconciler::connect_with(&remotes, tls.as_ref(), timeouts)
         .await?
         .with_row_cache(cache_dir))
 }
@@ -85,9 +123,16 @@ pub fn confirm(question: &str) -> Result<bool, String> {
     Ok(answer.trim() == "yes")
 }
 
+/// Prints what a reconcile had to say about the way (a lost connection, a failover).
+pub fn print_notes(notes: &[String]) {
+    for note in notes {
+        println!("note: {note}");
+    }
+}
+
 /// Prints an error with what to do about it.
 pub fn report(error: &ReconcileError, db: &DbArgs) {
-    let no_db = db.db.is_none()
+    let no_db = db.remotes_text().is_none()
         && matches!(
             error,
             ReconcileError::Ovsdb(ovsdb::Error::InvalidUrl { .. })
@@ -98,7 +143,13 @@ pub fn report(error: &ReconcileError, db: &DbArgs) {
         eprintln!("error: {error}");
     }
     let help = match error {
-        _ if no_db => Some("name the NB with --db unix:PATH or --db tcp:HOST:PORT, or set WEPOQ_DB".to_string()),
+        _ if no_db => Some("name the NB with --db unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT (a comma-separated list for a cluster), or set WEPOQ_DB or OVN_NB_DB".to_string()),
+        ReconcileError::Ovsdb(ovsdb::Error::Tls { .. } | ovsdb::Error::TlsMissing { .. } | ovsdb::Error::TlsConfig { .. }) => {
+            Some("ssl: remotes need --private-key and --certificate (signed by the CA the NB trusts) and --ca-cert (the CA that signed the NB's certificate); also $WEPOQ_PRIVATE_KEY, $WEPOQ_CERTIFICATE, $WEPOQ_CA_CERT".to_string())
+        }
+        ReconcileError::Ovsdb(ovsdb::Error::NoUsableServer { .. }) => {
+            Some("a clustered NB serves writes from its leader only: list every member in --db, and check that a majority of them is up (`ovs-appctl -t ... cluster/status OVN_Northbound`)".to_string())
+        }
         ReconcileError::Ovsdb(ovsdb::Error::Connect { .. } | ovsdb::Error::InvalidUrl { .. }) => {
             Some("is ovsdb-server running with the OVN NB there? `scripts/ovn-sandbox nb DIR` starts one".to_string())
         }
@@ -112,7 +163,15 @@ pub fn report(error: &ReconcileError, db: &DbArgs) {
     if let Some(help) = help {
         eprintln!("help: {help}");
     }
-    if error.is_retryable() {
+    let lost = matches!(
+        error,
+        ReconcileError::Ovsdb(ovsdb::Error::ConnectionLost { .. } | ovsdb::Error::Timeout { .. })
+    );
+    if lost {
+        eprintln!(
+            "note: if a transaction was in flight, its outcome is unknown: the NB holds the state before or after it, never between; run the command again"
+        );
+    } else if error.is_retryable() {
         eprintln!("note: this error is transient; nothing was changed");
     } else {
         eprintln!("note: nothing was changed");

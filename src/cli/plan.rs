@@ -41,7 +41,7 @@ pub fn run(args: &PlanArgs) -> ExitCode {
     let Ok(mut loaded) = load(&args.spec) else {
         return ExitCode::FAILURE;
     };
-    let plan = if args.db.db.is_some() {
+    let plan = if args.db.remotes_text().is_some() {
         let result = live::runtime().block_on(async {
             let containers = containers::plan(&loaded.compiled, &args.docker, args.adopt)
                 .await

@@ -82,7 +82,7 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
         println!(
             "Watching {} and {} ({} owned rows read in {} ms); Ctrl-C stops.",
             args.spec.specs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-            args.db.db.as_deref().unwrap_or("the NB"),
+            args.db.remotes_text().unwrap_or_else(|| "the NB".into()),
             cached.observed().rows.values().map(Vec::len).sum::<usize>(),
             started.elapsed().as_millis()
         );
@@ -155,6 +155,9 @@ async fn round(
             true
         })
         .await;
+    if let Ok((_, applied)) = &result {
+        live::print_notes(&applied.notes);
+    }
     match result {
         Ok((plan, applied)) if !plan.changes.is_empty() => {
             let s = applied.summary;

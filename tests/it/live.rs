@@ -29,7 +29,11 @@ struct Live {
 impl Live {
     /// An NB server and a working directory holding a copy of an example.
     fn start(example: &str) -> Option<Live> {
-        let sandbox = Sandbox::nb_only_or_skip()?;
+        Some(Live::with(Sandbox::nb_only_or_skip()?, example))
+    }
+
+    /// A working directory holding a copy of an example, next to `sandbox`.
+    fn with(sandbox: Sandbox, example: &str) -> Live {
         let dir = temp_dir(&format!("live-{example}"));
         // The NB alone: the example's containers (tests/it/containers.rs) are left out.
         std::fs::write(dir.join("wepoq.yaml"), example_without_containers(example)).unwrap();
@@ -38,7 +42,30 @@ impl Live {
             dir.join("wepoq.lock"),
         )
         .unwrap();
-        Some(Live { sandbox, dir })
+        Live { sandbox, dir }
+    }
+
+    /// `wepoq ARGS` with no NB named by the environment (the arguments name it).
+    fn wepoq_bare(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wepoq"));
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .env("WEPOQ_CACHE_DIR", self.row_cache())
+            .stdin(Stdio::null());
+        for var in [
+            "WEPOQ_DB",
+            "OVN_NB_DB",
+            "WEPOQ_PRIVATE_KEY",
+            "WEPOQ_CERTIFICATE",
+            "WEPOQ_CA_CERT",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
     }
 
     fn wepoq(&self, args: &[&str]) -> Output {
@@ -48,6 +75,7 @@ impl Live {
             .arg(self.sandbox.nb_unix_url())
             .current_dir(&self.dir)
             .env_remove("WEPOQ_DB")
+            .env_remove("OVN_NB_DB")
             .env("WEPOQ_CACHE_DIR", self.row_cache())
             .stdin(Stdio::null())
             .output()
@@ -375,6 +403,7 @@ fn saved_plans_apply_once_and_are_refused_when_stale() {
             .args(["plan", "--out", "offline.json"])
             .current_dir(&live.dir)
             .env_remove("WEPOQ_DB")
+            .env_remove("OVN_NB_DB")
             .output()
             .unwrap(),
         0,
@@ -417,6 +446,7 @@ fn failures_are_clear_and_change_nothing() {
         .args(["apply", "--auto-approve"])
         .current_dir(&dir)
         .env_remove("WEPOQ_DB")
+        .env_remove("OVN_NB_DB")
         .output()
         .unwrap();
     assert_code(&no_db, 1, "no --db");
@@ -556,6 +586,7 @@ fn killing_apply_leaves_the_nb_before_or_after() {
             .args(["plan", "--json"])
             .current_dir(&live.dir)
             .env_remove("WEPOQ_DB")
+            .env_remove("OVN_NB_DB")
             .output()
             .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
@@ -647,6 +678,7 @@ fn watch_follows_the_spec_and_repairs_drift_until_stopped() {
         ])
         .current_dir(&live.dir)
         .env_remove("WEPOQ_DB")
+        .env_remove("OVN_NB_DB")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::piped())
@@ -716,4 +748,152 @@ fn watch_follows_the_spec_and_repairs_drift_until_stopped() {
         "the broken spec was reported:\n{stderr}"
     );
     assert!(log_text().contains("Stopped."), "{}", log_text());
+}
+
+#[test]
+fn mutual_tls_works_and_each_refusal_says_why_and_changes_nothing() {
+    let Some(sandbox) = Sandbox::nb_ssl_or_skip() else {
+        return;
+    };
+    let live = Live::with(sandbox, "ovn-vote");
+    let ssl = live.sandbox.nb_ssl_url();
+    let pki = |f: &str| live.sandbox.pki(f).display().to_string();
+    let (key, cert, ca) = (
+        pki("client-privkey.pem"),
+        pki("client-cert.pem"),
+        pki("ca-cert.pem"),
+    );
+    let refusals: [(&str, Vec<String>, &str); 5] = [
+        (
+            "a server certificate from another CA",
+            vec![
+                "--private-key".into(),
+                key.clone(),
+                "--certificate".into(),
+                cert.clone(),
+                "--ca-cert".into(),
+                pki("other-ca-cert.pem"),
+            ],
+            "the server's certificate is not signed by the CA in --ca-cert",
+        ),
+        (
+            "a client without a certificate",
+            vec!["--ca-cert".into(), ca.clone()],
+            "the server requires a client certificate",
+        ),
+        (
+            "a client certificate from another CA",
+            vec![
+                "--private-key".into(),
+                pki("other-client-privkey.pem"),
+                "--certificate".into(),
+                pki("other-client-cert.pem"),
+                "--ca-cert".into(),
+                ca.clone(),
+            ],
+            "the server does not trust our certificate",
+        ),
+        (
+            "an expired client certificate",
+            vec![
+                "--private-key".into(),
+                pki("expired-client-privkey.pem"),
+                "--certificate".into(),
+                pki("expired-client-cert.pem"),
+                "--ca-cert".into(),
+                ca.clone(),
+            ],
+            "it has expired",
+        ),
+        (
+            "a plain tcp: client at the ssl: port",
+            vec!["--db".into(), live.sandbox.nb_tcp_url()],
+            "if it listens with pssl:",
+        ),
+    ];
+    for (what, flags, says) in refusals {
+        let mut args = vec!["apply", "--auto-approve"];
+        if !flags.iter().any(|f| f == "--db") {
+            args.extend(["--db", &ssl]);
+        }
+        args.extend(flags.iter().map(String::as_str));
+        let out = live.wepoq_bare(&args);
+        assert_code(&out, 1, what);
+        assert!(text(&out).contains(says), "{what}: {}", text(&out));
+        assert_eq!(live.owned_count(), 0, "{what}: something was written");
+    }
+
+    // The files from the environment, as ovn-nbctl users keep them.
+    let applied = live
+        .command(&["apply", "--auto-approve", "--db", &ssl])
+        .env("WEPOQ_PRIVATE_KEY", &key)
+        .env("WEPOQ_CERTIFICATE", &cert)
+        .env("WEPOQ_CA_CERT", &ca)
+        .output()
+        .unwrap();
+    assert_code(&applied, 0, "mutual TLS");
+    assert_eq!(live.owned_count(), 113);
+    let plan = live.wepoq_bare(&[
+        "plan",
+        "--detailed-exitcode",
+        "--db",
+        &ssl,
+        "--private-key",
+        &key,
+        "--certificate",
+        &cert,
+        "--ca-cert",
+        &ca,
+    ]);
+    assert_code(&plan, 0, "nothing left to do over TLS");
+}
+
+#[test]
+fn a_clustered_nb_is_followed_across_a_leader_change_by_apply_and_watch() {
+    let Some(sandbox) = Sandbox::nb_cluster_or_skip() else {
+        return;
+    };
+    // The members as OVN users list them in OVN_NB_DB; a follower first.
+    let leader = sandbox.leader().unwrap();
+    let mut order: Vec<usize> = (1..=3).filter(|n| *n != leader).collect();
+    order.push(leader);
+    let all = sandbox.members_url(&order);
+    let mut live = Live::with(sandbox, "ovn-vote");
+    let applied = live
+        .command(&["apply", "--auto-approve"])
+        .env("OVN_NB_DB", &all)
+        .output()
+        .unwrap();
+    assert_code(&applied, 0, "apply through OVN_NB_DB");
+    assert_eq!(live.owned_count(), 113);
+
+    let log = live.dir.join("watch.log");
+    let mut child = live
+        .command(&["apply", "--watch", "--auto-approve", "--db", &all])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("the watcher starts", || log_text().contains("Watching"));
+
+    // The leader dies; drift made meanwhile is repaired through the new leader.
+    live.sandbox.kill_member(leader).unwrap();
+    live.nbctl(&["lsp-del", "c1.cli.vote.ovn-vote.ns"]);
+    eventually("the drift is repaired after the leader change", || {
+        live.owned_count() == 113
+    });
+    assert!(log_text().contains("Repaired drift"), "{}", log_text());
+    let plan = live.wepoq_bare(&["plan", "--detailed-exitcode", "--db", &all]);
+    assert_code(&plan, 0, "nothing left to do");
+
+    live.sandbox.start_member(leader).unwrap();
+    let destroyed = live.wepoq_bare(&["destroy", "--auto-approve", "--db", &all]);
+    assert_code(&destroyed, 0, "destroy through the list");
+    eventually(
+        "the watcher puts it back: it still follows the spec",
+        || live.owned_count() == 113,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -15,7 +15,9 @@ use super::monitor::{Monitor, MonitorSpec, MonitorState};
 use super::operation::{Condition, Mutation, OpResult, Operation, TransactReply};
 use super::row::Row;
 use super::schema::{NB_DB, NB_MAJOR, Schema};
-use super::target::Target;
+use super::target::Remotes;
+use super::tls::TlsConfig;
+use super::value::Uuid;
 
 /// Time limits. Every request has one; a reconnect backs off exponentially.
 #[derive(Debug, Clone)]
@@ -53,7 +55,11 @@ pub struct Stats {
 }
 
 struct Shared {
+    /// The remotes as given (all of them, comma-separated).
     url: String,
+    /// The remote in use now.
+    current_url: Arc<Mutex<String>>,
+    cluster_ids: Arc<Mutex<HashMap<String, Uuid>>>,
     timeouts: Timeouts,
     commands: mpsc::UnboundedSender<Command>,
     schemas: Mutex<HashMap<String, Arc<Schema>>>,
@@ -70,26 +76,40 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `unix:PATH` or `tcp:HOST:PORT`. Fails if the first connect fails; after
-    /// that, a lost connection is re-established in the background with backoff.
+    /// Connects to `unix:PATH`, `tcp:HOST:PORT` or a comma-separated list of them (a
+    /// cluster's members); see [`Client::connect_with`]. `ssl:` needs TLS files: use that.
     pub async fn connect(url: &str, timeouts: Timeouts) -> Result<Client, Error> {
-        let target = Target::parse(url)?;
-        let conn = target.open(url, timeouts.connect).await?;
+        Client::connect_with(&Remotes::parse(url)?, None, timeouts).await
+    }
+
+    /// Connects to the first usable server among `remotes` (TLS for `ssl:` ones): for a
+    /// clustered database, its leader, up to date (see the `_Server` rules in
+    /// `cluster.rs`); while members answer but none leads yet, it keeps asking until
+    /// [`Timeouts::connect`]. Fails if none can be used by then; after that, a lost
+    /// connection (or a leader that steps down) moves on to another remote in the
+    /// background with backoff, and monitors resume from the last transaction they saw.
+    pub async fn connect_with(
+        remotes: &Remotes,
+        tls: Option<&TlsConfig>,
+        timeouts: Timeouts,
+    ) -> Result<Client, Error> {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = oneshot::channel();
         let counters = Arc::new(Counters::default());
-        counters.connects.store(1, Ordering::Relaxed);
-        let driver = Driver::new(
-            url,
-            target,
+        let mut driver = Driver::new(
+            remotes.clone(),
+            tls.cloned(),
             timeouts.clone(),
             command_rx,
             shutdown_rx,
             counters.clone(),
         );
-        tokio::spawn(driver.run(conn));
+        let conn = driver.first_connect().await?;
+        counters.connects.store(1, Ordering::Relaxed);
         let shared = Shared {
-            url: url.to_owned(),
+            url: remotes.to_string(),
+            current_url: driver.current_url(),
+            cluster_ids: driver.cluster_ids(),
             timeouts,
             commands,
             schemas: Mutex::default(),
@@ -97,13 +117,31 @@ impl Client {
             next_monitor: AtomicU64::new(0),
             _shutdown: shutdown,
         };
+        tokio::spawn(driver.run(conn));
         Ok(Client {
             shared: Arc::new(shared),
         })
     }
 
+    /// The remotes as given (the whole list).
     pub fn url(&self) -> &str {
         &self.shared.url
+    }
+
+    /// The remote in use (or last used, while reconnecting).
+    pub fn current_url(&self) -> String {
+        self.shared.current_url.lock().expect("url lock").clone()
+    }
+
+    /// The cluster id of `db` when it is clustered (from `_Server`), whichever member
+    /// answers.
+    pub fn cluster_id(&self, db: &str) -> Option<Uuid> {
+        self.shared
+            .cluster_ids
+            .lock()
+            .expect("cid lock")
+            .get(db)
+            .cloned()
     }
 
     pub fn stats(&self) -> Stats {
@@ -155,10 +193,16 @@ impl Client {
         if let Some(s) = self.shared.schemas.lock().expect("schema lock").get(db) {
             return Ok(s.clone());
         }
-        let json = self
-            .call("get_schema", json!([db]), None)
-            .await?
-            .to_json()?;
+        // Reading a schema changes nothing: when the server goes away under it (a leader
+        // stepping down right after the connect), ask again on the next one.
+        let mut tries = 0;
+        let json = loop {
+            tries += 1;
+            match self.call("get_schema", json!([db]), None).await {
+                Err(Error::ConnectionLost { .. }) if tries < 3 => continue,
+                reply => break reply?.to_json()?,
+            }
+        };
         let schema = Arc::new(Schema::from_json(&json)?);
         self.shared
             .schemas
@@ -235,8 +279,13 @@ impl Client {
             &schema,
             &spec,
         )?);
-        let params = json!([db, state.id, state.requests]);
-        match self.call("monitor_cond", params, Some(state.clone())).await {
+        // monitor_cond_since from "no transaction": the first reply carries every row, and
+        // on a cluster a reconnect resumes from the last transaction id (see connection.rs).
+        let params = state.since_params();
+        match self
+            .call("monitor_cond_since", params, Some(state.clone()))
+            .await
+        {
             Ok(_) => Ok(Monitor::new(state, self.clone())),
             Err(e) => {
                 self.cancel_monitor(&state.id);

@@ -26,6 +26,34 @@ pub enum Error {
     #[error("connection to {url} lost: {reason}")]
     ConnectionLost { url: String, reason: String },
 
+    /// The server took the connection but did not answer the first request (e.g. a plain
+    /// client at a `pssl:` port).
+    #[error("cannot talk OVSDB with {url}: {reason}")]
+    Handshake { url: String, reason: String },
+
+    /// The TLS handshake with an `ssl:` remote failed; `problem` says which side refused
+    /// what (wrong CA, expired certificate, no client certificate).
+    #[error("TLS with {url} failed: {problem}")]
+    Tls { url: String, problem: String },
+
+    #[error("cannot use the TLS {what} {path}: {reason}")]
+    TlsConfig {
+        what: &'static str,
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
+    #[error("an ssl: remote needs {what}")]
+    TlsMissing { what: &'static str },
+
+    /// Every remote was tried and none could serve: down, a follower, cut off from its
+    /// cluster, or behind what this client already saw.
+    #[error("no usable database server among {remotes}: {}", .reasons.join("; "))]
+    NoUsableServer {
+        remotes: String,
+        reasons: Vec<String>,
+    },
+
     /// A request got no answer in time. For a transaction the outcome is unknown: it may
     /// have committed, so re-observe before retrying.
     #[error("{what} timed out after {after:?}")]
@@ -87,14 +115,16 @@ impl Error {
         match self {
             Error::Connect { .. }
             | Error::ConnectionLost { .. }
+            | Error::NoUsableServer { .. }
             | Error::Timeout { .. }
             | Error::GuardFailed { .. } => ErrorClass::Retryable,
-            // "timed out" from a wait with a timeout is a guard; "resources exhausted" and
-            // "I/O error" are the server's trouble, not the request's.
+            // "timed out" from a wait with a timeout is a guard; "resources exhausted",
+            // "I/O error" and "cluster error" (a member losing its leadership) are the
+            // server's trouble, not the request's.
             Error::OpFailed { error, .. } | Error::CommitFailed { error, .. }
                 if matches!(
                     error.as_str(),
-                    "timed out" | "resources exhausted" | "I/O error"
+                    "timed out" | "resources exhausted" | "I/O error" | "cluster error"
                 ) =>
             {
                 ErrorClass::Retryable

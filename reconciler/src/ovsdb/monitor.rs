@@ -67,6 +67,22 @@ pub struct Touched {
     pub rows: Vec<(String, Uuid)>,
 }
 
+/// How a monitor's cache was filled, for tests and diagnostics: a reconnect to a clustered
+/// database resumes from the last transaction seen (`monitor_cond_since`) and receives only
+/// the rows changed meanwhile; elsewhere it starts over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Replies that replaced the whole cache (the first one included).
+    pub full: u64,
+    /// Replies that resumed from the last transaction id.
+    pub resumed: u64,
+    /// Rows carried by the last of those replies.
+    pub last_rows: usize,
+}
+
+/// The transaction id that means "none": a standalone database keeps no history.
+pub(crate) const NO_TXN: &str = "00000000-0000-0000-0000-000000000000";
+
 /// The shared state behind a [`Monitor`]; written only by the connection task.
 #[derive(Debug)]
 pub(crate) struct MonitorState {
@@ -80,6 +96,9 @@ pub(crate) struct MonitorState {
     touched: std::sync::Mutex<Touched>,
     /// Set when the cache can no longer be kept current.
     failure: std::sync::Mutex<Option<String>>,
+    /// The last transaction the cache reflects (`monitor_cond_since`, `update3`).
+    last_txn: std::sync::Mutex<String>,
+    syncs: std::sync::Mutex<SyncStats>,
 }
 
 impl MonitorState {
@@ -131,7 +150,52 @@ impl MonitorState {
             generation: watch::channel(0).0,
             touched: std::sync::Mutex::default(),
             failure: std::sync::Mutex::default(),
+            last_txn: std::sync::Mutex::new(NO_TXN.to_owned()),
+            syncs: std::sync::Mutex::default(),
         })
+    }
+
+    /// The parameters of `monitor_cond_since`, resuming after the last transaction seen.
+    pub(crate) fn since_params(&self) -> Json {
+        json!([self.db, self.id, self.requests, self.last_txn()])
+    }
+
+    pub(crate) fn last_txn(&self) -> String {
+        self.last_txn.lock().expect("monitor lock").clone()
+    }
+
+    pub(crate) fn set_last_txn(&self, txn: Option<&str>) {
+        if let Some(txn) = txn {
+            txn.clone_into(&mut self.last_txn.lock().expect("monitor lock"));
+        }
+    }
+
+    /// Handles the reply `[found, last-txn-id, updates]` to `monitor_cond_since`: with
+    /// `found`, the updates are only what changed since the transaction asked for.
+    pub(crate) fn since_reply(&self, reply: &Json) -> Result<(), Error> {
+        let (Some(found), Some(updates)) = (reply.get(0).and_then(Json::as_bool), reply.get(2))
+        else {
+            return Err(decode("monitor_cond_since reply", reply));
+        };
+        let rows = count_rows(updates);
+        if found {
+            self.apply(updates)?;
+        } else {
+            self.reset(updates)?;
+        }
+        self.set_last_txn(reply.get(1).and_then(Json::as_str));
+        let mut syncs = self.syncs.lock().expect("monitor lock");
+        if found {
+            syncs.resumed += 1;
+        } else {
+            syncs.full += 1;
+        }
+        syncs.last_rows = rows;
+        Ok(())
+    }
+
+    pub(crate) fn with_tables<R>(&self, f: impl FnOnce(&Tables) -> R) -> R {
+        f(&self.tables.read().expect("monitor lock"))
     }
 
     /// Replaces the whole cache with the reply to (re-)issuing the monitor.
@@ -177,6 +241,13 @@ impl MonitorState {
         self.generation.send_modify(|g| *g += 1);
         result
     }
+}
+
+fn count_rows(updates: &Json) -> usize {
+    updates
+        .as_object()
+        .map(|t| t.values().filter_map(Json::as_object).map(Map::len).sum())
+        .unwrap_or(0)
 }
 
 fn apply_updates(
@@ -346,6 +417,11 @@ impl Monitor {
             }),
             None => Ok(()),
         }
+    }
+
+    /// How the cache was filled so far (full replies, resumed ones, rows in the last).
+    pub fn sync_stats(&self) -> SyncStats {
+        *self.state.syncs.lock().expect("monitor lock")
     }
 
     /// Counts every update applied (including re-syncs after a reconnect).

@@ -40,6 +40,19 @@ impl Peer {
         }
     }
 
+    /// Accepts and answers the client's first request, the `_Server` monitor, as a
+    /// standalone server does.
+    async fn accept_ready(listener: &UnixListener) -> Peer {
+        let mut peer = Peer::accept(listener).await;
+        let first = peer.read().await;
+        assert_eq!(first["method"], "monitor_cond");
+        assert_eq!(first["params"][0], "_Server");
+        let row = json!({"name": "OVN_Northbound", "model": "standalone", "connected": true, "leader": true});
+        peer.write(&json!({"id": first["id"], "error": null, "result": {"Database": {"00000001-0000-4000-8000-000000000000": {"initial": row}}}}))
+            .await;
+        peer
+    }
+
     async fn read(&mut self) -> Json {
         loop {
             if let Some((msg, used)) = self.decoder.decode(&self.buf).unwrap() {
@@ -76,10 +89,12 @@ impl Peer {
 async fn answers_echo_and_reassembles_split_replies() {
     let path = socket_path();
     let listener = UnixListener::bind(&path).unwrap();
-    let client = Client::connect(&format!("unix:{}", path.display()), Timeouts::default())
-        .await
-        .unwrap();
-    let mut server = Peer::accept(&listener).await;
+    let url = format!("unix:{}", path.display());
+    let (client, mut server) = tokio::join!(
+        Client::connect(&url, Timeouts::default()),
+        Peer::accept_ready(&listener)
+    );
+    let client = client.unwrap();
 
     server
         .write(&json!({"method": "echo", "params": ["x"], "id": "e1"}))
@@ -125,14 +140,16 @@ async fn probes_a_silent_server_then_reconnects() {
         request: Duration::from_secs(5),
         ..Timeouts::default()
     };
-    let client = Client::connect(&format!("unix:{}", path.display()), timeouts)
-        .await
-        .unwrap();
-    let mut first = Peer::accept(&listener).await;
+    let url = format!("unix:{}", path.display());
+    let (client, mut first) = tokio::join!(
+        Client::connect(&url, timeouts),
+        Peer::accept_ready(&listener)
+    );
+    let client = client.unwrap();
     // Silence makes the client probe; an unanswered probe makes it drop the connection.
     let probe = first.read().await;
     assert_eq!(probe["method"], "echo");
-    let mut second = Peer::accept(&listener).await;
+    let mut second = Peer::accept_ready(&listener).await;
     // The client counts the connect once its side returns, which may be just after accept.
     for _ in 0..100 {
         if client.stats().connects == 2 {

@@ -3,6 +3,7 @@
 mod agent;
 mod attach;
 mod cached;
+mod cluster;
 mod dataplane;
 mod fake_server;
 mod ovsdb_client;
