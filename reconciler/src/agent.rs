@@ -34,8 +34,10 @@ pub use metrics::Metrics;
 pub struct AgentConfig {
     /// The Docker engine (`None`: `DOCKER_HOST` or the default socket).
     pub docker: Option<String>,
-    /// The OVN Northbound database, where logical ports are looked up.
+    /// The OVN Northbound database, where logical ports are looked up: remotes as `--db`
+    /// takes them (a clustered NB's members), with TLS for `ssl:` ones.
     pub nb: String,
+    pub nb_tls: Option<ovsdb::TlsConfig>,
     pub nb_timeouts: Timeouts,
     pub attach: AttachConfig,
     /// Containers converged at once.
@@ -107,12 +109,14 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let nb = ovsdb::Client::connect(&cfg.nb, cfg.nb_timeouts.clone())
+    let nb_error = |source| AgentError::Nb {
+        at: cfg.nb.clone(),
+        source,
+    };
+    let remotes = ovsdb::Remotes::parse(&cfg.nb).map_err(nb_error)?;
+    let nb = ovsdb::Client::connect_with(&remotes, cfg.nb_tls.as_ref(), cfg.nb_timeouts.clone())
         .await
-        .map_err(|source| AgentError::Nb {
-            at: cfg.nb.clone(),
-            source,
-        })?;
+        .map_err(nb_error)?;
     let attacher = Attacher::connect(cfg.attach.clone()).await?;
     metrics
         .ovs_up

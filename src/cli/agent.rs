@@ -37,13 +37,21 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: &AgentArgs) -> ExitCode {
-    let Some(nb) = args.db.db.clone() else {
-        eprintln!("error: wepoq agent needs the NB: pass --db URL or set WEPOQ_DB");
+    let Some(nb) = args.db.remotes_text() else {
+        eprintln!("error: wepoq agent needs the NB: pass --db URL or set WEPOQ_DB (or OVN_NB_DB)");
         return ExitCode::FAILURE;
+    };
+    let nb_tls = match wepoq_reconciler::ovsdb::Remotes::parse(&nb).and_then(|r| args.db.tls(&r)) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let cfg = AgentConfig {
         docker: args.docker.docker.clone(),
         nb,
+        nb_tls,
         nb_timeouts: Timeouts {
             connect: args.db.timeout.min(Duration::from_secs(10)),
             request: args.db.timeout,

@@ -60,7 +60,7 @@ impl DbArgs {
             .or_else(|| std::env::var("OVN_NB_DB").ok().filter(|v| !v.is_empty()))
     }
 
-    fn tls(&self, remotes: &Remotes) -> Result<Option<TlsConfig>, ovsdb::Error> {
+    pub fn tls(&self, remotes: &Remotes) -> Result<Option<TlsConfig>, ovsdb::Error> {
         let files = TlsFiles {
             private_key: self.private_key.clone(),
             certificate: self.certificate.clone(),

@@ -32,6 +32,7 @@ fn start_agent(sb: &Sandbox, c: &Containers) -> Running {
     let cfg = AgentConfig {
         docker: None,
         nb: sb.nb_unix_url(),
+        nb_tls: None,
         nb_timeouts: Timeouts::default(),
         attach: AttachConfig {
             ovs_db: sb.ovs_db_url(),
