@@ -131,7 +131,7 @@ fn plans_are_byte_stable_and_saved_json_matches_printed_json() {
     );
     let doc: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(doc["format_version"], "2");
-    assert_eq!(doc["summary"]["add"], 237);
+    assert_eq!(doc["summary"]["add"], 243);
     assert_eq!(doc["observed"]["source"], "none");
 }
 

@@ -531,10 +531,10 @@ fn concurrent_applies_never_write_twins() {
     }
     let applied: usize = outputs
         .iter()
-        .filter(|o| text(o).contains("237 added"))
+        .filter(|o| text(o).contains("243 added"))
         .count();
     assert_eq!(applied, 1, "exactly one apply created the rows");
-    assert_eq!(live.owned_count(), 237, "no twins");
+    assert_eq!(live.owned_count(), 243, "no twins");
     for name in ["svr.ctl.roominator.ns", "router.ns"] {
         let table = if name.starts_with("router") {
             "Logical_Router"
