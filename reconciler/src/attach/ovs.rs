@@ -199,13 +199,47 @@ impl Ovs {
         }
         let uuid = port.uuid().cloned().expect("selected rows carry _uuid");
         // Port and Interface are not root rows: dropping the bridge's reference deletes both.
-        let ops = [Operation::mutate(
-            "Bridge",
-            vec![Condition::includes("ports", Value::uuid(uuid.clone()))],
-            vec![Mutation::delete("ports", Value::uuid(uuid))],
-        )];
-        self.transact(&ops).await?;
+        // `next_cfg` is bumped with it, as `ovs-vsctl --wait` does, so that we can wait for
+        // ovs-vswitchd to have let go of the port: a port of the same name added before it
+        // has (a re-attach after a restart) would keep the old device's socket and carry
+        // nothing.
+        let ops = [
+            Operation::mutate(
+                "Bridge",
+                vec![Condition::includes("ports", Value::uuid(uuid.clone()))],
+                vec![Mutation::delete("ports", Value::uuid(uuid))],
+            ),
+            Operation::mutate("Open_vSwitch", vec![], vec![Mutation::add("next_cfg", 1)]),
+            Operation::select_columns("Open_vSwitch", vec![], &["next_cfg"]),
+        ];
+        let results = self.transact(&ops).await?;
+        let next = results
+            .get(2)
+            .and_then(|r| r.rows().first())
+            .and_then(|row| row.get("next_cfg").and_then(Value::as_i64));
+        if let Some(next) = next {
+            self.wait_cur_cfg(next).await?;
+        }
         Ok(true)
+    }
+
+    /// Waits (a few seconds at most) until ovs-vswitchd reports configuration `next` applied.
+    async fn wait_cur_cfg(&self, next: i64) -> Result<(), AttachError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let ops = [Operation::select_columns("Open_vSwitch", vec![], &["cur_cfg"])];
+            let results = self.transact(&ops).await?;
+            let cur = results
+                .first()
+                .and_then(|r| r.rows().first())
+                .and_then(|row| row.get("cur_cfg").and_then(Value::as_i64))
+                .unwrap_or(i64::MAX);
+            // No vswitchd to wait for (or one that never reports): go on after the bound.
+            if cur >= next || std::time::Instant::now() > deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     pub async fn attached(&self) -> Result<Vec<Attachment>, AttachError> {
