@@ -344,9 +344,12 @@ async fn bench() {
     let (a50, a99) = (percentile(&agent_ms, 0.5), percentile(&agent_ms, 0.99));
     let (r50, r99) = (percentile(&recipe_ms, 0.5), percentile(&recipe_ms, 0.99));
     println!("attach latency, Docker start event -> logical port up ({SAMPLES} containers each)");
-    println!("                    p50 ms   p99 ms");
-    println!("  wepoq agent     {a50:8.1} {a99:8.1}");
-    println!("  ovs-docker recipe {r50:6.1} {r99:8.1}   (ip, nsenter, ethtool, ovs-vsctl)");
+    println!("  {:<20} {:>8} {:>8}", "", "p50 ms", "p99 ms");
+    println!("  {:<20} {a50:8.1} {a99:8.1}", "wepoq agent");
+    println!(
+        "  {:<20} {r50:8.1} {r99:8.1}   (ip, nsenter, ethtool, ovs-vsctl)",
+        "ovs-docker recipe"
+    );
     println!(
         "  agent/recipe p50: {:.2}x (target <= 0.50x); agent p99 {a99:.1} ms (target <= 100 ms)",
         a50 / r50
