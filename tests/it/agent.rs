@@ -14,6 +14,7 @@ fn agent(args: &[&str]) -> Command {
     cmd.arg("agent")
         .args(args)
         .env_remove("WEPOQ_DB")
+        .env_remove("OVN_NB_DB")
         .env_remove("WEPOQ_OVS_DB")
         .env_remove("WEPOQ_OVS_NETNS");
     cmd
