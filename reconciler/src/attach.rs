@@ -339,3 +339,57 @@ impl Attacher {
         self.ovs.attached().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vif() -> Vif {
+        Vif {
+            port: "s1.svr.result.ovn-vote.ns".into(),
+            mac: "0a:58:0a:40:00:73".into(),
+            ip: "10.64.0.115".parse().unwrap(),
+            prefix: 28,
+            gateway: "10.64.0.113".parse().unwrap(),
+            routes: vec![("10.64.0.0".parse().unwrap(), 16)],
+            default_route: false,
+        }
+    }
+
+    #[test]
+    fn host_names_fit_an_interface_name_and_differ_per_container() {
+        let a = host_ifname("3f2a9c0d11e24b7f9a0c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809101");
+        assert_eq!(a, "wq3f2a9c0d11e2");
+        assert!(a.len() <= 15);
+        assert_ne!(a, host_ifname("3f2a9c0d11e3"));
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_every_property_that_is_configured() {
+        let base = vif().fingerprint();
+        let mut other = vif();
+        other.routes.clear();
+        assert_ne!(other.fingerprint(), base);
+        let mut other = vif();
+        other.default_route = true;
+        assert_ne!(other.fingerprint(), base);
+        let mut other = vif();
+        other.mac = "0a:58:0a:40:00:74".into();
+        assert_ne!(other.fingerprint(), base);
+    }
+
+    #[test]
+    fn a_bad_mac_is_refused_naming_the_port() {
+        let mut bad = vif();
+        bad.mac = "0a:58:zz".into();
+        let err = bad.mac_bytes().unwrap_err().to_string();
+        assert!(
+            err.contains("s1.svr.result.ovn-vote.ns") && err.contains("0a:58:zz"),
+            "{err}"
+        );
+        assert_eq!(
+            vif().mac_bytes().unwrap(),
+            vec![0x0a, 0x58, 0x0a, 0x40, 0, 0x73]
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! wepoq's one integration-test binary: data-driven cases, the CLI, and the live tests.
 
+mod agent;
 mod cases;
 mod cli;
 mod containers;

@@ -221,3 +221,60 @@ async fn killed_during_a_burst_it_converges_with_nothing_half_attached() {
     );
     agent.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ovsdb_outage_is_survived_and_followed_by_a_resync() {
+    let Some(sb) = sandbox_with_docker() else {
+        return;
+    };
+    let lab = Lab::build(&sb, 2).unwrap();
+    let c = Containers::new().unwrap();
+    let agent = start_agent(&sb, &c);
+    let (s1, s2) = (&lab.servers[0], &lab.servers[1]);
+    c.run(&[(ENDPOINT_LABEL, &s1.fqdn)]).unwrap();
+    eventually("s1 up", || port_up(&sb, &s1.port)).await;
+    let resyncs = agent
+        .metrics
+        .resyncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+
+    // The local Open_vSwitch database goes away; a container starts meanwhile.
+    let pid = std::fs::read_to_string(sb.dir().join("vs.pid")).unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .arg(pid.trim())
+            .status()
+            .unwrap()
+            .success()
+    );
+    c.run(&[(ENDPOINT_LABEL, &s2.fqdn)]).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Back (same database file): the agent reconnects, re-syncs and attaches it.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ovn-sandbox");
+    let out = std::process::Command::new(script)
+        .arg("up")
+        .arg(sb.dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("s2 attached and up after the outage", || {
+        port_up(&sb, &s2.port)
+    })
+    .await;
+    eventually("a resync after the reconnect", || {
+        agent
+            .metrics
+            .resyncs
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > resyncs
+    })
+    .await;
+    assert!(port_up(&sb, &s1.port));
+    assert_eq!(echo_until(&lab, &sb, &s2.ip), "wepoq");
+    assert_eq!(echo_until(&lab, &sb, &s1.ip), "wepoq");
+    agent.kill();
+}
