@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod control_proto;
 pub mod example_worker;
 pub mod frame;
 pub mod histogram;

@@ -12,7 +12,10 @@ use crate::frame::Handoff;
 use crate::worker::{ENV_CONCURRENCY, ENV_SOCKET, ENV_WORKER_ID, Worker, WorkerError};
 
 /// Where the program finds its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ShimMode {
     /// fd 3, `LISTEN_FDS=1`, `LISTEN_PID`, `LISTEN_FDNAMES=connection`.
     Systemd,
