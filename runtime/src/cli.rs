@@ -67,6 +67,10 @@ pub struct StubArgs {
     /// Time a marked idle worker survives before it is stopped
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub sweep_grace: Duration,
+    /// Idle time before a warm worker is paused (no CPU until a connection comes for it);
+    /// 0 never pauses
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub pause_after: Duration,
     /// Longest wait in the queue
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub queue_timeout: Duration,
@@ -209,6 +213,7 @@ fn run_stub(args: StubArgs) -> ExitCode {
         max_workers: args.max_workers,
         idle_timeout: args.idle_timeout,
         sweep_grace: args.sweep_grace,
+        pause_after: args.pause_after,
         queue_timeout: args.queue_timeout,
         conn_timeout: args.conn_timeout,
         start_timeout: args.start_timeout,

@@ -154,7 +154,9 @@ impl<'de> Deserialize<'de> for FromAgent {
                 .map(FromAgent::Reply)
                 .map_err(D::Error::custom)
         } else {
-            Err(D::Error::custom("neither a reply (id) nor an event (event)"))
+            Err(D::Error::custom(
+                "neither a reply (id) nor an event (event)",
+            ))
         }
     }
 }
@@ -413,7 +415,10 @@ mod tests {
             let got: FromAgent = serde_json::from_str(json).unwrap();
             assert_eq!(got, expected);
             // And back: what the agent writes is what the stub reads.
-            assert_eq!(String::from_utf8(encode(&got)).unwrap(), format!("{json}\n"));
+            assert_eq!(
+                String::from_utf8(encode(&got)).unwrap(),
+                format!("{json}\n")
+            );
         }
         assert_eq!(Reply::spawned(8, "c-1").outcome(), Ok(Some("c-1")));
         assert_eq!(Reply::ok(7).outcome(), Ok(None));
@@ -449,7 +454,10 @@ mod tests {
     fn bad_and_overlong_lines_are_reported_and_skipped() {
         let mut d = LineDecoder::new();
         d.push(b"{not json}\n\n");
-        assert!(matches!(d.next::<Request>(), Some(Err(ProtoError::Json(_)))));
+        assert!(matches!(
+            d.next::<Request>(),
+            Some(Err(ProtoError::Json(_)))
+        ));
         assert!(d.next::<Request>().is_none(), "the blank line is skipped");
         d.push(&vec![b'x'; MAX_LINE + 10]);
         assert_eq!(d.next::<Request>(), Some(Err(ProtoError::TooLong)));

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::histogram::Histogram;
-use crate::record::Outcome;
+use crate::record::{Outcome, Tier};
 
 /// Everything `/metrics` shows.
 #[derive(Debug, Default)]
@@ -19,12 +19,16 @@ pub struct Metrics {
     pub workers_idle: AtomicU64,
     pub workers_busy: AtomicU64,
     pub workers_marked: AtomicU64,
+    pub workers_paused: AtomicU64,
+    tiers: [AtomicU64; Tier::ALL.len()],
+    pub workers_paused_total: AtomicU64,
     pub workers_refused: AtomicU64,
     pub workers_started: AtomicU64,
     pub workers_swept: AtomicU64,
     pub workers_lost: AtomicU64,
     pub handoff_latency: Histogram,
     pub cold_start: Histogram,
+    pub spawn_time: Histogram,
 }
 
 impl Metrics {
@@ -34,6 +38,14 @@ impl Metrics {
 
     pub fn outcome(&self, outcome: Outcome) -> u64 {
         self.outcomes[outcome as usize].load(Relaxed)
+    }
+
+    pub fn count_tier(&self, tier: Tier) {
+        self.tiers[tier as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn tier(&self, tier: Tier) -> u64 {
+        self.tiers[tier as usize].load(Relaxed)
     }
 
     /// Renders the Prometheus text exposition format (version 0.0.4).
@@ -75,6 +87,7 @@ impl Metrics {
             ("idle", &self.workers_idle),
             ("busy", &self.workers_busy),
             ("marked", &self.workers_marked),
+            ("paused", &self.workers_paused),
         ] {
             let _ = writeln!(
                 out,
@@ -82,6 +95,24 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP wepoq_handoffs_total connections handed to a worker, by the tier it was in\n# TYPE wepoq_handoffs_total counter"
+        );
+        for tier in Tier::ALL {
+            let _ = writeln!(
+                out,
+                "wepoq_handoffs_total{{tier=\"{}\"}} {}",
+                tier.as_str(),
+                self.tier(tier)
+            );
+        }
+        counter(
+            &mut out,
+            "wepoq_workers_paused_total",
+            "idle workers paused",
+            &self.workers_paused_total,
+        );
         counter(
             &mut out,
             "wepoq_workers_started_total",
@@ -114,6 +145,11 @@ impl Metrics {
         self.cold_start.render(
             "wepoq_cold_start_seconds",
             "worker start asked to worker registered",
+            &mut out,
+        );
+        self.spawn_time.render(
+            "wepoq_spawn_seconds",
+            "worker start asked to the backend having it started",
             &mut out,
         );
         out

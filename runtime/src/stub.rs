@@ -60,6 +60,9 @@ pub struct StubConfig {
     /// Idle this long, a worker is marked; marked and still idle `sweep_grace` later, stopped.
     pub idle_timeout: Duration,
     pub sweep_grace: Duration,
+    /// Idle this long, a worker is paused through the backend (no CPU until a connection
+    /// comes for it); zero never pauses.
+    pub pause_after: Duration,
     /// Longest wait in the queue.
     pub queue_timeout: Duration,
     /// The deadline given to the worker, counted from accept.
@@ -90,6 +93,7 @@ impl Default for StubConfig {
             max_workers: 8,
             idle_timeout: Duration::from_secs(60),
             sweep_grace: Duration::from_secs(5),
+            pause_after: Duration::ZERO,
             queue_timeout: Duration::from_secs(10),
             conn_timeout: Duration::from_secs(60),
             start_timeout: Duration::from_secs(10),
@@ -107,7 +111,11 @@ impl StubConfig {
 
     /// How often timers are looked at: fine enough for the shortest configured timeout.
     fn tick(&self) -> Duration {
-        (self.idle_timeout.min(self.sweep_grace) / 4)
+        let pause = match self.pause_after {
+            d if d.is_zero() => self.idle_timeout,
+            d => d,
+        };
+        (self.idle_timeout.min(self.sweep_grace).min(pause) / 4)
             .clamp(Duration::from_millis(5), Duration::from_millis(100))
     }
 }
