@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::example_worker::ExampleMode;
 use crate::process_backend::ProcessBackend;
+use crate::remote_backend::RemoteBackend;
 use crate::shim::ShimMode;
 use crate::stub::control::CredentialPolicy;
 use crate::stub::{Protocol, StubConfig};
@@ -96,8 +97,15 @@ pub struct StubArgs {
     /// then wake a worker on the stub's own core instead of another, idle one
     #[arg(long, value_parser = parse_cpus)]
     pub cpus: Option<CpuList>,
-    /// The worker command, after `--`
-    #[arg(last = true, required = true)]
+    /// The host agent's control socket: workers are asked of the agent over the control
+    /// protocol instead of started here as processes
+    #[arg(long, conflicts_with = "worker")]
+    pub control: Option<PathBuf>,
+    /// This stub's name in its hello to the agent (default: --fqdn)
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The worker command the process backend starts, after `--` (not with --control)
+    #[arg(last = true, required_unless_present = "control")]
     pub worker: Vec<OsString>,
 }
 
@@ -234,23 +242,6 @@ fn run_stub(args: StubArgs) -> ExitCode {
             return report(&e);
         }
     }
-    let mut worker = args.worker.into_iter();
-    let program = PathBuf::from(worker.next().expect("clap requires a worker command"));
-    let isolate = !args.no_isolate_network && ProcessBackend::can_isolate_network();
-    if !isolate && !args.no_isolate_network {
-        eprintln!("wepoq-stub: not root, so workers share the stub's network namespace");
-    }
-    let backend = match ProcessBackend::new(program, worker.collect(), isolate) {
-        Ok(b) => Arc::new(b),
-        Err(e) => {
-            // Fail closed: a root stub that cannot isolate its workers must not run them.
-            eprintln!(
-                "error: cannot make an empty network namespace for workers: {e} \
-                 (--no-isolate-network runs them in the stub's own)"
-            );
-            return ExitCode::FAILURE;
-        }
-    };
     // One runtime thread is plenty: the hot path (accept, handoff, done reports) runs on the
     // stub's own dispatcher thread; the runtime only registers workers, talks to the backend,
     // serves the admin endpoint and waits for signals.
@@ -260,6 +251,32 @@ fn run_stub(args: StubArgs) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => return report(&e),
+    };
+    let backend: Arc<dyn crate::backend::WorkerBackend> = match args.control {
+        Some(path) => {
+            let endpoint = args.endpoint.unwrap_or_else(|| config.fqdn.clone());
+            let _enter = runtime.enter();
+            Arc::new(RemoteBackend::start(path, endpoint))
+        }
+        None => {
+            let mut worker = args.worker.into_iter();
+            let program = PathBuf::from(worker.next().expect("clap requires a worker command"));
+            let isolate = !args.no_isolate_network && ProcessBackend::can_isolate_network();
+            if !isolate && !args.no_isolate_network {
+                eprintln!("wepoq-stub: not root, so workers share the stub's network namespace");
+            }
+            match ProcessBackend::new(program, worker.collect(), isolate) {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    // Fail closed: a root stub that cannot isolate its workers must not run them.
+                    eprintln!(
+                        "error: cannot make an empty network namespace for workers: {e} \
+                         (--no-isolate-network runs them in the stub's own)"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
     };
     let result = runtime.block_on(crate::stub::run(config, backend, |ready| {
         let listen: Vec<String> = ready.listen.iter().map(|a| a.to_string()).collect();

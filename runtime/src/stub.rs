@@ -195,11 +195,25 @@ pub async fn run(
         source,
     };
     std::fs::create_dir_all(&config.socket_dir).map_err(dir_err)?;
-    // 0700: only the owner may even reach the socket; SO_PEERCRED then checks who connected.
-    std::fs::set_permissions(&config.socket_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(dir_err)?;
+    // Workers of our own uid: 0700, only the owner may even reach the socket. Workers of
+    // another uid (containers as 65534 behind a root stub): 0711 and a 0777 socket, so they
+    // can reach it, and SO_PEERCRED alone decides who registers. Either way SO_PEERCRED
+    // then checks who connected.
+    let shared = config.policy.admits_others();
+    let dir_mode = if shared { 0o711 } else { 0o700 };
+    std::fs::set_permissions(
+        &config.socket_dir,
+        std::fs::Permissions::from_mode(dir_mode),
+    )
+    .map_err(dir_err)?;
     let socket_path = config.socket_path();
     let worker_listener = SeqPacket::listen(&socket_path)
+        .and_then(|l| {
+            if shared {
+                std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o777))?;
+            }
+            Ok(l)
+        })
         .and_then(register)
         .map_err(|source| StubError::WorkerSocket {
             path: socket_path.clone(),
