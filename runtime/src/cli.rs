@@ -34,9 +34,10 @@ pub enum RuntimeCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct StubArgs {
-    /// Address to accept on, IP:port (repeatable)
-    #[arg(long, required = true)]
-    pub listen: Vec<SocketAddr>,
+    /// Address to serve, IP:PORT or IP:PORT/tcp (accept and hand each connection over) or
+    /// IP:PORT/udp (hand the bound socket to a worker on the first datagram); repeatable
+    #[arg(long, required = true, value_parser = parse_listen)]
+    pub listen: Vec<Listen>,
     /// The service's fully qualified name, passed to workers
     #[arg(long, default_value = "service.local")]
     pub fqdn: String,
@@ -128,6 +129,29 @@ pub struct ExampleWorkerArgs {
     pub delay: Duration,
 }
 
+/// One `--listen` address and its transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Udp(SocketAddr),
+}
+
+/// Parses `IP:PORT`, `IP:PORT/tcp` or `IP:PORT/udp` (IPv6 as `[::1]:53/udp`).
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    let (addr, proto) = match s.rsplit_once('/') {
+        Some((a, p)) => (a, p),
+        None => (s, "tcp"),
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("bad address {addr:?} (IP:PORT, optionally /tcp or /udp)"))?;
+    match proto {
+        "tcp" => Ok(Listen::Tcp(addr)),
+        "udp" => Ok(Listen::Udp(addr)),
+        other => Err(format!("unknown transport {other:?} in {s:?} (tcp or udp)")),
+    }
+}
+
 /// A set of CPU numbers, as `taskset -c` takes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuList(pub Vec<usize>);
@@ -209,8 +233,16 @@ fn run_stub(args: StubArgs) -> ExitCode {
     if policy.uids.is_empty() && policy.gids.is_empty() {
         policy.uids.push(nix::unistd::geteuid().as_raw());
     }
+    let (mut listen, mut udp) = (Vec::new(), Vec::new());
+    for l in args.listen {
+        match l {
+            Listen::Tcp(a) => listen.push(a),
+            Listen::Udp(a) => udp.push(a),
+        }
+    }
     let config = StubConfig {
-        listen: args.listen,
+        listen,
+        udp,
         fqdn: args.fqdn,
         protocol: args.protocol,
         socket_dir: args.socket_dir,
@@ -280,14 +312,16 @@ fn run_stub(args: StubArgs) -> ExitCode {
     };
     let result = runtime.block_on(crate::stub::run(config, backend, |ready| {
         let listen: Vec<String> = ready.listen.iter().map(|a| a.to_string()).collect();
+        let udp: Vec<String> = ready.udp.iter().map(|a| a.to_string()).collect();
         let admin = ready
             .admin
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".into());
         // Machine-readable, so whoever started us (tests, scripts) learns the bound ports.
         eprintln!(
-            "wepoq-stub ready listen={} admin={admin} socket={}",
+            "wepoq-stub ready listen={} udp={} admin={admin} socket={}",
             listen.join(","),
+            udp.join(","),
             ready.socket.display()
         );
         let _ = std::io::stderr().flush();
@@ -309,6 +343,24 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_take_a_transport() {
+        let a: SocketAddr = "10.0.0.1:7001".parse().unwrap();
+        assert_eq!(parse_listen("10.0.0.1:7001"), Ok(Listen::Tcp(a)));
+        assert_eq!(parse_listen("10.0.0.1:7001/tcp"), Ok(Listen::Tcp(a)));
+        assert_eq!(parse_listen("10.0.0.1:7001/udp"), Ok(Listen::Udp(a)));
+        assert_eq!(
+            parse_listen("[::1]:53/udp"),
+            Ok(Listen::Udp("[::1]:53".parse().unwrap()))
+        );
+        assert!(
+            parse_listen("10.0.0.1:7001/sctp")
+                .unwrap_err()
+                .contains("sctp")
+        );
+        assert!(parse_listen("nowhere:1").is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub workers_paused: AtomicU64,
     tiers: [AtomicU64; Tier::ALL.len()],
     pub workers_paused_total: AtomicU64,
+    pub udp_handoffs: AtomicU64,
     pub workers_refused: AtomicU64,
     pub workers_started: AtomicU64,
     pub workers_swept: AtomicU64,
@@ -107,6 +108,12 @@ impl Metrics {
                 self.tier(tier)
             );
         }
+        counter(
+            &mut out,
+            "wepoq_udp_handoffs_total",
+            "UDP sockets handed to a worker on a first datagram",
+            &self.udp_handoffs,
+        );
         counter(
             &mut out,
             "wepoq_workers_paused_total",

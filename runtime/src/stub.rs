@@ -45,7 +45,10 @@ pub enum Protocol {
 /// Everything the stub is told.
 #[derive(Debug, Clone)]
 pub struct StubConfig {
+    /// TCP addresses to accept on.
     pub listen: Vec<SocketAddr>,
+    /// UDP addresses to bind and hand whole to a worker on the first datagram.
+    pub udp: Vec<SocketAddr>,
     pub fqdn: String,
     pub protocol: Protocol,
     /// Directory for the worker socket; created 0700.
@@ -80,6 +83,7 @@ impl Default for StubConfig {
     fn default() -> StubConfig {
         StubConfig {
             listen: Vec::new(),
+            udp: Vec::new(),
             fqdn: "service.local".into(),
             protocol: Protocol::Tcp,
             socket_dir: PathBuf::from("/run/wepoq"),
@@ -124,6 +128,7 @@ impl StubConfig {
 #[derive(Debug, Clone)]
 pub struct Ready {
     pub listen: Vec<SocketAddr>,
+    pub udp: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub socket: PathBuf,
 }
@@ -176,7 +181,7 @@ pub async fn run(
     backend: Arc<dyn WorkerBackend>,
     ready: impl FnOnce(&Ready),
 ) -> Result<(), StubError> {
-    if config.listen.is_empty() {
+    if config.listen.is_empty() && config.udp.is_empty() {
         return Err(StubError::Config("no listen address".into()));
     }
     if config.fqdn.len() > 255 {
@@ -222,6 +227,7 @@ pub async fn run(
 
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
+    let mut bound_udp = Vec::new();
     for addr in &config.listen {
         let listener = bind(*addr).map_err(|source| StubError::Listen {
             addr: *addr,
@@ -229,6 +235,17 @@ pub async fn run(
         })?;
         bound.push(listener.local_addr().unwrap_or(*addr));
         listeners.push(listener);
+    }
+    let mut udp = Vec::new();
+    for addr in &config.udp {
+        // Blocking, as the worker wants it (the flag is shared with its copy); the stub only
+        // polls it and never reads.
+        let socket = std::net::UdpSocket::bind(addr).map_err(|source| StubError::Listen {
+            addr: *addr,
+            source,
+        })?;
+        bound_udp.push(socket.local_addr().unwrap_or(*addr));
+        udp.push(socket);
     }
     let admin = match config.admin {
         Some(addr) => Some(
@@ -268,7 +285,12 @@ pub async fn run(
     }
     tasks.spawn(signals(tx.clone()));
 
-    let first = config.listen[0];
+    let first = config
+        .listen
+        .first()
+        .or(config.udp.first())
+        .copied()
+        .expect("checked above");
     let io_err = |source| StubError::Listen {
         addr: first,
         source,
@@ -305,6 +327,8 @@ pub async fn run(
     let config = Arc::new(config);
     let mut dispatcher = Dispatcher::new(config.clone(), backend, tx, metrics, records);
     dispatcher.set_poller(poller.clone());
+    dispatcher.set_udp(udp);
+    dispatcher.watch_all_udp();
     dispatcher.start();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
@@ -319,6 +343,7 @@ pub async fn run(
         .map_err(io_err)?;
     ready(&Ready {
         listen: bound,
+        udp: bound_udp,
         admin: admin_addr,
         socket: socket_path.clone(),
     });
@@ -386,6 +411,9 @@ fn dispatch_loop(
                     dispatcher.apply(Event::Tick);
                 }
                 t if t >= dispatcher::WORKER_TOKEN_BASE => dispatcher.worker_readable(t),
+                t if t >= dispatcher::UDP_TOKEN_BASE => {
+                    dispatcher.datagram_ready((t - dispatcher::UDP_TOKEN_BASE) as usize)
+                }
                 t => accept_from.push((t - TOKEN_LISTENER) as usize),
             }
         }

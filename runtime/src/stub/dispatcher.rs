@@ -51,7 +51,16 @@ pub struct Dispatcher {
     /// `None` when driven by hand, as in the unit tests.
     poller: Option<Arc<Poller>>,
     next_token: u64,
+    /// The service's bound UDP sockets (systemd's `Accept=no`): polled for readability
+    /// (never read) while no worker holds them; handed whole to a worker on the first
+    /// datagram, and polled again once that worker is gone.
+    udp: Vec<(std::net::UdpSocket, SocketAddr)>,
+    /// UDP sockets with a datagram waiting and no worker yet, in arrival order.
+    udp_waiting: VecDeque<(usize, Instant)>,
 }
+
+/// Poller tokens from here to [`WORKER_TOKEN_BASE`] are the service's UDP sockets.
+pub const UDP_TOKEN_BASE: u64 = 1 << 31;
 
 /// Poller tokens at and above this are worker sockets; below it the run loop's own.
 pub const WORKER_TOKEN_BASE: u64 = 1 << 32;
@@ -73,6 +82,9 @@ struct Slot {
     marked_at: Option<Instant>,
     /// Frozen by the backend while idle; a connection for it resumes it.
     paused: bool,
+    /// It holds the service's UDP socket with this index: it takes no connection more,
+    /// is never paused, and is swept like an idle worker (counting from the handoff).
+    udp: Option<usize>,
     /// The serial of our spawn request when our backend started it (so ours to stop),
     /// `None` when it registered on its own.
     spawn: Option<u64>,
@@ -100,7 +112,10 @@ struct Queued {
 
 impl Slot {
     fn has_room(&self) -> bool {
-        self.socket.is_some() && !self.stopping && self.in_flight.len() < self.concurrency
+        self.socket.is_some()
+            && !self.stopping
+            && self.udp.is_none()
+            && self.in_flight.len() < self.concurrency
     }
 
     fn stop(&mut self, backend: &Arc<dyn WorkerBackend>) {
@@ -119,6 +134,20 @@ impl Slot {
                 }
             });
         }
+    }
+
+    /// Thaws a paused worker; a failed resume ends it (`ControlFailed`).
+    fn resume(&mut self, backend: &Arc<dyn WorkerBackend>, events: &UnboundedSender<Event>) {
+        self.paused = false;
+        let resume = backend.resume(&self.id);
+        let events = events.clone();
+        let worker_id = self.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = resume.await {
+                let why = e.why();
+                let _ = events.send(Event::ControlFailed { worker_id, why });
+            }
+        });
     }
 
     /// Whether it could take a connection now or soon: registered or being started.
@@ -158,6 +187,117 @@ impl Dispatcher {
             frame: Vec::with_capacity(128),
             poller: None,
             next_token: WORKER_TOKEN_BASE,
+            udp: Vec::new(),
+            udp_waiting: VecDeque::new(),
+        }
+    }
+
+    /// Takes the service's bound UDP sockets; the run loop polls them under
+    /// `UDP_TOKEN_BASE + index` (see [`Dispatcher::watch_udp`]).
+    pub fn set_udp(&mut self, sockets: Vec<std::net::UdpSocket>) {
+        self.udp = sockets
+            .into_iter()
+            .map(|s| {
+                let local = s.local_addr().expect("a bound socket");
+                (s, local)
+            })
+            .collect();
+    }
+
+    /// Polls UDP socket `i` for a datagram again (no worker holds it any more).
+    fn watch_udp(&self, i: usize) {
+        if let (Some(poller), Some((socket, _))) = (&self.poller, self.udp.get(i)) {
+            if let Err(e) = poller.add(socket.as_raw_fd(), UDP_TOKEN_BASE + i as u64) {
+                eprintln!("wepoq-stub: cannot watch udp socket {i}: {e}");
+            }
+        }
+    }
+
+    /// Starts polling every UDP socket; called once by the run loop.
+    pub fn watch_all_udp(&self) {
+        for i in 0..self.udp.len() {
+            self.watch_udp(i);
+        }
+    }
+
+    /// A datagram waits on UDP socket `i` (`token - UDP_TOKEN_BASE`): stop polling it (the
+    /// stub never reads it) and hand the socket to a worker, or wait for one.
+    pub fn datagram_ready(&mut self, i: usize) {
+        let Some((socket, _)) = self.udp.get(i) else {
+            return;
+        };
+        if let Some(poller) = &self.poller {
+            poller.remove(socket.as_raw_fd());
+        }
+        if !self.udp_waiting.iter().any(|&(j, _)| j == i) {
+            self.udp_waiting.push_back((i, Instant::now()));
+        }
+        self.drain_udp();
+    }
+
+    /// Hands waiting UDP sockets to workers with room (each worker takes one whole).
+    fn drain_udp(&mut self) {
+        while let Some(&(i, _)) = self.udp_waiting.front() {
+            let Some(w) = self.pick() else { return };
+            let (socket, local) = &self.udp[i];
+            let conn_id = self.next_conn;
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            let unspecified = SocketAddr::new(
+                if local.is_ipv4() {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                },
+                0,
+            );
+            self.frame.clear();
+            // No deadline: the worker keeps the socket until it is swept.
+            let encoded = encode_handoff(
+                &mut self.frame,
+                conn_id,
+                now_ns,
+                u64::MAX,
+                unspecified,
+                *local,
+                &self.config.fqdn,
+                true,
+            );
+            let slot = &mut self.workers[w];
+            let sent = encoded.is_ok()
+                && match slot
+                    .socket
+                    .as_ref()
+                    .expect("picked workers are ready")
+                    .send(&self.frame, Some(socket.as_fd()))
+                {
+                    Ok(_) => true,
+                    Err(e) => {
+                        eprintln!("wepoq-stub: udp handoff to {} failed: {e}", slot.id);
+                        slot.stop(&self.backend);
+                        false
+                    }
+                };
+            if !sent {
+                continue;
+            }
+            self.next_conn += 1;
+            let (_, noticed) = self.udp_waiting.pop_front().expect("not empty");
+            let tier = match () {
+                _ if slot.registered_at.is_some_and(|r| r > noticed) => Tier::Cold,
+                _ if slot.paused => Tier::Paused,
+                _ => Tier::Warm,
+            };
+            self.metrics.count_tier(tier);
+            if slot.paused {
+                slot.resume(&self.backend, &self.events);
+            }
+            slot.udp = Some(i);
+            slot.marked_at = None;
+            slot.idle_since = Instant::now();
+            self.metrics.udp_handoffs.fetch_add(1, Relaxed);
         }
     }
 
@@ -323,6 +463,7 @@ impl Dispatcher {
             conn.remote,
             conn.local,
             &self.config.fqdn,
+            false,
         )
         .is_err()
         {
@@ -344,16 +485,7 @@ impl Dispatcher {
         };
         if slot.paused {
             // The handoff waits in its socket until it runs again.
-            slot.paused = false;
-            let resume = self.backend.resume(&slot.id);
-            let events = self.events.clone();
-            let worker_id = slot.id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = resume.await {
-                    let why = e.why();
-                    let _ = events.send(Event::ControlFailed { worker_id, why });
-                }
-            });
+            slot.resume(&self.backend, &self.events);
         }
         let since_asked = |t: Option<Instant>| {
             t.filter(|_| cold)
@@ -388,6 +520,7 @@ impl Dispatcher {
     }
 
     fn drain_queue(&mut self) {
+        self.drain_udp();
         while !self.queue.is_empty() && self.pick().is_some() {
             let q = self.queue.pop_front().expect("not empty");
             if let Some(conn) = self.dispatch(q.conn, true) {
@@ -438,6 +571,7 @@ impl Dispatcher {
                 idle_since: now,
                 marked_at: None,
                 paused: false,
+                udp: None,
                 spawn: None,
                 stopping: false,
             }),
@@ -585,6 +719,11 @@ impl Dispatcher {
 
     fn on_gone_at(&mut self, i: usize, why: &str) {
         let mut slot = self.workers.remove(i);
+        if let Some(u) = slot.udp {
+            // Its copy of the socket is closed with it: ours is polled again, and the next
+            // datagram (queued in the socket meanwhile) starts another worker.
+            self.watch_udp(u);
+        }
         let id = slot.id.as_str();
         if !slot.stopping {
             self.metrics.workers_lost.fetch_add(1, Relaxed);
@@ -664,6 +803,7 @@ impl Dispatcher {
             }
             let pause_after = self.config.pause_after;
             if !w.paused
+                && w.udp.is_none()
                 && !pause_after.is_zero()
                 && now.duration_since(w.idle_since) >= pause_after
             {
@@ -710,7 +850,9 @@ impl Dispatcher {
             .iter()
             .filter(|w| !w.stopping && w.socket.is_none())
             .count();
-        let waiting = self.queue.len().saturating_sub(starting * conc);
+        // A waiting UDP socket takes a worker whole.
+        let waiting =
+            (self.queue.len() + self.udp_waiting.len() * conc).saturating_sub(starting * conc);
         let for_queue = waiting.div_ceil(conc);
         // While draining, workers are still started for connections already queued, but
         // the pool is no longer kept at its minimum.
@@ -741,6 +883,7 @@ impl Dispatcher {
             idle_since: now,
             marked_at: None,
             paused: false,
+            udp: None,
             spawn: Some(spawn),
             stopping: false,
         });

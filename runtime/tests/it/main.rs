@@ -8,3 +8,4 @@ mod security;
 mod shim;
 mod support;
 mod tiers;
+mod udp;

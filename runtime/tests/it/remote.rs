@@ -186,6 +186,10 @@ fn the_agent_starts_pauses_resumes_and_replaces_workers_over_the_control_socket(
         matches!(r.first(), Some(Request::Hello { endpoint, .. }) if endpoint == "s1.svr.vote.test")
             && r.iter().any(|r| matches!(r, Request::Spawn { .. }))
     });
+    stub.wait_for("the minimum registered", Duration::from_secs(5), |s| {
+        s.metric("wepoq_workers{state=\"idle\"}") + s.metric("wepoq_workers{state=\"paused\"}")
+            == 1.0
+    });
     assert_eq!(get_worker(&stub), "c-1", "the agent named the worker");
     stub.wait_for("paused", Duration::from_secs(5), |s| {
         s.metric("wepoq_workers{state=\"paused\"}") == 1.0
@@ -204,8 +208,10 @@ fn the_agent_starts_pauses_resumes_and_replaces_workers_over_the_control_socket(
         s.records().len() == 2
     });
     let tiers: Vec<_> = stub.records().iter().map(|r| r["tier"].clone()).collect();
-    // The minimum was registered before the first client came.
-    assert_eq!(tiers, ["warm", "paused"]);
+    // The minimum was registered before the first client came (and may have been paused
+    // already on a slow machine).
+    assert_ne!(tiers[0], "cold");
+    assert_eq!(tiers[1], "paused");
 
     // The worker dies behind the stub's back: the agent's exit event replaces it.
     kill(Pid::from_raw(agent.pid("c-1") as i32), Signal::SIGKILL).unwrap();
