@@ -17,14 +17,14 @@ fuzz_target!(|data: &[u8]| {
     for part in stream.chunks(split) {
         requests.push(part);
         replies.push(part);
-        while let Some(r) = requests.next::<Request>() {
+        while let Some(r) = requests.next_message::<Request>() {
             if let Ok(request) = r {
                 let again = encode(&request);
                 let back: Request = serde_json::from_slice(&again[..again.len() - 1]).unwrap();
                 assert_eq!(back, request);
             }
         }
-        while let Some(r) = replies.next::<FromAgent>() {
+        while let Some(r) = replies.next_message::<FromAgent>() {
             if let Ok(message) = r {
                 let again = encode(&message);
                 let back: FromAgent = serde_json::from_slice(&again[..again.len() - 1]).unwrap();

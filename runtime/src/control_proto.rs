@@ -205,7 +205,7 @@ impl LineDecoder {
 
     /// The next complete line decoded as `T`; `None` until more bytes arrive. An error
     /// consumes its line, so the caller may go on (or hang up). Blank lines are skipped.
-    pub fn next<T: serde::de::DeserializeOwned>(&mut self) -> Option<Result<T, ProtoError>> {
+    pub fn next_message<T: serde::de::DeserializeOwned>(&mut self) -> Option<Result<T, ProtoError>> {
         loop {
             let rest = &self.buf[self.start..];
             let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
@@ -441,7 +441,7 @@ mod tests {
             let mut got = Vec::new();
             for part in stream.chunks(chunk) {
                 d.push(part);
-                while let Some(r) = d.next::<Request>() {
+                while let Some(r) = d.next_message::<Request>() {
                     got.push(r.unwrap().id());
                 }
             }
@@ -455,22 +455,22 @@ mod tests {
         let mut d = LineDecoder::new();
         d.push(b"{not json}\n\n");
         assert!(matches!(
-            d.next::<Request>(),
+            d.next_message::<Request>(),
             Some(Err(ProtoError::Json(_)))
         ));
-        assert!(d.next::<Request>().is_none(), "the blank line is skipped");
+        assert!(d.next_message::<Request>().is_none(), "the blank line is skipped");
         d.push(&vec![b'x'; MAX_LINE + 10]);
-        assert_eq!(d.next::<Request>(), Some(Err(ProtoError::TooLong)));
+        assert_eq!(d.next_message::<Request>(), Some(Err(ProtoError::TooLong)));
         d.push(&vec![b'x'; MAX_LINE + 10]);
-        assert!(d.next::<Request>().is_none(), "one error per overlong line");
+        assert!(d.next_message::<Request>().is_none(), "one error per overlong line");
         assert!(d.pending() <= MAX_LINE + 10, "nothing held beyond a line");
         d.push(b"yyy\n");
         d.push(&encode(&Request::Stop {
             id: 4,
             worker_id: "w".into(),
         }));
-        assert_eq!(d.next::<Request>().unwrap().unwrap().id(), 4);
-        assert!(d.next::<Request>().is_none());
+        assert_eq!(d.next_message::<Request>().unwrap().unwrap().id(), 4);
+        assert!(d.next_message::<Request>().is_none());
     }
 
     #[test]

@@ -215,7 +215,7 @@ async fn run(path: PathBuf, endpoint: String, mut requests: mpsc::UnboundedRecei
                         Err(e) => break format!("read failed: {e}"),
                     };
                     decoder.push(&buf[..n]);
-                    while let Some(message) = decoder.next::<FromAgent>() {
+                    while let Some(message) = decoder.next_message::<FromAgent>() {
                         match message {
                             Ok(FromAgent::Reply(reply)) => answered(&mut pending, &mut notices, reply),
                             Ok(FromAgent::Event(AgentEvent::Exited { worker_id, why })) => {

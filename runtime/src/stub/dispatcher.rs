@@ -206,10 +206,10 @@ impl Dispatcher {
 
     /// Polls UDP socket `i` for a datagram again (no worker holds it any more).
     fn watch_udp(&self, i: usize) {
-        if let (Some(poller), Some((socket, _))) = (&self.poller, self.udp.get(i)) {
-            if let Err(e) = poller.add(socket.as_raw_fd(), UDP_TOKEN_BASE + i as u64) {
-                eprintln!("wepoq-stub: cannot watch udp socket {i}: {e}");
-            }
+        if let (Some(poller), Some((socket, _))) = (&self.poller, self.udp.get(i))
+            && let Err(e) = poller.add(socket.as_raw_fd(), UDP_TOKEN_BASE + i as u64)
+        {
+            eprintln!("wepoq-stub: cannot watch udp socket {i}: {e}");
         }
     }
 
