@@ -205,7 +205,9 @@ impl LineDecoder {
 
     /// The next complete line decoded as `T`; `None` until more bytes arrive. An error
     /// consumes its line, so the caller may go on (or hang up). Blank lines are skipped.
-    pub fn next_message<T: serde::de::DeserializeOwned>(&mut self) -> Option<Result<T, ProtoError>> {
+    pub fn next_message<T: serde::de::DeserializeOwned>(
+        &mut self,
+    ) -> Option<Result<T, ProtoError>> {
         loop {
             let rest = &self.buf[self.start..];
             let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
@@ -458,11 +460,17 @@ mod tests {
             d.next_message::<Request>(),
             Some(Err(ProtoError::Json(_)))
         ));
-        assert!(d.next_message::<Request>().is_none(), "the blank line is skipped");
+        assert!(
+            d.next_message::<Request>().is_none(),
+            "the blank line is skipped"
+        );
         d.push(&vec![b'x'; MAX_LINE + 10]);
         assert_eq!(d.next_message::<Request>(), Some(Err(ProtoError::TooLong)));
         d.push(&vec![b'x'; MAX_LINE + 10]);
-        assert!(d.next_message::<Request>().is_none(), "one error per overlong line");
+        assert!(
+            d.next_message::<Request>().is_none(),
+            "one error per overlong line"
+        );
         assert!(d.pending() <= MAX_LINE + 10, "nothing held beyond a line");
         d.push(b"yyy\n");
         d.push(&encode(&Request::Stop {

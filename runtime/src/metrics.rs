@@ -62,18 +62,13 @@ impl Metrics {
             "connections accepted",
             &self.accepted,
         );
-        let _ = writeln!(
-            out,
-            "# HELP wepoq_connections_total connections finished, by outcome\n# TYPE wepoq_connections_total counter"
+        labelled(
+            &mut out,
+            "wepoq_connections_total",
+            "connections finished, by outcome",
+            "outcome",
+            Outcome::ALL.map(|o| (o.as_str(), self.outcome(o))),
         );
-        for outcome in Outcome::ALL {
-            let _ = writeln!(
-                out,
-                "wepoq_connections_total{{outcome=\"{}\"}} {}",
-                outcome.as_str(),
-                self.outcome(outcome)
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP wepoq_queue_depth connections waiting for a worker\n# TYPE wepoq_queue_depth gauge\nwepoq_queue_depth {}",
@@ -96,18 +91,13 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP wepoq_handoffs_total connections handed to a worker, by the tier it was in\n# TYPE wepoq_handoffs_total counter"
+        labelled(
+            &mut out,
+            "wepoq_handoffs_total",
+            "connections (and UDP sockets) handed to a worker, by the tier that took them",
+            "tier",
+            Tier::ALL.map(|t| (t.as_str(), self.tier(t))),
         );
-        for tier in Tier::ALL {
-            let _ = writeln!(
-                out,
-                "wepoq_handoffs_total{{tier=\"{}\"}} {}",
-                tier.as_str(),
-                self.tier(tier)
-            );
-        }
         counter(
             &mut out,
             "wepoq_udp_handoffs_total",
@@ -160,5 +150,19 @@ impl Metrics {
             &mut out,
         );
         out
+    }
+}
+
+/// A counter with one label: its HELP and TYPE lines, then one sample per label value.
+fn labelled<const N: usize>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: [(&str, u64); N],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
     }
 }
