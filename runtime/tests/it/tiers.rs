@@ -50,9 +50,9 @@ fn an_idle_process_worker_is_paused_and_a_connection_resumes_it() {
     let records = stub.records();
     assert_eq!(records[0]["tier"], "cold");
     assert!(records[0]["spawn_us"].as_f64().unwrap() > 0.0);
-    assert!(
-        records[0]["register_us"].as_f64().unwrap() >= records[0]["spawn_us"].as_f64().unwrap()
-    );
+    // A worker may register before its spawn call returns (it is then adopted): both
+    // steps are timed, in no fixed order.
+    assert!(records[0]["register_us"].as_f64().unwrap() > 0.0);
     assert_eq!(records[1]["tier"], "paused");
     assert!(records[1].get("spawn_us").is_none());
     assert_eq!(stub.metric("wepoq_handoffs_total{tier=\"paused\"}"), 1.0);
