@@ -267,8 +267,16 @@ impl Attacher {
         let fingerprint = vif.fingerprint();
         let state = self.ovs.state(&name, &vif.port).await?;
         state.check_claims(&name, &vif.port, container_id)?;
+        // A namespace's inode number is reused once it is freed, so a restarted container
+        // can show the same one: the interface inside is what proves the attachment current.
         if state.matches(container_id, ns.inode, &fingerprint)
             && self.host.link_index(&name).await?.is_some()
+            && NsLink::open(Some(&ns))
+                .await
+                .map_err(|_| gone())?
+                .link_index(CONTAINER_IFNAME)
+                .await?
+                .is_some()
         {
             return Ok(());
         }
