@@ -21,6 +21,7 @@ const SERVERS: usize = 2 * CLIENTS;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(3);
 const THROUGHPUT_ROUNDS: u32 = 10;
 const COLD_SAMPLES: usize = 200;
+const PAUSED_SAMPLES: usize = 200;
 const QUEUED: usize = 10_000;
 const HOP_SAMPLES: usize = 5_000;
 /// Set in the environment of the bench binary re-executed as the far end of the hop floor.
@@ -90,7 +91,7 @@ impl Stub {
     }
 
     fn workers(&self) -> f64 {
-        ["starting", "idle", "busy", "marked"]
+        ["starting", "idle", "busy", "marked", "paused"]
             .iter()
             .map(|s| self.metric(&format!("wepoq_workers{{state=\"{s}\"}}")))
             .sum()
@@ -354,6 +355,9 @@ fn main() {
         &pool,
         "--queue",
         "4096",
+        // The warm rows measure running workers; pausing has rows of its own.
+        "--pause-after",
+        "0",
     ];
     let pinned = Stub::start(
         "pinned",
@@ -403,6 +407,8 @@ fn main() {
             "1ms",
             "--sweep-grace",
             "1ms",
+            "--pause-after",
+            "0",
         ],
         &[BIN, "example-worker"],
     );
@@ -415,6 +421,34 @@ fn main() {
     drop(cold);
     c.sort();
     let (c50, c99) = (percentile(&c, 0.5), percentile(&c, 0.99));
+
+    // A paused process worker (SIGSTOP; SIGCONT when a connection comes for it) against a
+    // running one, one worker each, interleaved: what the paused tier costs a connection.
+    let one = ["--min-workers", "1", "--max-workers", "1"];
+    let paused = Stub::start(
+        "paused",
+        &[&one[..], &["--pause-after", "5ms"]].concat(),
+        &[BIN, "example-worker"],
+    );
+    let running = Stub::start(
+        "running",
+        &[&one[..], &["--pause-after", "0"]].concat(),
+        &[BIN, "example-worker"],
+    );
+    running.wait_for("a warm worker", |s| s.workers() == 1.0);
+    let (mut from_paused, mut from_running) = (Vec::new(), Vec::new());
+    for _ in 0..PAUSED_SAMPLES {
+        paused.wait_for("the worker paused", |s| {
+            s.metric("wepoq_workers{state=\"paused\"}") == 1.0
+        });
+        from_paused.push(round_trip(paused.addr));
+        from_running.push(round_trip(running.addr));
+    }
+    let resumed = paused.metric("wepoq_handoffs_total{tier=\"paused\"}");
+    drop(paused);
+    drop(running);
+    from_paused.sort();
+    from_running.sort();
 
     // Memory: 10k connections waiting for a worker that never registers.
     let queued_stub = Stub::start(
@@ -511,6 +545,17 @@ fn main() {
         "<= 20 ms",
         ms(c99) <= 20.0,
     );
+    for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
+        let (warm, cont) = (percentile(&from_running, p), percentile(&from_paused, p));
+        row(
+            &format!("paused worker {name} (us, warm | paused)"),
+            format!("{:.1}", us(warm)),
+            format!("{:.1}", us(cont)),
+            format!("{:.2}x", us(cont) / us(warm)),
+            "(none: SIGCONT cost)",
+            resumed >= PAUSED_SAMPLES as f64,
+        );
+    }
     row(
         "stub RSS, 10k queued (MiB)",
         "-".into(),

@@ -1,9 +1,10 @@
 //! How the stub's pool manager starts and stops workers, whatever a worker is.
 //!
-//! The stub only needs three things from a backend: start a worker that will register on
-//! the stub's socket under a given id, stop it, and say when it ended. Nothing here assumes
-//! a process: the process backend lives beside this file, a Docker backend lives in the
-//! reconciler crate (which may talk to Docker; this crate may not).
+//! The stub needs a few things from a backend: start a worker (the backend names it, and the
+//! worker registers on the stub's socket under that name), pause and resume an idle one,
+//! stop it, and say when it ended. Nothing here assumes a process: the process backend lives
+//! beside this file, the remote one asks the host agent (which holds the Docker side; this
+//! crate may not talk to Docker).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -15,8 +16,6 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a backend needs to start one worker.
 #[derive(Debug, Clone)]
 pub struct SpawnRequest {
-    /// The id the worker must send in its hello; the stub matches registrations by it.
-    pub worker_id: String,
     /// The stub's worker socket, to be reachable from inside the worker (bind mount, path).
     pub socket: PathBuf,
     /// The concurrency limit the worker should announce.
@@ -46,30 +45,52 @@ impl std::fmt::Debug for ExitNotice {
 /// Why a backend could not start or stop a worker.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("cannot start worker {worker_id}")]
+    #[error("cannot start a worker")]
     Spawn {
-        worker_id: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("cannot stop worker {worker_id}")]
-    Stop {
+    #[error("cannot {op} worker {worker_id}")]
+    Control {
+        op: &'static str,
         worker_id: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
+impl BackendError {
+    /// The innermost cause, for records and logs that say why in one line.
+    pub fn why(&self) -> String {
+        std::error::Error::source(self)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| self.to_string())
+    }
+}
+
 /// Starts and stops workers for the stub.
 pub trait WorkerBackend: Send + Sync + 'static {
-    /// Starts a worker; resolves once it is started, not once it registered (the stub sees
-    /// that on its socket). `exited` must be called when the worker ends.
+    /// Starts a worker and names it: resolves to the id the worker will register with,
+    /// once it is started (or unpaused), not once it registered (the stub sees that on its
+    /// socket, possibly before this resolves). `exited` must be called when the worker ends.
     fn spawn(
         &self,
         request: SpawnRequest,
         exited: ExitNotice,
-    ) -> BoxFuture<'_, Result<(), BackendError>>;
+    ) -> BoxFuture<'_, Result<String, BackendError>>;
 
-    /// Asks a worker to stop. Stopping one that already ended is not an error.
-    fn stop(&self, worker_id: &str) -> BoxFuture<'_, Result<(), BackendError>>;
+    /// Asks a worker to stop. Stopping one that already ended is not an error; a paused one
+    /// must end too.
+    ///
+    /// For this and the calls below, the stub calls the method on its dispatcher thread and
+    /// runs the future elsewhere: a backend that orders its work when called (not when
+    /// polled) keeps a pause and the resume right after it in order.
+    fn stop(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>>;
+
+    /// Freezes an idle worker (no CPU) without losing its registration: a connection
+    /// handed to it waits in its socket until [`WorkerBackend::resume`].
+    fn pause(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>>;
+
+    /// Thaws a paused worker.
+    fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>>;
 }

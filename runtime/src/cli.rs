@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::example_worker::ExampleMode;
 use crate::process_backend::ProcessBackend;
+use crate::remote_backend::RemoteBackend;
 use crate::shim::ShimMode;
 use crate::stub::control::CredentialPolicy;
 use crate::stub::{Protocol, StubConfig};
@@ -33,9 +34,10 @@ pub enum RuntimeCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct StubArgs {
-    /// Address to accept on, IP:port (repeatable)
-    #[arg(long, required = true)]
-    pub listen: Vec<SocketAddr>,
+    /// Address to serve, IP:PORT or IP:PORT/tcp (accept and hand each connection over) or
+    /// IP:PORT/udp (hand the bound socket to a worker on the first datagram); repeatable
+    #[arg(long, required = true, value_parser = parse_listen)]
+    pub listen: Vec<Listen>,
     /// The service's fully qualified name, passed to workers
     #[arg(long, default_value = "service.local")]
     pub fqdn: String,
@@ -67,6 +69,10 @@ pub struct StubArgs {
     /// Time a marked idle worker survives before it is stopped
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub sweep_grace: Duration,
+    /// Idle time before a warm worker is paused (no CPU until a connection comes for it);
+    /// 0 never pauses
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub pause_after: Duration,
     /// Longest wait in the queue
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub queue_timeout: Duration,
@@ -92,8 +98,15 @@ pub struct StubArgs {
     /// then wake a worker on the stub's own core instead of another, idle one
     #[arg(long, value_parser = parse_cpus)]
     pub cpus: Option<CpuList>,
-    /// The worker command, after `--`
-    #[arg(last = true, required = true)]
+    /// The host agent's control socket: workers are asked of the agent over the control
+    /// protocol instead of started here as processes
+    #[arg(long, conflicts_with = "worker")]
+    pub control: Option<PathBuf>,
+    /// This stub's name in its hello to the agent (default: --fqdn)
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The worker command the process backend starts, after `--` (not with --control)
+    #[arg(last = true, required_unless_present = "control")]
     pub worker: Vec<OsString>,
 }
 
@@ -114,6 +127,29 @@ pub struct ExampleWorkerArgs {
     /// Pretend each connection takes this long (e.g. 200ms)
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub delay: Duration,
+}
+
+/// One `--listen` address and its transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Udp(SocketAddr),
+}
+
+/// Parses `IP:PORT`, `IP:PORT/tcp` or `IP:PORT/udp` (IPv6 as `[::1]:53/udp`).
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    let (addr, proto) = match s.rsplit_once('/') {
+        Some((a, p)) => (a, p),
+        None => (s, "tcp"),
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("bad address {addr:?} (IP:PORT, optionally /tcp or /udp)"))?;
+    match proto {
+        "tcp" => Ok(Listen::Tcp(addr)),
+        "udp" => Ok(Listen::Udp(addr)),
+        other => Err(format!("unknown transport {other:?} in {s:?} (tcp or udp)")),
+    }
 }
 
 /// A set of CPU numbers, as `taskset -c` takes them.
@@ -197,8 +233,16 @@ fn run_stub(args: StubArgs) -> ExitCode {
     if policy.uids.is_empty() && policy.gids.is_empty() {
         policy.uids.push(nix::unistd::geteuid().as_raw());
     }
+    let (mut listen, mut udp) = (Vec::new(), Vec::new());
+    for l in args.listen {
+        match l {
+            Listen::Tcp(a) => listen.push(a),
+            Listen::Udp(a) => udp.push(a),
+        }
+    }
     let config = StubConfig {
-        listen: args.listen,
+        listen,
+        udp,
         fqdn: args.fqdn,
         protocol: args.protocol,
         socket_dir: args.socket_dir,
@@ -209,6 +253,7 @@ fn run_stub(args: StubArgs) -> ExitCode {
         max_workers: args.max_workers,
         idle_timeout: args.idle_timeout,
         sweep_grace: args.sweep_grace,
+        pause_after: args.pause_after,
         queue_timeout: args.queue_timeout,
         conn_timeout: args.conn_timeout,
         start_timeout: args.start_timeout,
@@ -229,23 +274,6 @@ fn run_stub(args: StubArgs) -> ExitCode {
             return report(&e);
         }
     }
-    let mut worker = args.worker.into_iter();
-    let program = PathBuf::from(worker.next().expect("clap requires a worker command"));
-    let isolate = !args.no_isolate_network && ProcessBackend::can_isolate_network();
-    if !isolate && !args.no_isolate_network {
-        eprintln!("wepoq-stub: not root, so workers share the stub's network namespace");
-    }
-    let backend = match ProcessBackend::new(program, worker.collect(), isolate) {
-        Ok(b) => Arc::new(b),
-        Err(e) => {
-            // Fail closed: a root stub that cannot isolate its workers must not run them.
-            eprintln!(
-                "error: cannot make an empty network namespace for workers: {e} \
-                 (--no-isolate-network runs them in the stub's own)"
-            );
-            return ExitCode::FAILURE;
-        }
-    };
     // One runtime thread is plenty: the hot path (accept, handoff, done reports) runs on the
     // stub's own dispatcher thread; the runtime only registers workers, talks to the backend,
     // serves the admin endpoint and waits for signals.
@@ -256,16 +284,44 @@ fn run_stub(args: StubArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return report(&e),
     };
+    let backend: Arc<dyn crate::backend::WorkerBackend> = match args.control {
+        Some(path) => {
+            let endpoint = args.endpoint.unwrap_or_else(|| config.fqdn.clone());
+            let _enter = runtime.enter();
+            Arc::new(RemoteBackend::start(path, endpoint))
+        }
+        None => {
+            let mut worker = args.worker.into_iter();
+            let program = PathBuf::from(worker.next().expect("clap requires a worker command"));
+            let isolate = !args.no_isolate_network && ProcessBackend::can_isolate_network();
+            if !isolate && !args.no_isolate_network {
+                eprintln!("wepoq-stub: not root, so workers share the stub's network namespace");
+            }
+            match ProcessBackend::new(program, worker.collect(), isolate) {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    // Fail closed: a root stub that cannot isolate its workers must not run them.
+                    eprintln!(
+                        "error: cannot make an empty network namespace for workers: {e} \
+                         (--no-isolate-network runs them in the stub's own)"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let result = runtime.block_on(crate::stub::run(config, backend, |ready| {
         let listen: Vec<String> = ready.listen.iter().map(|a| a.to_string()).collect();
+        let udp: Vec<String> = ready.udp.iter().map(|a| a.to_string()).collect();
         let admin = ready
             .admin
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".into());
         // Machine-readable, so whoever started us (tests, scripts) learns the bound ports.
         eprintln!(
-            "wepoq-stub ready listen={} admin={admin} socket={}",
+            "wepoq-stub ready listen={} udp={} admin={admin} socket={}",
             listen.join(","),
+            udp.join(","),
             ready.socket.display()
         );
         let _ = std::io::stderr().flush();
@@ -287,6 +343,24 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_take_a_transport() {
+        let a: SocketAddr = "10.0.0.1:7001".parse().unwrap();
+        assert_eq!(parse_listen("10.0.0.1:7001"), Ok(Listen::Tcp(a)));
+        assert_eq!(parse_listen("10.0.0.1:7001/tcp"), Ok(Listen::Tcp(a)));
+        assert_eq!(parse_listen("10.0.0.1:7001/udp"), Ok(Listen::Udp(a)));
+        assert_eq!(
+            parse_listen("[::1]:53/udp"),
+            Ok(Listen::Udp("[::1]:53".parse().unwrap()))
+        );
+        assert!(
+            parse_listen("10.0.0.1:7001/sctp")
+                .unwrap_err()
+                .contains("sctp")
+        );
+        assert!(parse_listen("nowhere:1").is_err());
     }
 
     #[test]

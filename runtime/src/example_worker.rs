@@ -10,7 +10,8 @@ use crate::worker::{Connection, Worker, WorkerError};
 /// What the example does with a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExampleMode {
-    /// Write back whatever arrives, until the client closes.
+    /// Write back whatever arrives, until the client closes. (A datagram handoff, the
+    /// service's UDP port, is echoed datagram by datagram in every mode.)
     Echo,
     /// Answer one HTTP request with a JSON body describing the connection; a request for
     /// `/crash` aborts the worker mid-connection.
@@ -27,9 +28,12 @@ pub fn run(mode: ExampleMode, delay: Duration) -> Result<(), WorkerError> {
     worker.serve(move |conn| {
         let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
         MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
-        let _ = match mode {
-            ExampleMode::Echo => echo(conn, delay),
-            ExampleMode::Http => http(conn, delay, &id),
+        let _ = match (conn.datagram(), mode) {
+            // The service's UDP port, whatever the mode: echo every datagram to its sender
+            // until the stub stops us.
+            (Some(socket), _) => udp_echo(socket),
+            (None, ExampleMode::Echo) => echo(conn, delay),
+            (None, ExampleMode::Http) => http(conn, delay, &id),
         };
         IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     })
@@ -59,6 +63,14 @@ fn echo_with(conn: &mut Connection, delay: Duration, buf: &mut [u8]) -> std::io:
         }
         first = false;
         stream.write_all(&buf[..n])?;
+    }
+}
+
+fn udp_echo(socket: &std::net::UdpSocket) -> std::io::Result<()> {
+    let mut buf = [0u8; 65536];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf)?;
+        socket.send_to(&buf[..n], from)?;
     }
 }
 

@@ -8,7 +8,8 @@
 //! ```text
 //! byte 0      version (1)
 //! byte 1      kind: 1 hello (worker -> stub), 2 handoff (stub -> worker, carries one fd),
-//!             3 done (worker -> stub)
+//!             3 done (worker -> stub), 4 datagram handoff (as 2, the fd being the
+//!             service's bound UDP socket itself, systemd's `Accept=no`)
 //! hello:      concurrency u32, id_len u8, id bytes (utf-8)
 //! handoff:    conn_id u64, accept_unix_ns u64, deadline_unix_ns u64,
 //!             remote addr, local addr, fqdn_len u8, fqdn bytes (utf-8)
@@ -27,6 +28,7 @@ pub const MAX_FRAME: usize = 2 + 8 * 3 + 19 * 2 + 1 + 255;
 const KIND_HELLO: u8 = 1;
 const KIND_HANDOFF: u8 = 2;
 const KIND_DONE: u8 = 3;
+const KIND_DATAGRAM: u8 = 4;
 
 /// One message between the stub and a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,10 @@ pub struct Handoff {
     pub local: SocketAddr,
     /// The service's fully qualified name, so one worker binary can serve several services.
     pub fqdn: String,
+    /// The socket is the service's bound UDP socket (a listening datagram socket, shared
+    /// with the stub), not an accepted connection: `remote` is unspecified, and the worker
+    /// keeps it until it is stopped.
+    pub datagram: bool,
 }
 
 /// Why bytes could not be read as a frame.
@@ -95,6 +101,7 @@ impl Frame {
                     h.remote,
                     h.local,
                     &h.fqdn,
+                    h.datagram,
                 )?;
             }
             Frame::Done { conn_id } => {
@@ -128,13 +135,14 @@ impl Frame {
                     concurrency,
                 }
             }
-            KIND_HANDOFF => Frame::Handoff(Handoff {
+            kind @ (KIND_HANDOFF | KIND_DATAGRAM) => Frame::Handoff(Handoff {
                 conn_id: r.u64()?,
                 accept_unix_ns: r.u64()?,
                 deadline_unix_ns: r.u64()?,
                 remote: r.addr()?,
                 local: r.addr()?,
                 fqdn: r.string("fqdn")?,
+                datagram: kind == KIND_DATAGRAM,
             }),
             KIND_DONE => Frame::Done { conn_id: r.u64()? },
             other => return Err(FrameError::Kind(other)),
@@ -149,6 +157,7 @@ impl Frame {
 /// Appends a handoff frame built from borrowed parts (the stub encodes one per connection
 /// and need not copy its fqdn into a [`Handoff`] to do so). Same bytes as
 /// `Frame::Handoff(..).encode`.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_handoff(
     out: &mut Vec<u8>,
     conn_id: u64,
@@ -157,9 +166,14 @@ pub fn encode_handoff(
     remote: SocketAddr,
     local: SocketAddr,
     fqdn: &str,
+    datagram: bool,
 ) -> Result<(), FrameError> {
     out.push(VERSION);
-    out.push(KIND_HANDOFF);
+    out.push(if datagram {
+        KIND_DATAGRAM
+    } else {
+        KIND_HANDOFF
+    });
     out.extend_from_slice(&conn_id.to_be_bytes());
     out.extend_from_slice(&accept_unix_ns.to_be_bytes());
     out.extend_from_slice(&deadline_unix_ns.to_be_bytes());
@@ -265,6 +279,7 @@ mod tests {
             remote: "127.0.0.1:54321".parse().unwrap(),
             local: "[::1]:8080".parse().unwrap(),
             fqdn: "vip.srv.result.ovn-vote.ns.ovn.wepoq.net".into(),
+            datagram: false,
         }
     }
 
@@ -276,6 +291,11 @@ mod tests {
                 concurrency: 3,
             },
             Frame::Handoff(handoff()),
+            Frame::Handoff(Handoff {
+                datagram: true,
+                remote: "0.0.0.0:0".parse().unwrap(),
+                ..handoff()
+            }),
             Frame::Done { conn_id: u64::MAX },
         ];
         for frame in frames {

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod control_proto;
 pub mod example_worker;
 pub mod frame;
 pub mod histogram;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod probe;
 pub mod process_backend;
 pub mod record;
+pub mod remote_backend;
 pub mod seqpacket;
 pub mod shim;
 pub mod spare_netns;

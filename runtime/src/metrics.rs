@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::histogram::Histogram;
-use crate::record::Outcome;
+use crate::record::{Outcome, Tier};
 
 /// Everything `/metrics` shows.
 #[derive(Debug, Default)]
@@ -19,12 +19,17 @@ pub struct Metrics {
     pub workers_idle: AtomicU64,
     pub workers_busy: AtomicU64,
     pub workers_marked: AtomicU64,
+    pub workers_paused: AtomicU64,
+    tiers: [AtomicU64; Tier::ALL.len()],
+    pub workers_paused_total: AtomicU64,
+    pub udp_handoffs: AtomicU64,
     pub workers_refused: AtomicU64,
     pub workers_started: AtomicU64,
     pub workers_swept: AtomicU64,
     pub workers_lost: AtomicU64,
     pub handoff_latency: Histogram,
     pub cold_start: Histogram,
+    pub spawn_time: Histogram,
 }
 
 impl Metrics {
@@ -34,6 +39,14 @@ impl Metrics {
 
     pub fn outcome(&self, outcome: Outcome) -> u64 {
         self.outcomes[outcome as usize].load(Relaxed)
+    }
+
+    pub fn count_tier(&self, tier: Tier) {
+        self.tiers[tier as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn tier(&self, tier: Tier) -> u64 {
+        self.tiers[tier as usize].load(Relaxed)
     }
 
     /// Renders the Prometheus text exposition format (version 0.0.4).
@@ -49,18 +62,13 @@ impl Metrics {
             "connections accepted",
             &self.accepted,
         );
-        let _ = writeln!(
-            out,
-            "# HELP wepoq_connections_total connections finished, by outcome\n# TYPE wepoq_connections_total counter"
+        labelled(
+            &mut out,
+            "wepoq_connections_total",
+            "connections finished, by outcome",
+            "outcome",
+            Outcome::ALL.map(|o| (o.as_str(), self.outcome(o))),
         );
-        for outcome in Outcome::ALL {
-            let _ = writeln!(
-                out,
-                "wepoq_connections_total{{outcome=\"{}\"}} {}",
-                outcome.as_str(),
-                self.outcome(outcome)
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP wepoq_queue_depth connections waiting for a worker\n# TYPE wepoq_queue_depth gauge\nwepoq_queue_depth {}",
@@ -75,6 +83,7 @@ impl Metrics {
             ("idle", &self.workers_idle),
             ("busy", &self.workers_busy),
             ("marked", &self.workers_marked),
+            ("paused", &self.workers_paused),
         ] {
             let _ = writeln!(
                 out,
@@ -82,6 +91,25 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        labelled(
+            &mut out,
+            "wepoq_handoffs_total",
+            "connections (and UDP sockets) handed to a worker, by the tier that took them",
+            "tier",
+            Tier::ALL.map(|t| (t.as_str(), self.tier(t))),
+        );
+        counter(
+            &mut out,
+            "wepoq_udp_handoffs_total",
+            "UDP sockets handed to a worker on a first datagram",
+            &self.udp_handoffs,
+        );
+        counter(
+            &mut out,
+            "wepoq_workers_paused_total",
+            "idle workers paused",
+            &self.workers_paused_total,
+        );
         counter(
             &mut out,
             "wepoq_workers_started_total",
@@ -116,6 +144,25 @@ impl Metrics {
             "worker start asked to worker registered",
             &mut out,
         );
+        self.spawn_time.render(
+            "wepoq_spawn_seconds",
+            "worker start asked to the backend having it started",
+            &mut out,
+        );
         out
+    }
+}
+
+/// A counter with one label: its HELP and TYPE lines, then one sample per label value.
+fn labelled<const N: usize>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: [(&str, u64); N],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
     }
 }

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::signal::{Signal, kill};
@@ -27,6 +28,8 @@ pub struct ProcessBackend {
     spares: Option<SpareNetns>,
     /// Worker id to pid, for stop; a std mutex since it is held only for a map operation.
     pids: Arc<Mutex<HashMap<String, i32>>>,
+    /// The backend names its workers `w1`, `w2`, ...
+    next_id: AtomicU64,
 }
 
 impl ProcessBackend {
@@ -44,6 +47,7 @@ impl ProcessBackend {
             // the first joins; the rest of a larger burst makes its own.
             spares: isolate_network.then(|| SpareNetns::new(2)),
             pids: Arc::default(),
+            next_id: AtomicU64::new(1),
         })
     }
 
@@ -58,13 +62,14 @@ impl WorkerBackend for ProcessBackend {
         &self,
         request: SpawnRequest,
         exited: ExitNotice,
-    ) -> BoxFuture<'_, Result<(), BackendError>> {
+    ) -> BoxFuture<'_, Result<String, BackendError>> {
+        let worker_id = format!("w{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         Box::pin(async move {
             let mut command = tokio::process::Command::new(&self.program);
             command
                 .args(&self.args)
                 .env(ENV_SOCKET, &request.socket)
-                .env(ENV_WORKER_ID, &request.worker_id)
+                .env(ENV_WORKER_ID, &worker_id)
                 .env(ENV_CONCURRENCY, request.concurrency.to_string())
                 .stdin(Stdio::null());
             let isolate = self.spares.is_some();
@@ -94,39 +99,64 @@ impl WorkerBackend for ProcessBackend {
                 spares.refill();
             }
             let mut child = spawned.map_err(|e| BackendError::Spawn {
-                worker_id: request.worker_id.clone(),
                 source: Box::new(e),
             })?;
             let pid = child.id().map(|p| p as i32).unwrap_or(-1);
-            self.pids
-                .lock()
-                .unwrap()
-                .insert(request.worker_id.clone(), pid);
+            self.pids.lock().unwrap().insert(worker_id.clone(), pid);
             let pids = self.pids.clone();
+            let id = worker_id.clone();
             tokio::spawn(async move {
                 let why = match child.wait().await {
                     Ok(status) => format!("process {pid} ended: {status}"),
                     Err(e) => format!("process {pid} lost: {e}"),
                 };
-                pids.lock().unwrap().remove(&request.worker_id);
+                pids.lock().unwrap().remove(&id);
                 exited.exited(why);
             });
-            Ok(())
+            Ok(worker_id)
         })
     }
 
-    fn stop(&self, worker_id: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+    fn stop(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
+        // SIGCONT after SIGTERM: a paused (stopped) process would keep the TERM pending.
+        self.signal("stop", worker_id, &[Signal::SIGTERM, Signal::SIGCONT])
+    }
+
+    fn pause(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
+        self.signal("pause", worker_id, &[Signal::SIGSTOP])
+    }
+
+    fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
+        self.signal("resume", worker_id, &[Signal::SIGCONT])
+    }
+}
+
+impl ProcessBackend {
+    /// Sends the signals now, when called, so calls made in order act in order.
+    fn signal(
+        &self,
+        op: &'static str,
+        worker_id: &str,
+        signals: &[Signal],
+    ) -> BoxFuture<'static, Result<(), BackendError>> {
         let pid = self.pids.lock().unwrap().get(worker_id).copied();
-        let worker_id = worker_id.to_owned();
-        Box::pin(async move {
-            let Some(pid) = pid else { return Ok(()) };
-            match kill(Pid::from_raw(pid), Signal::SIGTERM) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-                Err(e) => Err(BackendError::Stop {
-                    worker_id,
-                    source: Box::new(e),
-                }),
+        let mut result = Ok(());
+        if let Some(pid) = pid {
+            for &signal in signals {
+                match kill(Pid::from_raw(pid), signal) {
+                    // Already gone: its exit notice is on the way.
+                    Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                    Err(e) => {
+                        result = Err(BackendError::Control {
+                            op,
+                            worker_id: worker_id.to_owned(),
+                            source: Box::new(e),
+                        });
+                        break;
+                    }
+                }
             }
-        })
+        }
+        Box::pin(std::future::ready(result))
     }
 }

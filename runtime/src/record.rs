@@ -20,16 +20,44 @@ pub enum Outcome {
     TimedOut,
     /// The stub stopped before a worker took it.
     Shutdown,
+    /// No worker could be started for it (the backend failed, or its workers died before
+    /// registering); the record's `why` says how.
+    StartFailed,
+}
+
+/// What a connection found when it arrived: the pool's tier it was served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// A running, registered worker had room.
+    Warm,
+    /// A paused worker was resumed for it.
+    Paused,
+    /// It waited for a worker that registered after it arrived.
+    Cold,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Warm, Tier::Paused, Tier::Cold];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Warm => "warm",
+            Tier::Paused => "paused",
+            Tier::Cold => "cold",
+        }
+    }
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Served,
         Outcome::Refused,
         Outcome::Expired,
         Outcome::WorkerLost,
         Outcome::TimedOut,
         Outcome::Shutdown,
+        Outcome::StartFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +68,7 @@ impl Outcome {
             Outcome::WorkerLost => "worker_lost",
             Outcome::TimedOut => "timed_out",
             Outcome::Shutdown => "shutdown",
+            Outcome::StartFailed => "start_failed",
         }
     }
 }
@@ -55,10 +84,22 @@ pub struct Record<'a> {
     pub handoff_us: Option<f64>,
     /// Whether it waited for a worker that registered after it arrived.
     pub cold: bool,
+    /// The tier it was served from; absent when no worker took it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// Cold starts: from asking the backend for the worker until the backend had it started
+    /// (created and started, or unpaused), and until it registered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spawn_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register_us: Option<f64>,
     pub worker: Option<&'a str>,
     pub outcome: Outcome,
     /// Handoff to done, as the stub saw it.
     pub service_us: Option<f64>,
+    /// Why it was not served, when the stub knows more than the outcome says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<&'a str>,
 }
 
 /// Where records go; buffered, flushed on the dispatcher's tick.

@@ -12,7 +12,10 @@ use crate::frame::Handoff;
 use crate::worker::{ENV_CONCURRENCY, ENV_SOCKET, ENV_WORKER_ID, Worker, WorkerError};
 
 /// Where the program finds its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ShimMode {
     /// fd 3, `LISTEN_FDS=1`, `LISTEN_PID`, `LISTEN_FDNAMES=connection`.
     Systemd,
@@ -57,7 +60,7 @@ pub fn run(mode: ShimMode, program: &[OsString]) -> Result<(), ShimError> {
     };
     while let Some(mut conn) = worker.accept()? {
         let env = connection_env(&base_env, conn.handoff(), mode);
-        let stream = conn.take_stream().expect("fresh connection has its stream");
+        let stream = conn.take_fd().expect("fresh connection has its socket");
         let raw = stream.as_raw_fd();
         // SAFETY: this process has a single thread, so the child may allocate and exec.
         match unsafe { nix::unistd::fork() }.map_err(ShimError::Fork)? {
@@ -87,19 +90,29 @@ fn connection_env(base: &[(OsString, OsString)], h: &Handoff, mode: ShimMode) ->
             env.push(c);
         }
     };
-    add("REMOTE_ADDR", h.remote.ip().to_string());
-    add("REMOTE_PORT", h.remote.port().to_string());
-    add("PROTO", "TCP".into());
-    add("TCPREMOTEIP", h.remote.ip().to_string());
-    add("TCPREMOTEPORT", h.remote.port().to_string());
-    add("TCPLOCALIP", h.local.ip().to_string());
-    add("TCPLOCALPORT", h.local.port().to_string());
+    if h.datagram {
+        // The bound UDP socket itself: no peer, the program reads datagrams from anyone.
+        add("PROTO", "UDP".into());
+        add("UDPLOCALIP", h.local.ip().to_string());
+        add("UDPLOCALPORT", h.local.port().to_string());
+    } else {
+        add("REMOTE_ADDR", h.remote.ip().to_string());
+        add("REMOTE_PORT", h.remote.port().to_string());
+        add("PROTO", "TCP".into());
+        add("TCPREMOTEIP", h.remote.ip().to_string());
+        add("TCPREMOTEPORT", h.remote.port().to_string());
+        add("TCPLOCALIP", h.local.ip().to_string());
+        add("TCPLOCALPORT", h.local.port().to_string());
+    }
     add("WEPOQ_CONN_ID", h.conn_id.to_string());
     add("WEPOQ_FQDN", h.fqdn.clone());
     add("WEPOQ_DEADLINE_UNIX_NS", h.deadline_unix_ns.to_string());
     if mode == ShimMode::Systemd {
         add("LISTEN_FDS", "1".into());
-        add("LISTEN_FDNAMES", "connection".into());
+        // systemd's names: an accepted connection (Accept=yes) or the listening datagram
+        // socket (Accept=no).
+        let name = if h.datagram { "datagram" } else { "connection" };
+        add("LISTEN_FDNAMES", name.into());
     }
     env
 }

@@ -45,7 +45,10 @@ pub enum Protocol {
 /// Everything the stub is told.
 #[derive(Debug, Clone)]
 pub struct StubConfig {
+    /// TCP addresses to accept on.
     pub listen: Vec<SocketAddr>,
+    /// UDP addresses to bind and hand whole to a worker on the first datagram.
+    pub udp: Vec<SocketAddr>,
     pub fqdn: String,
     pub protocol: Protocol,
     /// Directory for the worker socket; created 0700.
@@ -60,6 +63,9 @@ pub struct StubConfig {
     /// Idle this long, a worker is marked; marked and still idle `sweep_grace` later, stopped.
     pub idle_timeout: Duration,
     pub sweep_grace: Duration,
+    /// Idle this long, a worker is paused through the backend (no CPU until a connection
+    /// comes for it); zero never pauses.
+    pub pause_after: Duration,
     /// Longest wait in the queue.
     pub queue_timeout: Duration,
     /// The deadline given to the worker, counted from accept.
@@ -77,6 +83,7 @@ impl Default for StubConfig {
     fn default() -> StubConfig {
         StubConfig {
             listen: Vec::new(),
+            udp: Vec::new(),
             fqdn: "service.local".into(),
             protocol: Protocol::Tcp,
             socket_dir: PathBuf::from("/run/wepoq"),
@@ -90,6 +97,7 @@ impl Default for StubConfig {
             max_workers: 8,
             idle_timeout: Duration::from_secs(60),
             sweep_grace: Duration::from_secs(5),
+            pause_after: Duration::ZERO,
             queue_timeout: Duration::from_secs(10),
             conn_timeout: Duration::from_secs(60),
             start_timeout: Duration::from_secs(10),
@@ -107,7 +115,11 @@ impl StubConfig {
 
     /// How often timers are looked at: fine enough for the shortest configured timeout.
     fn tick(&self) -> Duration {
-        (self.idle_timeout.min(self.sweep_grace) / 4)
+        let pause = match self.pause_after {
+            d if d.is_zero() => self.idle_timeout,
+            d => d,
+        };
+        (self.idle_timeout.min(self.sweep_grace).min(pause) / 4)
             .clamp(Duration::from_millis(5), Duration::from_millis(100))
     }
 }
@@ -116,6 +128,7 @@ impl StubConfig {
 #[derive(Debug, Clone)]
 pub struct Ready {
     pub listen: Vec<SocketAddr>,
+    pub udp: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub socket: PathBuf,
 }
@@ -168,7 +181,7 @@ pub async fn run(
     backend: Arc<dyn WorkerBackend>,
     ready: impl FnOnce(&Ready),
 ) -> Result<(), StubError> {
-    if config.listen.is_empty() {
+    if config.listen.is_empty() && config.udp.is_empty() {
         return Err(StubError::Config("no listen address".into()));
     }
     if config.fqdn.len() > 255 {
@@ -187,11 +200,25 @@ pub async fn run(
         source,
     };
     std::fs::create_dir_all(&config.socket_dir).map_err(dir_err)?;
-    // 0700: only the owner may even reach the socket; SO_PEERCRED then checks who connected.
-    std::fs::set_permissions(&config.socket_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(dir_err)?;
+    // Workers of our own uid: 0700, only the owner may even reach the socket. Workers of
+    // another uid (containers as 65534 behind a root stub): 0711 and a 0777 socket, so they
+    // can reach it, and SO_PEERCRED alone decides who registers. Either way SO_PEERCRED
+    // then checks who connected.
+    let shared = config.policy.admits_others();
+    let dir_mode = if shared { 0o711 } else { 0o700 };
+    std::fs::set_permissions(
+        &config.socket_dir,
+        std::fs::Permissions::from_mode(dir_mode),
+    )
+    .map_err(dir_err)?;
     let socket_path = config.socket_path();
     let worker_listener = SeqPacket::listen(&socket_path)
+        .and_then(|l| {
+            if shared {
+                std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o777))?;
+            }
+            Ok(l)
+        })
         .and_then(register)
         .map_err(|source| StubError::WorkerSocket {
             path: socket_path.clone(),
@@ -200,6 +227,7 @@ pub async fn run(
 
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
+    let mut bound_udp = Vec::new();
     for addr in &config.listen {
         let listener = bind(*addr).map_err(|source| StubError::Listen {
             addr: *addr,
@@ -207,6 +235,17 @@ pub async fn run(
         })?;
         bound.push(listener.local_addr().unwrap_or(*addr));
         listeners.push(listener);
+    }
+    let mut udp = Vec::new();
+    for addr in &config.udp {
+        // Blocking, as the worker wants it (the flag is shared with its copy); the stub only
+        // polls it and never reads.
+        let socket = std::net::UdpSocket::bind(addr).map_err(|source| StubError::Listen {
+            addr: *addr,
+            source,
+        })?;
+        bound_udp.push(socket.local_addr().unwrap_or(*addr));
+        udp.push(socket);
     }
     let admin = match config.admin {
         Some(addr) => Some(
@@ -246,7 +285,12 @@ pub async fn run(
     }
     tasks.spawn(signals(tx.clone()));
 
-    let first = config.listen[0];
+    let first = config
+        .listen
+        .first()
+        .or(config.udp.first())
+        .copied()
+        .expect("checked above");
     let io_err = |source| StubError::Listen {
         addr: first,
         source,
@@ -283,6 +327,8 @@ pub async fn run(
     let config = Arc::new(config);
     let mut dispatcher = Dispatcher::new(config.clone(), backend, tx, metrics, records);
     dispatcher.set_poller(poller.clone());
+    dispatcher.set_udp(udp);
+    dispatcher.watch_all_udp();
     dispatcher.start();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
@@ -297,6 +343,7 @@ pub async fn run(
         .map_err(io_err)?;
     ready(&Ready {
         listen: bound,
+        udp: bound_udp,
         admin: admin_addr,
         socket: socket_path.clone(),
     });
@@ -364,6 +411,9 @@ fn dispatch_loop(
                     dispatcher.apply(Event::Tick);
                 }
                 t if t >= dispatcher::WORKER_TOKEN_BASE => dispatcher.worker_readable(t),
+                t if t >= dispatcher::UDP_TOKEN_BASE => {
+                    dispatcher.datagram_ready((t - dispatcher::UDP_TOKEN_BASE) as usize)
+                }
                 t => accept_from.push((t - TOKEN_LISTENER) as usize),
             }
         }

@@ -4,7 +4,7 @@
 //! that should start in a millisecond and not need a runtime to take one connection.
 
 use std::io;
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,9 +47,12 @@ pub struct Worker {
 }
 
 /// One connection handed to this worker. Dropping it closes the socket and reports done.
+/// For a datagram handoff (`handoff().datagram`) it is the service's bound UDP socket
+/// instead ([`Connection::datagram`]): serve it until the stub stops the worker.
 #[derive(Debug)]
 pub struct Connection {
     stream: Option<TcpStream>,
+    datagram: Option<UdpSocket>,
     handoff: Handoff,
     socket: Arc<SeqPacket>,
 }
@@ -110,9 +113,13 @@ impl Worker {
         let fd: OwnedFd = fd.ok_or(WorkerError::Protocol("handoff without a socket"))?;
         // The stub hands blocking sockets (it accepts without SOCK_NONBLOCK), so no fcntl here:
         // one syscall less on every connection's path.
-        let stream = TcpStream::from(fd);
+        let (stream, datagram) = match handoff.datagram {
+            false => (Some(TcpStream::from(fd)), None),
+            true => (None, Some(UdpSocket::from(fd))),
+        };
         Ok(Some(Connection {
-            stream: Some(stream),
+            stream,
+            datagram,
             handoff,
             socket: self.socket.clone(),
         }))
@@ -147,8 +154,25 @@ impl Connection {
         &self.handoff
     }
 
+    /// The TCP connection. Panics for a datagram handoff or after `take_stream`.
     pub fn stream(&mut self) -> &mut TcpStream {
-        self.stream.as_mut().expect("stream is present until drop")
+        self.stream
+            .as_mut()
+            .expect("a TCP handoff, stream not taken")
+    }
+
+    /// The service's UDP socket, for a datagram handoff.
+    pub fn datagram(&self) -> Option<&UdpSocket> {
+        self.datagram.as_ref()
+    }
+
+    /// Takes the socket out whatever its kind, e.g. to pass it to a child.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        match (self.stream.take(), self.datagram.take()) {
+            (Some(s), _) => Some(s.into()),
+            (None, Some(d)) => Some(d.into()),
+            (None, None) => None,
+        }
     }
 
     /// Takes the socket out, e.g. to pass it to a child; done is still reported on drop.

@@ -26,6 +26,12 @@ impl CredentialPolicy {
     pub fn allows(&self, uid: u32, gid: u32) -> bool {
         self.uids.contains(&uid) || self.gids.contains(&gid)
     }
+
+    /// Whether it admits anyone but our own uid, who then must be able to reach the socket.
+    pub fn admits_others(&self) -> bool {
+        let me = nix::unistd::geteuid().as_raw();
+        !self.gids.is_empty() || self.uids.iter().any(|&u| u != me)
+    }
 }
 
 /// Accepts workers on `listener` forever, each checked against `policy`.

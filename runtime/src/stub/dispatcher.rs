@@ -16,7 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::backend::{ExitNotice, SpawnRequest, WorkerBackend};
 use crate::frame::{Frame, MAX_FRAME, encode_handoff};
 use crate::metrics::Metrics;
-use crate::record::{Outcome, Record, RecordSink};
+use crate::record::{Outcome, Record, RecordSink, Tier};
 use crate::seqpacket::SeqPacket;
 use crate::stub::StubConfig;
 use crate::stub::event::{Accepted, Event};
@@ -34,9 +34,14 @@ pub struct Dispatcher {
     /// picked, so the tail of the list goes idle and gets swept.
     workers: Vec<Slot>,
     queue: VecDeque<Queued>,
-    next_worker: u64,
+    /// Serial of the next spawn request, which names the slot until the backend names it.
+    next_spawn: u64,
     next_conn: u64,
     spawn_not_before: Option<Instant>,
+    /// Failed starts in a row (spawn errors, workers dying before registering, start
+    /// timeouts): the backoff grows with them, and the last one's reason goes in records.
+    start_failures: u32,
+    last_failure: Option<String>,
     /// Exponentially weighted service time in seconds, for Retry-After.
     service_ewma: f64,
     drain_until: Option<Instant>,
@@ -46,24 +51,43 @@ pub struct Dispatcher {
     /// `None` when driven by hand, as in the unit tests.
     poller: Option<Arc<Poller>>,
     next_token: u64,
+    /// The service's bound UDP sockets (systemd's `Accept=no`): polled for readability
+    /// (never read) while no worker holds them; handed whole to a worker on the first
+    /// datagram, and polled again once that worker is gone.
+    udp: Vec<(std::net::UdpSocket, SocketAddr)>,
+    /// UDP sockets with a datagram waiting and no worker yet, in arrival order.
+    udp_waiting: VecDeque<(usize, Instant)>,
 }
+
+/// Poller tokens from here to [`WORKER_TOKEN_BASE`] are the service's UDP sockets.
+pub const UDP_TOKEN_BASE: u64 = 1 << 31;
 
 /// Poller tokens at and above this are worker sockets; below it the run loop's own.
 pub const WORKER_TOKEN_BASE: u64 = 1 << 32;
 
 struct Slot {
+    /// The worker's id; a placeholder (`named` false) until the backend names a spawn.
     id: String,
+    named: bool,
     socket: Option<SeqPacket>,
     /// The poller token of `socket`, unique for the stub's life (never a reused fd number).
     token: u64,
     concurrency: usize,
     in_flight: HashMap<u64, InFlight>,
     asked_at: Instant,
+    /// When the backend had it started (its spawn call resolved).
+    spawned_at: Option<Instant>,
     registered_at: Option<Instant>,
     idle_since: Instant,
     marked_at: Option<Instant>,
-    /// Started by our backend (so ours to stop), rather than registered on its own.
-    ours: bool,
+    /// Frozen by the backend while idle; a connection for it resumes it.
+    paused: bool,
+    /// It holds the service's UDP socket with this index: it takes no connection more,
+    /// is never paused, and is swept like an idle worker (counting from the handoff).
+    udp: Option<usize>,
+    /// The serial of our spawn request when our backend started it (so ours to stop),
+    /// `None` when it registered on its own.
+    spawn: Option<u64>,
     stopping: bool,
 }
 
@@ -75,7 +99,10 @@ struct InFlight {
     accept_unix_ns: u64,
     handoff_at: Instant,
     handoff_us: f64,
-    cold: bool,
+    tier: Tier,
+    /// Cold starts: asked to started, asked to registered.
+    spawn_us: Option<f64>,
+    register_us: Option<f64>,
 }
 
 struct Queued {
@@ -85,7 +112,10 @@ struct Queued {
 
 impl Slot {
     fn has_room(&self) -> bool {
-        self.socket.is_some() && !self.stopping && self.in_flight.len() < self.concurrency
+        self.socket.is_some()
+            && !self.stopping
+            && self.udp.is_none()
+            && self.in_flight.len() < self.concurrency
     }
 
     fn stop(&mut self, backend: &Arc<dyn WorkerBackend>) {
@@ -95,15 +125,34 @@ impl Slot {
             let _ =
                 nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
-        if self.ours {
-            let backend = backend.clone();
-            let id = self.id.clone();
+        // Not named yet: stopped when the backend names it (see `on_spawned`).
+        if self.spawn.is_some() && self.named {
+            let stop = backend.stop(&self.id);
             tokio::spawn(async move {
-                if let Err(e) = backend.stop(&id).await {
+                if let Err(e) = stop.await {
                     eprintln!("wepoq-stub: {e}");
                 }
             });
         }
+    }
+
+    /// Thaws a paused worker; a failed resume ends it (`ControlFailed`).
+    fn resume(&mut self, backend: &Arc<dyn WorkerBackend>, events: &UnboundedSender<Event>) {
+        self.paused = false;
+        let resume = backend.resume(&self.id);
+        let events = events.clone();
+        let worker_id = self.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = resume.await {
+                let why = e.why();
+                let _ = events.send(Event::ControlFailed { worker_id, why });
+            }
+        });
+    }
+
+    /// Whether it could take a connection now or soon: registered or being started.
+    fn can_serve(&self) -> bool {
+        !self.stopping
     }
 }
 
@@ -127,15 +176,128 @@ impl Dispatcher {
             records,
             workers: Vec::new(),
             queue: VecDeque::new(),
-            next_worker: 1,
+            next_spawn: 1,
             next_conn: 1,
             spawn_not_before: None,
+            start_failures: 0,
+            last_failure: None,
             service_ewma: 0.0,
             drain_until: None,
             lingering: Arc::default(),
             frame: Vec::with_capacity(128),
             poller: None,
             next_token: WORKER_TOKEN_BASE,
+            udp: Vec::new(),
+            udp_waiting: VecDeque::new(),
+        }
+    }
+
+    /// Takes the service's bound UDP sockets; the run loop polls them under
+    /// `UDP_TOKEN_BASE + index` (see [`Dispatcher::watch_udp`]).
+    pub fn set_udp(&mut self, sockets: Vec<std::net::UdpSocket>) {
+        self.udp = sockets
+            .into_iter()
+            .map(|s| {
+                let local = s.local_addr().expect("a bound socket");
+                (s, local)
+            })
+            .collect();
+    }
+
+    /// Polls UDP socket `i` for a datagram again (no worker holds it any more).
+    fn watch_udp(&self, i: usize) {
+        if let (Some(poller), Some((socket, _))) = (&self.poller, self.udp.get(i))
+            && let Err(e) = poller.add(socket.as_raw_fd(), UDP_TOKEN_BASE + i as u64)
+        {
+            eprintln!("wepoq-stub: cannot watch udp socket {i}: {e}");
+        }
+    }
+
+    /// Starts polling every UDP socket; called once by the run loop.
+    pub fn watch_all_udp(&self) {
+        for i in 0..self.udp.len() {
+            self.watch_udp(i);
+        }
+    }
+
+    /// A datagram waits on UDP socket `i` (`token - UDP_TOKEN_BASE`): stop polling it (the
+    /// stub never reads it) and hand the socket to a worker, or wait for one.
+    pub fn datagram_ready(&mut self, i: usize) {
+        let Some((socket, _)) = self.udp.get(i) else {
+            return;
+        };
+        if let Some(poller) = &self.poller {
+            poller.remove(socket.as_raw_fd());
+        }
+        if !self.udp_waiting.iter().any(|&(j, _)| j == i) {
+            self.udp_waiting.push_back((i, Instant::now()));
+        }
+        self.drain_udp();
+    }
+
+    /// Hands waiting UDP sockets to workers with room (each worker takes one whole).
+    fn drain_udp(&mut self) {
+        while let Some(&(i, _)) = self.udp_waiting.front() {
+            let Some(w) = self.pick() else { return };
+            let (socket, local) = &self.udp[i];
+            let conn_id = self.next_conn;
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            let unspecified = SocketAddr::new(
+                if local.is_ipv4() {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                },
+                0,
+            );
+            self.frame.clear();
+            // No deadline: the worker keeps the socket until it is swept.
+            let encoded = encode_handoff(
+                &mut self.frame,
+                conn_id,
+                now_ns,
+                u64::MAX,
+                unspecified,
+                *local,
+                &self.config.fqdn,
+                true,
+            );
+            let slot = &mut self.workers[w];
+            let sent = encoded.is_ok()
+                && match slot
+                    .socket
+                    .as_ref()
+                    .expect("picked workers are ready")
+                    .send(&self.frame, Some(socket.as_fd()))
+                {
+                    Ok(_) => true,
+                    Err(e) => {
+                        eprintln!("wepoq-stub: udp handoff to {} failed: {e}", slot.id);
+                        slot.stop(&self.backend);
+                        false
+                    }
+                };
+            if !sent {
+                continue;
+            }
+            self.next_conn += 1;
+            let (_, noticed) = self.udp_waiting.pop_front().expect("not empty");
+            let tier = match () {
+                _ if slot.registered_at.is_some_and(|r| r > noticed) => Tier::Cold,
+                _ if slot.paused => Tier::Paused,
+                _ => Tier::Warm,
+            };
+            self.metrics.count_tier(tier);
+            if slot.paused {
+                slot.resume(&self.backend, &self.events);
+            }
+            slot.udp = Some(i);
+            slot.marked_at = None;
+            slot.idle_since = Instant::now();
+            self.metrics.udp_handoffs.fetch_add(1, Relaxed);
         }
     }
 
@@ -169,10 +331,29 @@ impl Dispatcher {
             } => self.on_registered(worker_id, concurrency, socket),
             Event::WorkerDone { worker_id, conn_id } => self.on_done(&worker_id, conn_id),
             Event::WorkerGone { worker_id, why } => self.on_gone(&worker_id, &why),
-            Event::SpawnFailed { worker_id, why } => {
-                eprintln!("wepoq-stub: worker {worker_id} failed to start: {why}");
-                self.workers.retain(|w| w.id != worker_id);
-                self.spawn_not_before = Some(Instant::now() + Duration::from_secs(1));
+            Event::Spawned { spawn, worker_id } => self.on_spawned(spawn, worker_id),
+            Event::SpawnFailed { spawn, why } => {
+                eprintln!("wepoq-stub: a worker failed to start: {why}");
+                self.workers.retain(|w| w.spawn != Some(spawn));
+                self.start_failed(why);
+            }
+            Event::Exited { spawn, why } => {
+                if let Some(i) = self.workers.iter().position(|w| w.spawn == Some(spawn)) {
+                    self.on_gone_at(i, &why);
+                }
+            }
+            Event::ControlFailed { worker_id, why } => {
+                if let Some(w) = self
+                    .workers
+                    .iter_mut()
+                    .find(|w| w.named && w.id == worker_id)
+                {
+                    eprintln!("wepoq-stub: worker {worker_id}: {why}");
+                    if !w.stopping {
+                        self.metrics.workers_lost.fetch_add(1, Relaxed);
+                        w.stop(&self.backend);
+                    }
+                }
             }
             Event::Tick => self.on_tick(),
             Event::Shutdown => {
@@ -205,7 +386,11 @@ impl Dispatcher {
             None => return,
             Some(conn) => conn,
         };
-        if self.queue.len() < self.config.queue_limit {
+        if self.failing() {
+            // Starts keep failing and nothing else could serve it: say so now rather than
+            // after the queue timeout.
+            self.finish_unserved(conn, Outcome::StartFailed, Refusal::Unavailable);
+        } else if self.queue.len() < self.config.queue_limit {
             let deadline = conn.at + self.config.queue_timeout;
             self.queue.push_back(Queued { conn, deadline });
         } else {
@@ -226,18 +411,43 @@ impl Dispatcher {
         }
     }
 
-    /// The first ready worker with room, preferring ones not marked for sweeping.
+    /// The first ready worker with room, preferring running ones not marked for sweeping,
+    /// then marked ones, then paused ones (a resume costs more than a handoff).
     fn pick(&self) -> Option<usize> {
-        let mut marked = None;
+        let (mut marked, mut paused) = (None, None);
         for (i, w) in self.workers.iter().enumerate() {
             if w.has_room() {
-                if w.marked_at.is_none() {
+                if w.paused {
+                    paused.get_or_insert(i);
+                } else if w.marked_at.is_none() {
                     return Some(i);
+                } else {
+                    marked.get_or_insert(i);
                 }
-                marked.get_or_insert(i);
             }
         }
-        marked
+        marked.or(paused)
+    }
+
+    /// Starts keep failing (in backoff) and no worker is registered or being started.
+    fn failing(&self) -> bool {
+        self.start_failures > 0
+            && self.spawn_not_before.is_some_and(|t| Instant::now() < t)
+            && !self.workers.iter().any(Slot::can_serve)
+    }
+
+    /// A start failed: back off exponentially (100 ms doubling to 10 s), and when nothing
+    /// else can serve the queue, refuse it with the reason.
+    fn start_failed(&mut self, why: String) {
+        self.start_failures += 1;
+        let backoff = Duration::from_millis(100) * 2u32.pow((self.start_failures - 1).min(7));
+        self.spawn_not_before = Some(Instant::now() + backoff.min(Duration::from_secs(10)));
+        self.last_failure = Some(why);
+        if !self.workers.iter().any(Slot::can_serve) {
+            while let Some(q) = self.queue.pop_front() {
+                self.finish_unserved(q.conn, Outcome::StartFailed, Refusal::Unavailable);
+            }
+        }
     }
 
     fn hand_to(&mut self, i: usize, conn: Accepted, queued: bool) -> Result<(), Accepted> {
@@ -253,6 +463,7 @@ impl Dispatcher {
             conn.remote,
             conn.local,
             &self.config.fqdn,
+            false,
         )
         .is_err()
         {
@@ -267,6 +478,24 @@ impl Dispatcher {
         }
         self.next_conn += 1;
         let cold = queued && slot.registered_at.is_some_and(|r| r > conn.at);
+        let tier = match () {
+            _ if cold => Tier::Cold,
+            _ if slot.paused => Tier::Paused,
+            _ => Tier::Warm,
+        };
+        if slot.paused {
+            // The handoff waits in its socket until it runs again.
+            slot.resume(&self.backend, &self.events);
+        }
+        let since_asked = |t: Option<Instant>| {
+            t.filter(|_| cold)
+                .map(|t| t.duration_since(slot.asked_at).as_secs_f64() * 1e6)
+        };
+        let (spawn_us, register_us) = (
+            since_asked(slot.spawned_at),
+            since_asked(slot.registered_at),
+        );
+        self.metrics.count_tier(tier);
         let latency = now.duration_since(conn.at);
         self.metrics.handoff_latency.observe(latency);
         slot.marked_at = None;
@@ -279,7 +508,9 @@ impl Dispatcher {
                 accept_unix_ns: conn.at_unix_ns,
                 handoff_at: now,
                 handoff_us: latency.as_secs_f64() * 1e6,
-                cold,
+                tier,
+                spawn_us,
+                register_us,
             },
         );
         // Our copy goes now: the worker holds the only one, so if it dies the client sees
@@ -289,6 +520,7 @@ impl Dispatcher {
     }
 
     fn drain_queue(&mut self) {
+        self.drain_udp();
         while !self.queue.is_empty() && self.pick().is_some() {
             let q = self.queue.pop_front().expect("not empty");
             if let Some(conn) = self.dispatch(q.conn, true) {
@@ -305,7 +537,7 @@ impl Dispatcher {
         let now = Instant::now();
         let token = self.next_token;
         let concurrency = (concurrency.max(1) as usize).min(self.config.concurrency as usize);
-        match self.workers.iter_mut().find(|w| w.id == id) {
+        match self.workers.iter_mut().find(|w| w.named && w.id == id) {
             Some(slot) if slot.socket.is_none() && !slot.stopping => {
                 self.metrics
                     .cold_start
@@ -324,20 +556,28 @@ impl Dispatcher {
                 );
                 return;
             }
+            // Registered on its own, or before our backend's answer named it (then
+            // `on_spawned` adopts it).
             None => self.workers.push(Slot {
                 id,
+                named: true,
                 socket: Some(socket),
                 token,
                 concurrency,
                 in_flight: HashMap::new(),
                 asked_at: now,
+                spawned_at: None,
                 registered_at: Some(now),
                 idle_since: now,
                 marked_at: None,
-                ours: false,
+                paused: false,
+                udp: None,
+                spawn: None,
                 stopping: false,
             }),
         }
+        self.start_failures = 0;
+        self.last_failure = None;
         self.next_token += 1;
         if let Some(poller) = &self.poller {
             let slot = self
@@ -348,8 +588,8 @@ impl Dispatcher {
             let fd = slot.socket.as_ref().expect("just registered").as_raw_fd();
             if let Err(e) = poller.add(fd, token) {
                 eprintln!("wepoq-stub: cannot watch worker {id_}: {e}", id_ = slot.id);
-                let id = slot.id.clone();
-                self.on_gone(&id, "cannot watch its socket");
+                let i = self.workers.iter().position(|w| w.token == token);
+                self.on_gone_at(i.expect("just registered"), "cannot watch its socket");
                 return;
             }
         }
@@ -383,8 +623,52 @@ impl Dispatcher {
             Err(e) => format!("worker socket failed: {e}"),
         };
         let _ = nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        let id = self.workers[i].id.clone();
-        self.on_gone(&id, &why);
+        self.on_gone_at(i, &why);
+    }
+
+    /// The backend started spawn request `spawn` and named the worker.
+    fn on_spawned(&mut self, spawn: u64, worker_id: String) {
+        let now = Instant::now();
+        let Some(i) = self.workers.iter().position(|w| w.spawn == Some(spawn)) else {
+            // It ended (exit notice) before the answer came: make sure nothing is left.
+            let stop = self.backend.stop(&worker_id);
+            tokio::spawn(async move {
+                let _ = stop.await;
+            });
+            return;
+        };
+        let asked_at = self.workers[i].asked_at;
+        self.metrics
+            .spawn_time
+            .observe(now.duration_since(asked_at));
+        if let Some(j) = self
+            .workers
+            .iter()
+            .position(|w| w.named && w.spawn.is_none() && w.id == worker_id)
+        {
+            // It registered before the answer came: adopt that slot as ours.
+            let placeholder = self.workers.remove(i);
+            let j = if j > i { j - 1 } else { j };
+            let w = &mut self.workers[j];
+            w.spawn = Some(spawn);
+            w.asked_at = asked_at;
+            w.spawned_at = Some(now);
+            if let Some(r) = w.registered_at {
+                self.metrics.cold_start.observe(r.duration_since(asked_at));
+            }
+            if placeholder.stopping {
+                w.stop(&self.backend);
+            }
+            return;
+        }
+        let w = &mut self.workers[i];
+        w.id = worker_id;
+        w.named = true;
+        w.spawned_at = Some(now);
+        if w.stopping {
+            // Given up on (start timeout, drain) before the backend named it.
+            w.stop(&self.backend);
+        }
     }
 
     fn on_done(&mut self, id: &str, conn_id: u64) {
@@ -415,29 +699,43 @@ impl Dispatcher {
             remote: done.remote,
             accept_unix_ns: done.accept_unix_ns,
             handoff_us: Some(done.handoff_us),
-            cold: done.cold,
+            cold: done.tier == Tier::Cold,
+            tier: Some(done.tier),
+            spawn_us: done.spawn_us,
+            register_us: done.register_us,
             worker: Some(&slot.id),
             outcome: Outcome::Served,
             service_us: Some(service * 1e6),
+            why: None,
         });
         self.drain_queue();
     }
 
     fn on_gone(&mut self, id: &str, why: &str) {
-        let Some(i) = self.workers.iter().position(|w| w.id == id) else {
-            return;
-        };
+        if let Some(i) = self.workers.iter().position(|w| w.named && w.id == id) {
+            self.on_gone_at(i, why);
+        }
+    }
+
+    fn on_gone_at(&mut self, i: usize, why: &str) {
         let mut slot = self.workers.remove(i);
+        if let Some(u) = slot.udp {
+            // Its copy of the socket is closed with it: ours is polled again, and the next
+            // datagram (queued in the socket meanwhile) starts another worker.
+            self.watch_udp(u);
+        }
+        let id = slot.id.as_str();
         if !slot.stopping {
             self.metrics.workers_lost.fetch_add(1, Relaxed);
             eprintln!("wepoq-stub: worker {id} gone: {why}");
-            if slot.socket.is_none() {
-                // It died before registering: do not respawn in a tight loop.
-                self.spawn_not_before = Some(Instant::now() + Duration::from_millis(200));
-            }
             // Its socket or its process may still linger; make sure both end.
             slot.stop(&self.backend);
+            if slot.socket.is_none() {
+                // It died before registering: back off, do not respawn in a tight loop.
+                self.start_failed(format!("worker ended before registering: {why}"));
+            }
         }
+        let id = slot.id.as_str();
         for (conn_id, f) in slot.in_flight.drain() {
             let outcome = if f.timed_out {
                 Outcome::TimedOut
@@ -451,10 +749,14 @@ impl Dispatcher {
                 remote: f.remote,
                 accept_unix_ns: f.accept_unix_ns,
                 handoff_us: Some(f.handoff_us),
-                cold: f.cold,
+                cold: f.tier == Tier::Cold,
+                tier: Some(f.tier),
+                spawn_us: f.spawn_us,
+                register_us: f.register_us,
                 worker: Some(id),
                 outcome,
                 service_us: None,
+                why: Some(why),
             });
         }
     }
@@ -467,6 +769,7 @@ impl Dispatcher {
         }
         let live = self.workers.iter().filter(|w| !w.stopping).count();
         let mut removable = live.saturating_sub(self.config.min_workers);
+        let mut timed_out_starts = 0;
         for w in &mut self.workers {
             if w.stopping {
                 continue;
@@ -476,6 +779,7 @@ impl Dispatcher {
                     eprintln!("wepoq-stub: worker {} did not register in time", w.id);
                     self.metrics.workers_lost.fetch_add(1, Relaxed);
                     w.stop(&self.backend);
+                    timed_out_starts += 1;
                 }
                 continue;
             }
@@ -497,6 +801,24 @@ impl Dispatcher {
                 }
                 continue;
             }
+            let pause_after = self.config.pause_after;
+            if !w.paused
+                && w.udp.is_none()
+                && !pause_after.is_zero()
+                && now.duration_since(w.idle_since) >= pause_after
+            {
+                w.paused = true;
+                self.metrics.workers_paused_total.fetch_add(1, Relaxed);
+                let pause = self.backend.pause(&w.id);
+                let events = self.events.clone();
+                let worker_id = w.id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = pause.await {
+                        let why = e.why();
+                        let _ = events.send(Event::ControlFailed { worker_id, why });
+                    }
+                });
+            }
             match w.marked_at {
                 None if now.duration_since(w.idle_since) >= self.config.idle_timeout => {
                     w.marked_at = Some(now);
@@ -508,6 +830,9 @@ impl Dispatcher {
                 }
                 _ => {}
             }
+        }
+        for _ in 0..timed_out_starts {
+            self.start_failed("worker did not register in time".into());
         }
         self.records.flush();
     }
@@ -525,7 +850,9 @@ impl Dispatcher {
             .iter()
             .filter(|w| !w.stopping && w.socket.is_none())
             .count();
-        let waiting = self.queue.len().saturating_sub(starting * conc);
+        // A waiting UDP socket takes a worker whole.
+        let waiting =
+            (self.queue.len() + self.udp_waiting.len() * conc).saturating_sub(starting * conc);
         let for_queue = waiting.div_ceil(conc);
         // While draining, workers are still started for connections already queued, but
         // the pool is no longer kept at its minimum.
@@ -540,51 +867,45 @@ impl Dispatcher {
     }
 
     fn spawn_worker(&mut self) {
-        // Workers that registered on their own pick their ids; never reuse one of theirs.
-        let id = loop {
-            let id = format!("w{}", self.next_worker);
-            self.next_worker += 1;
-            if self.workers.iter().all(|w| w.id != id) {
-                break id;
-            }
-        };
+        let spawn = self.next_spawn;
+        self.next_spawn += 1;
         let now = Instant::now();
         self.workers.push(Slot {
-            id: id.clone(),
+            id: format!("(spawn {spawn})"),
+            named: false,
             socket: None,
             token: 0,
             concurrency: self.config.concurrency as usize,
             in_flight: HashMap::new(),
             asked_at: now,
+            spawned_at: None,
             registered_at: None,
             idle_since: now,
             marked_at: None,
-            ours: true,
+            paused: false,
+            udp: None,
+            spawn: Some(spawn),
             stopping: false,
         });
         self.metrics.workers_started.fetch_add(1, Relaxed);
         let request = SpawnRequest {
-            worker_id: id.clone(),
             socket: self.config.socket_path(),
             concurrency: self.config.concurrency,
         };
         let events = self.events.clone();
-        let gone_id = id.clone();
         let notice = ExitNotice::new(move |why| {
-            let _ = events.send(Event::WorkerGone {
-                worker_id: gone_id,
-                why,
-            });
+            let _ = events.send(Event::Exited { spawn, why });
         });
         let backend = self.backend.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
-            if let Err(e) = backend.spawn(request, notice).await {
-                let why = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
-                let _ = events.send(Event::SpawnFailed { worker_id: id, why });
-            }
+            let _ = events.send(match backend.spawn(request, notice).await {
+                Ok(worker_id) => Event::Spawned { spawn, worker_id },
+                Err(e) => Event::SpawnFailed {
+                    spawn,
+                    why: e.why(),
+                },
+            });
         });
     }
 
@@ -608,9 +929,15 @@ impl Dispatcher {
             accept_unix_ns: conn.at_unix_ns,
             handoff_us: None,
             cold: false,
+            tier: None,
+            spawn_us: None,
+            register_us: None,
             worker: None,
             outcome,
             service_us: None,
+            why: (outcome == Outcome::StartFailed)
+                .then_some(self.last_failure.as_deref())
+                .flatten(),
         });
         let retry = self.retry_after_secs();
         refuse(
@@ -635,15 +962,17 @@ impl Dispatcher {
     }
 
     fn update_gauges(&self) {
-        let (mut starting, mut idle, mut busy, mut marked) = (0, 0, 0, 0);
+        let (mut starting, mut idle, mut busy, mut marked, mut paused) = (0, 0, 0, 0, 0);
         for w in self.workers.iter().filter(|w| !w.stopping) {
             match () {
                 _ if w.socket.is_none() => starting += 1,
                 _ if !w.in_flight.is_empty() => busy += 1,
+                _ if w.paused => paused += 1,
                 _ if w.marked_at.is_some() => marked += 1,
                 _ => idle += 1,
             }
         }
+        self.metrics.workers_paused.store(paused, Relaxed);
         self.metrics.workers_starting.store(starting, Relaxed);
         self.metrics.workers_idle.store(idle, Relaxed);
         self.metrics.workers_busy.store(busy, Relaxed);
@@ -670,22 +999,35 @@ mod tests {
         calls: Mutex<Vec<String>>,
     }
 
+    impl FakeBackend {
+        fn call(&self, op: &str, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
+            self.calls.lock().unwrap().push(format!("{op} {worker_id}"));
+            Box::pin(async { Ok(()) })
+        }
+    }
+
     impl WorkerBackend for FakeBackend {
         fn spawn(
             &self,
-            request: SpawnRequest,
+            _request: SpawnRequest,
             _exited: ExitNotice,
-        ) -> BoxFuture<'_, Result<(), BackendError>> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("spawn {}", request.worker_id));
-            Box::pin(async { Ok(()) })
+        ) -> BoxFuture<'_, Result<String, BackendError>> {
+            let mut calls = self.calls.lock().unwrap();
+            let n = calls.iter().filter(|c| c.starts_with("spawn")).count() + 1;
+            calls.push(format!("spawn w{n}"));
+            Box::pin(async move { Ok(format!("w{n}")) })
         }
 
-        fn stop(&self, worker_id: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-            self.calls.lock().unwrap().push(format!("stop {worker_id}"));
-            Box::pin(async { Ok(()) })
+        fn stop(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
+            self.call("stop", worker_id)
+        }
+
+        fn pause(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
+            self.call("pause", worker_id)
+        }
+
+        fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
+            self.call("resume", worker_id)
         }
     }
 
@@ -695,14 +1037,15 @@ mod tests {
         metrics: Arc<Metrics>,
         listener: TcpListener,
         clients: Vec<TcpStream>,
+        events: mpsc::UnboundedReceiver<Event>,
     }
 
     impl Harness {
         fn new(config: StubConfig) -> Harness {
             let backend = Arc::new(FakeBackend::default());
             let metrics = Arc::new(Metrics::default());
-            let (tx, _rx) = mpsc::unbounded_channel();
-            // The receiver is dropped: these tests drive the dispatcher by hand.
+            // These tests drive the dispatcher by hand; `calls` feeds it the backend's answers.
+            let (tx, events) = mpsc::unbounded_channel();
             let dispatcher = Dispatcher::new(
                 Arc::new(config),
                 backend.clone(),
@@ -716,6 +1059,7 @@ mod tests {
                 metrics,
                 listener: TcpListener::bind("127.0.0.1:0").unwrap(),
                 clients: Vec::new(),
+                events,
             }
         }
 
@@ -736,10 +1080,14 @@ mod tests {
             }))
         }
 
-        async fn calls(&self) -> Vec<String> {
-            // Spawn and stop requests run as tasks; let them.
+        /// The backend calls so far, after letting the call tasks run and handing their
+        /// answers (spawned, failed) to the dispatcher.
+        async fn calls(&mut self) -> Vec<String> {
             for _ in 0..10 {
                 tokio::task::yield_now().await;
+                while let Ok(event) = self.events.try_recv() {
+                    assert!(self.dispatcher.handle(event).is_continue());
+                }
             }
             self.backend.calls.lock().unwrap().clone()
         }
@@ -812,8 +1160,12 @@ mod tests {
         assert_eq!(h.calls().await, ["spawn w1"]);
         std::thread::sleep(Duration::from_millis(2));
         assert!(h.dispatcher.handle(Event::Tick).is_continue());
-        // A stopping worker no longer counts towards the minimum: its replacement starts at
-        // once, without waiting for the backend to report the end.
+        // A start that timed out is a failed start: the replacement waits the first backoff
+        // (100 ms), then starts without waiting for the backend to report the end of w1 (a
+        // stopping worker no longer counts towards the minimum).
+        assert_eq!(h.calls().await, ["spawn w1", "stop w1"]);
+        std::thread::sleep(Duration::from_millis(110));
+        assert!(h.dispatcher.handle(Event::Tick).is_continue());
         assert_eq!(h.calls().await, ["spawn w1", "stop w1", "spawn w2"]);
         assert_eq!(h.metrics.workers_lost.load(Relaxed), 1);
         let gone = h.dispatcher.handle(Event::WorkerGone {
@@ -888,6 +1240,71 @@ mod tests {
         assert_eq!(h.metrics.workers_lost.load(Relaxed), 0);
         assert!(h.accept().is_continue());
         handed(&first);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_idle_worker_is_paused_and_a_connection_resumes_it() {
+        let mut h = Harness::new(StubConfig {
+            pause_after: Duration::from_millis(1),
+            ..config()
+        });
+        let worker = register(&mut h, "p1");
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(h.dispatcher.handle(Event::Tick).is_continue());
+        assert_eq!(h.calls().await, ["pause p1"]);
+        assert_eq!(h.metrics.workers_paused.load(Relaxed), 1);
+        assert!(h.accept().is_continue());
+        handed(&worker);
+        assert_eq!(h.calls().await, ["pause p1", "resume p1"]);
+        assert_eq!(h.metrics.tier(Tier::Paused), 1);
+        assert_eq!(h.metrics.workers_paused.load(Relaxed), 0);
+        assert_eq!(h.metrics.workers_busy.load(Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn failing_starts_refuse_the_queue_and_back_off() {
+        let mut h = Harness::new(config());
+        assert!(h.accept().is_continue());
+        assert!(h.accept().is_continue());
+        assert_eq!(h.calls().await, ["spawn w1", "spawn w2"]);
+        for spawn in [1, 2] {
+            let flow = h.dispatcher.handle(Event::SpawnFailed {
+                spawn,
+                why: "no such image".into(),
+            });
+            assert!(flow.is_continue());
+        }
+        assert_eq!(h.metrics.outcome(Outcome::StartFailed), 2);
+        assert_eq!(h.metrics.queue_depth.load(Relaxed), 0);
+        // In the backoff, a new connection is refused at once and nothing is started.
+        assert!(h.accept().is_continue());
+        assert_eq!(h.metrics.outcome(Outcome::StartFailed), 3);
+        assert_eq!(h.calls().await.len(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_worker_registering_before_its_spawn_answer_is_adopted() {
+        let mut h = Harness::new(StubConfig {
+            min_workers: 1,
+            ..config()
+        });
+        h.dispatcher.start();
+        // Register as the backend will name it, before the answer is handed over.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let _worker = register(&mut h, "w1");
+        assert_eq!(h.calls().await, ["spawn w1"]);
+        assert_eq!(h.metrics.workers_idle.load(Relaxed), 1);
+        assert_eq!(
+            h.metrics.workers_starting.load(Relaxed),
+            0,
+            "one slot, not two"
+        );
+        assert_eq!(h.metrics.cold_start.count(), 1);
+        // Ours now: the stop on shutdown reaches the backend.
+        assert!(h.dispatcher.handle(Event::Shutdown).is_break());
+        assert_eq!(h.calls().await, ["spawn w1", "stop w1"]);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -22,8 +22,15 @@ pub enum Event {
     WorkerDone { worker_id: String, conn_id: u64 },
     /// A worker's socket closed or its backend reported it ended (either may come first).
     WorkerGone { worker_id: String, why: String },
-    /// The backend could not start a worker.
-    SpawnFailed { worker_id: String, why: String },
+    /// The backend started the worker asked for with serial `spawn` and named it.
+    Spawned { spawn: u64, worker_id: String },
+    /// The backend could not start the worker asked for with serial `spawn`.
+    SpawnFailed { spawn: u64, why: String },
+    /// The backend reported the end of the worker asked for with serial `spawn` (its exit
+    /// notice; it may come before `Spawned`).
+    Exited { spawn: u64, why: String },
+    /// A pause or resume failed: the worker is no use any more.
+    ControlFailed { worker_id: String, why: String },
     /// Time passed: deadlines, mark-and-sweep, gauges, record flushing.
     Tick,
     /// Stop accepting, drain, stop the workers, exit.

@@ -22,6 +22,8 @@ pub enum Refusal {
     Expired,
     /// The stub is stopping: 503.
     Stopping,
+    /// No worker can be started (the backend keeps failing): 503.
+    Unavailable,
 }
 
 /// Refuses `stream` and gives it up. Never blocks the caller.
@@ -38,7 +40,7 @@ pub fn refuse(
     }
     let status = match why {
         Refusal::QueueFull => "429 Too Many Requests",
-        Refusal::Expired | Refusal::Stopping => "503 Service Unavailable",
+        Refusal::Expired | Refusal::Stopping | Refusal::Unavailable => "503 Service Unavailable",
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nRetry-After: {retry_after_secs}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

@@ -3,6 +3,9 @@
 mod handoff;
 mod lifecycle;
 mod pool;
+mod remote;
 mod security;
 mod shim;
 mod support;
+mod tiers;
+mod udp;

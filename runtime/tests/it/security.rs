@@ -1,4 +1,4 @@
-//! Who may be a worker (SO_PEERCRED, 0700 directory) and what a worker can reach.
+//! Who may be a worker (SO_PEERCRED, 0700 or 0711 directory) and what a worker can reach.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use wepoq_runtime::worker::Worker;
 
 use crate::support::{BIN, Stub, root_or_skip};
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
 
 #[test]
 fn a_worker_with_the_wrong_credentials_is_refused() {
@@ -25,11 +29,10 @@ fn a_worker_with_the_wrong_credentials_is_refused() {
         ],
         &[BIN, "example-worker"],
     );
-    let mode = std::fs::metadata(stub.socket.parent().unwrap())
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o700, "socket directory is private");
+    // Admitting another uid (containers as 65534 behind a root stub), the directory is
+    // traversable and the socket open to all: SO_PEERCRED alone decides.
+    assert_eq!(mode_of(stub.socket.parent().unwrap()), 0o711);
+    assert_eq!(mode_of(&stub.socket), 0o777);
 
     // The stub may close on the intruder before or after its hello went out: the hello then
     // fails with a broken pipe, or the first accept reads end-of-stream.
@@ -76,6 +79,12 @@ fn a_worker_with_the_right_credentials_gets_connections() {
     let stub = Stub::start(
         &["--allow-uid", &me, "--max-workers", "0"],
         &[BIN, "example-worker"],
+    );
+    // Only our own uid admitted: only we may even reach the socket.
+    assert_eq!(
+        mode_of(stub.socket.parent().unwrap()),
+        0o700,
+        "socket directory is private"
     );
     let worker = Worker::connect(&stub.socket, "outside", 1).unwrap();
     let addr = stub.addr();

@@ -28,6 +28,7 @@ pub fn scratch() -> PathBuf {
 pub struct Stub {
     pub child: Child,
     pub addrs: Vec<SocketAddr>,
+    pub udp: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub socket: PathBuf,
     pub dir: PathBuf,
@@ -79,13 +80,19 @@ impl Stub {
                 .unwrap()
                 .to_owned()
         };
-        let addrs = field("listen=")
-            .split(',')
-            .map(|a| a.parse().unwrap())
-            .collect();
+        let addrs_of = |name: &str| -> Vec<SocketAddr> {
+            field(name)
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(|a| a.parse().unwrap())
+                .collect()
+        };
+        let addrs = addrs_of("listen=");
+        let udp = addrs_of("udp=");
         Stub {
             child,
             addrs,
+            udp,
             admin: field("admin=").parse().unwrap(),
             socket: PathBuf::from(field("socket=")),
             dir,
