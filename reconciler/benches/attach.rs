@@ -55,6 +55,7 @@ fn child_agent_main() {
         },
         parallel: 8,
         only_label: Some(env("WEPOQ_BENCH_ONLY")),
+        workers: None,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

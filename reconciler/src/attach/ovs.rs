@@ -227,7 +227,11 @@ impl Ovs {
     async fn wait_cur_cfg(&self, next: i64) -> Result<(), AttachError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let ops = [Operation::select_columns("Open_vSwitch", vec![], &["cur_cfg"])];
+            let ops = [Operation::select_columns(
+                "Open_vSwitch",
+                vec![],
+                &["cur_cfg"],
+            )];
             let results = self.transact(&ops).await?;
             let cur = results
                 .first()
