@@ -1,0 +1,272 @@
+//! Container workers on the real Docker engine: the agent's control plane (in this test
+//! process) serves a real stub container (the static `wepoq-runtime stub --control`, host
+//! network so the test reaches its port) and keeps its worker containers. Proves a worker's
+//! hardening from the host (/proc of its init), the tiers (stem cell, warm, paused, swept),
+//! a worker killed mid-connection, and an agent restart losing and leaking nothing.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wepoq_reconciler::agent::Metrics;
+use wepoq_reconciler::agent::workers::{self, STUB_LABEL, WorkersConfig};
+use wepoq_reconciler::sandbox::containers::{Containers, TEST_LABEL, docker};
+use wepoq_reconciler::sandbox::{Component, require};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Lab {
+    c: Containers,
+    run_dir: PathBuf,
+    stub: String,
+    addr: SocketAddr,
+    rt: tokio::runtime::Runtime,
+    agent: Option<tokio::task::JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Lab {
+    /// A stub container named after the test with `label` as its runtime label and `flags`
+    /// for the stub, and an agent serving it.
+    fn new(label: serde_json::Value, flags: &[&str]) -> Lab {
+        let c = Containers::new().unwrap();
+        let run_dir = std::env::temp_dir().join(format!("wepoq-workers-{}", c.tag));
+        let stub = format!("stub-{}", c.tag);
+        let dir = run_dir.join("stubs").join(&stub);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut label = label;
+        label["image"] = c.image.clone().into();
+        let runtime = format!("wepoq.net/runtime={label}");
+        let test = format!("{TEST_LABEL}={}", c.tag);
+        let volume = format!("{}:/run/wepoq", dir.display());
+        let listen = addr.to_string();
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            &stub,
+            "--network",
+            "host",
+            "--label",
+            &test,
+            "--label",
+            &runtime,
+            "-v",
+            &volume,
+            &c.image,
+            "/wepoq-runtime",
+            "stub",
+            "--listen",
+            &listen,
+            "--socket-dir",
+            "/run/wepoq",
+            "--control",
+            "/run/wepoq/control.sock",
+            "--allow-uid",
+            "65534",
+        ];
+        args.extend(flags);
+        docker(&args).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut lab = Lab {
+            c,
+            run_dir,
+            stub,
+            addr,
+            rt,
+            agent: None,
+            metrics: Arc::new(Metrics::default()),
+        };
+        lab.start_agent();
+        lab
+    }
+
+    fn start_agent(&mut self) {
+        let cfg = WorkersConfig {
+            docker: None,
+            run_dir: self.run_dir.clone(),
+            shim_binary: None,
+            only_label: Some(format!("{TEST_LABEL}={}", self.c.tag)),
+        };
+        self.metrics = Arc::new(Metrics::default());
+        let m = self.metrics.clone();
+        self.agent = Some(self.rt.spawn(workers::run(cfg, m, std::future::pending())));
+    }
+
+    fn stop_agent(&mut self) {
+        if let Some(a) = self.agent.take() {
+            a.abort();
+            let _ = self.rt.block_on(a);
+        }
+    }
+
+    /// Worker containers of the stub: (id, state).
+    fn workers(&self) -> Vec<(String, String)> {
+        let filter = format!("label={STUB_LABEL}={}", self.stub);
+        docker(&[
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.ID}} {{.State}}",
+        ])
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect()
+    }
+
+    fn in_state(&self, state: &str) -> Vec<String> {
+        self.workers()
+            .into_iter()
+            .filter(|(_, s)| s == state)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    fn wait(&self, what: &str, within: Duration, f: impl Fn(&Lab) -> bool) {
+        let t = Instant::now();
+        while !f(self) {
+            if t.elapsed() > within {
+                let logs = docker(&["logs", &self.stub]).unwrap_or_default();
+                panic!(
+                    "timed out waiting for {what}; workers {:?}\nstub logs:\n{logs}",
+                    self.workers()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One echo round trip on a new connection.
+    fn echo(&self, text: &str) -> String {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(text.as_bytes()).unwrap();
+        let mut buf = vec![0u8; text.len()];
+        s.read_exact(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "echo: {e}\nstub logs:\n{}",
+                docker(&["logs", &self.stub]).unwrap_or_default()
+            )
+        });
+        String::from_utf8(buf).unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_agent();
+        // The workers carry the test label too (inherited from the stub): Containers
+        // removes them with the stub.
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+fn label(precreate: u32) -> serde_json::Value {
+    serde_json::json!({
+        "min_warm": 0, "max_workers": 4, "concurrency": 1, "precreate": precreate,
+        "pids_limit": 32, "memory_bytes": 67108864, "user": "65534:65534",
+        "command": ["/wepoq-runtime", "example-worker"],
+    })
+}
+
+fn proc_field(pid: &str, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
+    if require(Component::Docker).is_none() {
+        return;
+    }
+    let lab = Lab::new(
+        label(1),
+        &[
+            "--pause-after",
+            "300ms",
+            "--idle-timeout",
+            "1500ms",
+            "--sweep-grace",
+            "0s",
+            "--min-workers",
+            "0",
+        ],
+    );
+    // A stem cell is made before any connection: created, not started.
+    lab.wait("a stem cell", Duration::from_secs(20), |l| {
+        l.in_state("created").len() == 1
+    });
+    assert_eq!(lab.echo("hello"), "hello");
+    // The worker may answer before Docker's start call returns.
+    lab.wait("the worker running", Duration::from_secs(10), |l| {
+        l.in_state("running").len() == 1
+    });
+    let running = lab.in_state("running");
+    assert_eq!(running.len(), 1, "{:?}", lab.workers());
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &running[0]]).unwrap();
+    assert_eq!(proc_field(&pid, "CapEff"), "0000000000000000");
+    assert_eq!(proc_field(&pid, "NoNewPrivs"), "1");
+    assert!(proc_field(&pid, "Uid").starts_with("65534"), "not root");
+    let netdev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+    let ifaces: Vec<&str> = netdev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{netdev}");
+    // The root is read-only even for the host's root going through the container's mounts.
+    let write = std::fs::write(format!("/proc/{pid}/root/probe"), b"x");
+    assert_eq!(
+        write.unwrap_err().raw_os_error(),
+        Some(libc::EROFS),
+        "the root file system is writable"
+    );
+    // The spawn used the stem cell, and another is made in the background.
+    lab.wait("a new stem cell", Duration::from_secs(20), |l| {
+        l.in_state("created").len() == 1
+    });
+    // Idle: paused by the stub through the agent; a connection wakes it.
+    lab.wait("the worker paused", Duration::from_secs(20), |l| {
+        l.in_state("paused").len() == 1
+    });
+    assert_eq!(lab.echo("again"), "again");
+    assert_eq!(lab.in_state("running"), running, "the same worker, woken");
+    let metrics = lab.metrics.render();
+    assert!(
+        metrics.contains("wepoq_agent_worker_unpause_seconds_count 1"),
+        "{metrics}"
+    );
+    // Scale to zero: swept after idle, then back on a connection.
+    lab.wait("no started worker", Duration::from_secs(30), |l| {
+        l.workers().iter().all(|(_, s)| s == "created")
+    });
+    assert_eq!(lab.echo("back"), "back");
+    lab.wait("a worker running again", Duration::from_secs(10), |l| {
+        l.in_state("running").len() == 1
+    });
+}
