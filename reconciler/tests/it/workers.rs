@@ -92,6 +92,12 @@ impl Lab {
             metrics: Arc::new(Metrics::default()),
         };
         lab.start_agent();
+        // Host network: the stub's listening socket shows in the host's /proc/net/tcp
+        // (connecting to find out would ask for a worker).
+        let local = format!("0100007F:{port:04X} 00000000:0000 0A");
+        lab.wait("the stub listening", Duration::from_secs(20), |_| {
+            std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| t.contains(&local))
+        });
         lab
     }
 
@@ -255,7 +261,9 @@ fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
         l.in_state("paused").len() == 1
     });
     assert_eq!(lab.echo("again"), "again");
-    assert_eq!(lab.in_state("running"), running, "the same worker, woken");
+    lab.wait("the same worker running", Duration::from_secs(10), |l| {
+        l.in_state("running") == running
+    });
     let metrics = lab.metrics.render();
     assert!(
         metrics.contains("wepoq_agent_worker_unpause_seconds_count 1"),
@@ -269,4 +277,139 @@ fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
     lab.wait("a worker running again", Duration::from_secs(10), |l| {
         l.in_state("running").len() == 1
     });
+}
+
+#[test]
+fn an_agent_restart_under_load_loses_and_leaks_no_worker_and_a_stub_gone_takes_its_workers() {
+    if require(Component::Docker).is_none() {
+        return;
+    }
+    let mut lab = Lab::new(label(1), &["--pause-after", "0", "--min-workers", "2"]);
+    lab.wait(
+        "two warm workers and a stem cell",
+        Duration::from_secs(30),
+        |l| l.in_state("running").len() == 2 && l.in_state("created").len() == 1,
+    );
+    let before = lab.workers();
+    // Load across the restart: connections keep being answered while the agent is away.
+    let addr = lab.addr;
+    let load = std::thread::spawn(move || {
+        let mut answered = 0;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"ping").unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"ping");
+            answered += 1;
+        }
+        answered
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    lab.stop_agent();
+    std::thread::sleep(Duration::from_millis(500));
+    lab.start_agent();
+    assert!(
+        load.join().unwrap() > 10,
+        "connections answered during the restart"
+    );
+    // The new agent adopted every worker: none lost (each one before is still there, a
+    // stem cell perhaps started since) and none leaked (the agent counts every container
+    // Docker shows, and keeps exactly one stem cell).
+    lab.wait("the pool settled", Duration::from_secs(10), |l| {
+        let [stem, warm, paused] = l.metrics.workers_by_tier();
+        let docker = l.workers();
+        stem == 1
+            && l.in_state("created").len() == 1
+            && (warm + paused) as usize == docker.len() - 1
+    });
+    let after: Vec<String> = lab.workers().into_iter().map(|(id, _)| id).collect();
+    for (id, _) in &before {
+        assert!(
+            after.contains(id),
+            "worker {id} lost across the agent restart"
+        );
+    }
+    // The stub goes: its workers go with it.
+    docker(&["rm", "-f", &lab.stub]).unwrap();
+    lab.wait("no worker left", Duration::from_secs(20), |l| {
+        l.workers().is_empty()
+    });
+}
+
+#[test]
+fn a_worker_killed_mid_connection_closes_it_and_is_replaced() {
+    if require(Component::Docker).is_none() {
+        return;
+    }
+    let lab = Lab::new(label(0), &["--pause-after", "0", "--min-workers", "0"]);
+    let mut s = TcpStream::connect(lab.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"one").unwrap();
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).unwrap();
+    lab.wait("the worker running", Duration::from_secs(10), |l| {
+        l.in_state("running").len() == 1
+    });
+    let worker = lab.in_state("running").remove(0);
+    docker(&["kill", &worker]).unwrap();
+    // The client's connection closes (no hang) ...
+    let mut rest = Vec::new();
+    let t = Instant::now();
+    let _ = s.read_to_end(&mut rest);
+    assert!(t.elapsed() < Duration::from_secs(5), "the connection hung");
+    // ... the dead container is removed, and the next connection gets a new worker.
+    lab.wait("the killed worker removed", Duration::from_secs(10), |l| {
+        l.workers().iter().all(|(id, _)| *id != worker)
+    });
+    assert_eq!(lab.echo("two"), "two");
+}
+
+#[test]
+fn a_crash_looping_image_is_refused_with_the_reason() {
+    if require(Component::Docker).is_none() {
+        return;
+    }
+    let mut failing = label(0);
+    failing["command"] = serde_json::json!(["/wepoq-runtime", "no-such-command"]);
+    let records = "/run/wepoq/records.jsonl";
+    let lab = Lab::new(
+        failing,
+        &[
+            "--pause-after",
+            "0",
+            "--min-workers",
+            "0",
+            "--start-timeout",
+            "2s",
+            "--records",
+            records,
+        ],
+    );
+    // Clients are refused (closed), not left hanging, while the image keeps failing.
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(lab.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = s.write_all(b"x");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+    }
+    let path = lab
+        .run_dir
+        .join("stubs")
+        .join(&lab.stub)
+        .join("records.jsonl");
+    lab.wait(
+        "a refusal recorded with its reason",
+        Duration::from_secs(20),
+        |_| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            text.contains("refused") && text.contains("exited")
+        },
+    );
+    // Backing off: nothing left running, and the agent counted the failing starts.
+    assert!(lab.in_state("running").is_empty());
 }

@@ -102,6 +102,10 @@ struct Pool {
     backoff_until: Option<Instant>,
     last_failure: String,
     counter: u64,
+    /// Until the first listing, the pool does not know what a previous agent left: requests
+    /// wait here and no stem cell is made, so nothing is made twice.
+    listed: bool,
+    deferred: Vec<(u64, Request)>,
 }
 
 /// Binds the stub's control socket and starts its pool; the sender feeds the pool.
@@ -133,6 +137,8 @@ pub async fn start(
         backoff_until: None,
         last_failure: String::new(),
         counter: 0,
+        listed: false,
+        deferred: Vec::new(),
     };
     pool.resolve_command().await;
     let server = tokio::spawn(control::serve(listener, tx.clone()));
@@ -233,12 +239,25 @@ impl Pool {
                 }
             }
             Input::Request(generation, request) => {
-                if self.conn.as_ref().is_some_and(|(g, _)| *g == generation) {
+                if !self.listed {
+                    self.deferred.push((generation, request));
+                } else if self.conn.as_ref().is_some_and(|(g, _)| *g == generation) {
                     self.request(generation, request);
                 }
             }
             Input::Job(job) => self.done(job),
-            Input::Listed(at, found) => self.listed(at, found),
+            Input::Listed(at, found) => {
+                self.take_listing(at, found);
+                if !self.listed {
+                    self.listed = true;
+                    for (generation, request) in std::mem::take(&mut self.deferred) {
+                        if self.conn.as_ref().is_some_and(|(g, _)| *g == generation) {
+                            self.request(generation, request);
+                        }
+                    }
+                    self.replenish();
+                }
+            }
             Input::Tick => self.tick(),
             Input::Shutdown => {}
         }
@@ -455,6 +474,9 @@ impl Pool {
     /// Keeps `precreate` stem cells ready (not while the image is failing).
     fn replenish(&mut self) {
         let Ok(cmd) = self.cmd.clone() else { return };
+        if !self.listed {
+            return;
+        }
         if self.backing_off().is_some() {
             return;
         }
@@ -498,7 +520,7 @@ impl Pool {
 
     fn fail(&mut self, why: String) {
         self.failures += 1;
-        let wait = Duration::from_millis(500u64 << self.failures.min(7).saturating_sub(1))
+        let wait = Duration::from_millis(1000u64 << self.failures.min(6).saturating_sub(1))
             .min(Duration::from_secs(30));
         self.backoff_until = Some(Instant::now() + wait);
         eprintln!(
@@ -591,7 +613,7 @@ impl Pool {
         }
     }
 
-    fn listed(&mut self, at: Instant, found: Vec<Found>) {
+    fn take_listing(&mut self, at: Instant, found: Vec<Found>) {
         let mut seen = std::collections::HashSet::new();
         for f in found {
             seen.insert(f.worker.clone());
