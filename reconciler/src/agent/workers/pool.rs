@@ -652,6 +652,9 @@ impl Pool {
                     }
                     self.remove(&f.worker, None);
                 }
+                // A stem cell found started: a previous agent's spawn that finished after it
+                // stopped, for a request the stub saw fail. Nobody uses it: removed.
+                Some((Tier::Stem, _)) if f.state != "created" => self.remove(&f.worker, None),
                 Some(_) => {}
             }
         }
