@@ -32,12 +32,23 @@ struct Lab {
     addr: SocketAddr,
     agent: Option<tokio::task::JoinHandle<()>>,
     metrics: Arc<Metrics>,
+    shim_binary: Option<PathBuf>,
 }
 
 impl Lab {
     /// A stub container named after the test with `label` as its runtime label and `flags`
     /// for the stub, and an agent serving it.
     fn new(label: serde_json::Value, flags: &[&str]) -> Lab {
+        Lab::with_image(label, flags, None, None)
+    }
+
+    /// Like [`Lab::new`] with another worker image (`None`: the static one) and a shim binary.
+    fn with_image(
+        label: serde_json::Value,
+        flags: &[&str],
+        image: Option<&str>,
+        shim_binary: Option<PathBuf>,
+    ) -> Lab {
         let c = Containers::new().unwrap();
         let run_dir = std::env::temp_dir().join(format!("wepoq-workers-{}", c.tag));
         let stub = format!("stub-{}", c.tag);
@@ -46,7 +57,7 @@ impl Lab {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut label = label;
-        label["image"] = c.image.clone().into();
+        label["image"] = image.unwrap_or(&c.image).into();
         let runtime = format!("wepoq.net/runtime={label}");
         let test = format!("{TEST_LABEL}={}", c.tag);
         let volume = format!("{}:/run/wepoq", dir.display());
@@ -91,6 +102,7 @@ impl Lab {
             addr,
             agent: None,
             metrics: Arc::new(Metrics::default()),
+            shim_binary,
         };
         lab.start_agent();
         // Host network: the stub's listening socket shows in the host's /proc/net/tcp
@@ -106,7 +118,7 @@ impl Lab {
         let cfg = WorkersConfig {
             docker: None,
             run_dir: self.run_dir.clone(),
-            shim_binary: None,
+            shim_binary: self.shim_binary.clone(),
             only_label: Some(format!("{TEST_LABEL}={}", self.c.tag)),
         };
         self.metrics = Arc::new(Metrics::default());
@@ -404,4 +416,74 @@ fn a_crash_looping_image_is_refused_and_its_workers_removed() {
     lab.wait("no failing worker left", Duration::from_secs(10), |l| {
         l.in_state("running").is_empty() && l.in_state("exited").is_empty()
     });
+}
+
+/// An image that knows nothing of wepoq: a static inetd-style echo (stdin to stdout), the
+/// image's CMD, FROM scratch.
+fn inetd_echo_image(tag: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("wepoq-inetd-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("echo.c");
+    std::fs::write(
+        &src,
+        "#include <unistd.h>\nint main(void){char b[4096];ssize_t n;\n\
+         while((n=read(0,b,sizeof b))>0) if(write(1,b,n)!=n) return 1;\nreturn 0;}\n",
+    )
+    .unwrap();
+    let bin = dir.join("echo");
+    let cc = std::process::Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc (build-essential) for the unmodified test image");
+    assert!(cc.success());
+    let tar = dir.join("rootfs.tar");
+    let made = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .args(["--owner=0", "--group=0", "-cf"])
+        .arg(&tar)
+        .arg("echo")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reference = format!("wepoq-inetd-echo:{tag}");
+    docker(&[
+        "import",
+        "--change",
+        "CMD [\"/echo\"]",
+        tar.to_str().unwrap(),
+        &reference,
+    ])
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    reference
+}
+
+#[test]
+fn an_unmodified_image_is_served_through_the_shim() {
+    if require(Component::Docker).is_none() {
+        return;
+    }
+    let shim = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/static/x86_64-unknown-linux-gnu/release/wepoq-runtime");
+    // The static image's build (scripts/static-image) makes the shim binary too.
+    let probe = Containers::new().unwrap();
+    drop(probe);
+    let tag = format!("t{}", std::process::id());
+    let image = inetd_echo_image(&tag);
+    let mut rt = label(1);
+    rt["command"] = serde_json::Value::Null;
+    rt["shim"] = "inetd".into();
+    let lab = Lab::with_image(
+        rt,
+        &["--pause-after", "0", "--min-workers", "0"],
+        Some(&image),
+        Some(shim),
+    );
+    assert_eq!(lab.echo("plain program"), "plain program");
+    assert_eq!(lab.echo("and again"), "and again");
+    drop(lab);
+    let _ = docker(&["rmi", &image]);
 }
