@@ -334,7 +334,6 @@ fn an_agent_restart_under_load_loses_and_leaks_no_worker_and_a_stub_gone_takes_i
     lab.wait("the pool settled", Duration::from_secs(10), |l| {
         let [stem, warm, paused] = l.metrics.workers_by_tier();
         let docker = l.workers();
-        eprintln!("tiers {stem} {warm} {paused}, docker {docker:?}");
         stem == 1
             && l.in_state("created").len() == 1
             && (warm + paused) as usize == docker.len() - 1
