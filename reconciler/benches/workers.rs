@@ -9,12 +9,12 @@
 //! are removed by it.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wepoq_reconciler::agent::Metrics;
-use wepoq_reconciler::agent::workers::{self, STUB_LABEL, WorkersConfig};
+use wepoq_reconciler::agent::workers::{self, WorkersConfig};
 use wepoq_reconciler::docker;
 use wepoq_reconciler::sandbox::containers::{Containers, TEST_LABEL, docker as docker_cli};
 
@@ -43,21 +43,7 @@ fn first_byte(addr: SocketAddr) -> f64 {
 }
 
 fn states(stub: &str) -> Vec<(String, String)> {
-    let filter = format!("label={STUB_LABEL}={stub}");
-    docker_cli(&[
-        "ps",
-        "-a",
-        "--no-trunc",
-        "--filter",
-        &filter,
-        "--format",
-        "{{.ID}} {{.State}}",
-    ])
-    .unwrap()
-    .lines()
-    .filter_map(|l| l.split_once(' '))
-    .map(|(a, b)| (a.to_owned(), b.to_owned()))
-    .collect()
+    Containers::workers_of(stub).unwrap()
 }
 
 fn wait(what: &str, f: impl Fn() -> bool) {
@@ -104,48 +90,11 @@ fn main() {
     let c = Containers::new().expect("the static image (scripts/static-image)");
     let run_dir = std::env::temp_dir().join(format!("wepoq-bench-workers-{}", c.tag));
     let stub = format!("bench-stub-{}", c.tag);
-    let dir = run_dir.join("stubs").join(&stub);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let label = serde_json::json!({
         "image": c.image, "min_warm": 0, "max_workers": 12, "precreate": 1,
         "user": "65534:65534", "command": ["/wepoq-runtime", "example-worker"],
     });
-    let (runtime, test) = (
-        format!("wepoq.net/runtime={label}"),
-        format!("{TEST_LABEL}={}", c.tag),
-    );
-    let volume = format!("{}:/run/wepoq", dir.display());
-    let listen = addr.to_string();
-    docker_cli(&[
-        "run",
-        "-d",
-        "--name",
-        &stub,
-        "--network",
-        "host",
-        "--label",
-        &test,
-        "--label",
-        &runtime,
-        "-v",
-        &volume,
-        &c.image,
-        "/wepoq-runtime",
-        "stub",
-        "--listen",
-        &listen,
-        "--socket-dir",
-        "/run/wepoq",
-        "--control",
-        "/run/wepoq/control.sock",
-        "--allow-uid",
-        "65534",
+    let flags = [
         "--min-workers",
         "0",
         "--max-workers",
@@ -156,8 +105,9 @@ fn main() {
         "400ms",
         "--sweep-grace",
         "0s",
-    ])
-    .unwrap();
+    ];
+    let addr = c.run_stub(&stub, &run_dir, &label, &flags).unwrap();
+    let test = format!("{TEST_LABEL}={}", c.tag);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -171,10 +121,6 @@ fn main() {
         only_label: Some(test.clone()),
     };
     rt.spawn(workers::run(cfg, metrics.clone(), std::future::pending()));
-    let local = format!("0100007F:{port:04X} 00000000:0000 0A");
-    wait("the stub listening", || {
-        std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| t.contains(&local))
-    });
     let started = || states(&stub).iter().filter(|(_, s)| s != "created").count();
     let stem_ready = || states(&stub).iter().any(|(_, s)| s == "created");
 

@@ -5,23 +5,15 @@
 //! a worker killed mid-connection, and an agent restart losing and leaking nothing.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wepoq_reconciler::agent::Metrics;
-use wepoq_reconciler::agent::workers::{self, STUB_LABEL, WorkersConfig};
+use wepoq_reconciler::agent::workers::{self, WorkersConfig};
 use wepoq_reconciler::sandbox::containers::{Containers, TEST_LABEL, docker};
 use wepoq_reconciler::sandbox::{Component, require};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Lab {
     // First, so it is dropped first: the agent's tasks end before `c` removes containers.
@@ -52,43 +44,9 @@ impl Lab {
         let c = Containers::new().unwrap();
         let run_dir = std::env::temp_dir().join(format!("wepoq-workers-{}", c.tag));
         let stub = format!("stub-{}", c.tag);
-        let dir = run_dir.join("stubs").join(&stub);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut label = label;
         label["image"] = image.unwrap_or(&c.image).into();
-        let runtime = format!("wepoq.net/runtime={label}");
-        let test = format!("{TEST_LABEL}={}", c.tag);
-        let volume = format!("{}:/run/wepoq", dir.display());
-        let listen = addr.to_string();
-        let mut args = vec![
-            "run",
-            "-d",
-            "--name",
-            &stub,
-            "--network",
-            "host",
-            "--label",
-            &test,
-            "--label",
-            &runtime,
-            "-v",
-            &volume,
-            &c.image,
-            "/wepoq-runtime",
-            "stub",
-            "--listen",
-            &listen,
-            "--socket-dir",
-            "/run/wepoq",
-            "--control",
-            "/run/wepoq/control.sock",
-            "--allow-uid",
-            "65534",
-        ];
-        args.extend(flags);
-        docker(&args).unwrap();
+        let addr = c.run_stub(&stub, &run_dir, &label, flags).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -105,12 +63,6 @@ impl Lab {
             shim_binary,
         };
         lab.start_agent();
-        // Host network: the stub's listening socket shows in the host's /proc/net/tcp
-        // (connecting to find out would ask for a worker).
-        let local = format!("0100007F:{port:04X} 00000000:0000 0A");
-        lab.wait("the stub listening", Duration::from_secs(20), |_| {
-            std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| t.contains(&local))
-        });
         lab
     }
 
@@ -135,21 +87,7 @@ impl Lab {
 
     /// Worker containers of the stub: (id, state).
     fn workers(&self) -> Vec<(String, String)> {
-        let filter = format!("label={STUB_LABEL}={}", self.stub);
-        docker(&[
-            "ps",
-            "-a",
-            "--no-trunc",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.ID}} {{.State}}",
-        ])
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        .collect()
+        Containers::workers_of(&self.stub).unwrap()
     }
 
     fn in_state(&self, state: &str) -> Vec<String> {
