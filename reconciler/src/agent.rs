@@ -10,13 +10,14 @@
 //! converged again. Failures are logged, counted by kind and retried with backoff per
 //! container; nothing makes the agent exit. Stopping it leaves attachments in place.
 //!
-//! The next issue's container workers will add inputs (requests from stubs over a unix
-//! socket) to the same dispatcher.
+//! Next to it, [`workers`] serves each stub container's control socket and keeps its pool of
+//! worker containers (one task per stub owns that pool's state).
 
 mod converge;
 mod dispatcher;
 pub mod metrics;
 mod watch;
+pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct AgentConfig {
     /// Only containers that also carry this label (`KEY=VALUE`): several agents on one
     /// Docker engine, each for its own OVS (tests, sandboxes). `None`: every labelled one.
     pub only_label: Option<String>,
+    /// Container workers for stubs (`None`: attachment only).
+    pub workers: Option<workers::WorkersConfig>,
 }
 
 /// Why the agent could not start (once running, it never stops on errors).
@@ -136,6 +139,7 @@ pub async fn run(
             }
         })
     };
+    let metrics_for_workers = metrics.clone();
     let dispatcher = dispatcher::Dispatcher::new(
         Arc::new(converge::Ctx {
             nb,
@@ -146,11 +150,18 @@ pub async fn run(
         tx,
         cfg.parallel.max(1),
     );
+    let pools = cfg
+        .workers
+        .clone()
+        .map(|w| tokio::spawn(workers::run(w, metrics_for_workers, std::future::pending())));
     tokio::select! {
         () = dispatcher.run(rx) => {}
         () = shutdown => {}
     }
     watcher.abort();
     ticker.abort();
+    if let Some(p) = pools {
+        p.abort();
+    }
     Ok(())
 }

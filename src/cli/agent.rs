@@ -1,6 +1,7 @@
 //! `wepoq agent`: the host agent. Keeps every running container labelled
 //! `wepoq.net/endpoint=FQDN` attached to that endpoint's OVN logical port, until SIGINT or
-//! SIGTERM (attachments stay when it stops). Logic: `wepoq_reconciler::agent`.
+//! SIGTERM (attachments stay when it stops), and serves stub containers' control sockets
+//! with worker containers. Logic: `wepoq_reconciler::agent`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -34,6 +35,14 @@ pub struct AgentArgs {
     /// own OVS, on one Docker engine)
     #[arg(long, value_name = "KEY=VALUE")]
     pub only_label: Option<String>,
+    /// Where stubs' directories are: <DIR>/stubs/<stub container name>/ holds the stub's
+    /// socket and the agent's control.sock, bind-mounted into the stub and its workers
+    #[arg(long, value_name = "DIR", default_value = "/run/wepoq")]
+    pub run_dir: std::path::PathBuf,
+    /// The static wepoq-runtime binary mounted read-only into workers of unmodified images
+    /// (runtime label "shim": "systemd" or "inetd")
+    #[arg(long, value_name = "PATH")]
+    pub shim_binary: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: &AgentArgs) -> ExitCode {
@@ -60,6 +69,12 @@ pub fn run(args: &AgentArgs) -> ExitCode {
         attach: args.attach.config(),
         parallel: args.parallel,
         only_label: args.only_label.clone(),
+        workers: Some(agent::workers::WorkersConfig {
+            docker: args.docker.docker.clone(),
+            run_dir: args.run_dir.clone(),
+            shim_binary: args.shim_binary.clone(),
+            only_label: args.only_label.clone(),
+        }),
     };
     live::runtime().block_on(async {
         let metrics = Arc::new(Metrics::default());

@@ -19,6 +19,12 @@ pub struct Metrics {
     /// From the Docker start event to the attachment in place.
     pub attach_latency: Histogram,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Worker containers per stub: stem cells, warm, paused.
+    pools: Mutex<BTreeMap<String, [u64; 3]>>,
+    /// A worker's spawn, split: create (none when a stem cell was ready), start, unpause.
+    pub create_latency: Histogram,
+    pub start_latency: Histogram,
+    pub unpause_latency: Histogram,
     pub docker_up: AtomicBool,
     pub ovs_up: AtomicBool,
 }
@@ -40,6 +46,27 @@ impl Metrics {
             .get(kind)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// A stub's pool by tier (stem, warm, paused); `None` when the stub is gone.
+    pub fn set_pool(&self, stub: &str, by_tier: Option<[u64; 3]>) {
+        let mut pools = self.pools.lock().expect("metrics lock");
+        match by_tier {
+            Some(t) => {
+                pools.insert(stub.to_owned(), t);
+            }
+            None => {
+                pools.remove(stub);
+            }
+        }
+    }
+
+    /// Worker containers in each tier (stem, warm, paused), over every stub.
+    pub fn workers_by_tier(&self) -> [u64; 3] {
+        let pools = self.pools.lock().expect("metrics lock");
+        pools
+            .values()
+            .fold([0; 3], |a, t| [a[0] + t[0], a[1] + t[1], a[2] + t[2]])
     }
 
     /// Healthy while Docker's event stream and the OVS database are connected.
@@ -99,6 +126,31 @@ impl Metrics {
         for (kind, n) in self.errors.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "wepoq_agent_errors_total{{kind=\"{kind}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP wepoq_agent_workers worker containers by tier\n# TYPE wepoq_agent_workers gauge"
+        );
+        for (tier, n) in ["precreated", "warm", "paused"]
+            .iter()
+            .zip(self.workers_by_tier())
+        {
+            let _ = writeln!(out, "wepoq_agent_workers{{tier=\"{tier}\"}} {n}");
+        }
+        self.create_latency.render(
+            "wepoq_agent_worker_create_seconds",
+            "Docker create of a worker container",
+            &mut out,
+        );
+        self.start_latency.render(
+            "wepoq_agent_worker_start_seconds",
+            "Docker start of a worker container (a spawn)",
+            &mut out,
+        );
+        self.unpause_latency.render(
+            "wepoq_agent_worker_unpause_seconds",
+            "Docker unpause of a worker container (a resume)",
+            &mut out,
+        );
         self.attach_latency.render(
             "wepoq_agent_attach_seconds",
             "from the container's start event to its attachment",

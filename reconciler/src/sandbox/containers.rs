@@ -93,6 +93,89 @@ impl Containers {
         docker(&args)
     }
 
+    /// A stub container for the agent's container workers: `wepoq-runtime stub --control`
+    /// named `name`, labelled with the test label and `wepoq.net/runtime=<runtime>`, its run
+    /// directory `<run_dir>/stubs/<name>` bind-mounted at `/run/wepoq`, on the host's network
+    /// listening on 127.0.0.1 at a free port (returned once it listens), admitting uid 65534
+    /// workers, with the stub's `flags`.
+    pub fn run_stub(
+        &self,
+        name: &str,
+        run_dir: &Path,
+        runtime: &serde_json::Value,
+        flags: &[&str],
+    ) -> io::Result<std::net::SocketAddr> {
+        let dir = run_dir.join("stubs").join(name);
+        std::fs::create_dir_all(&dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let runtime = format!("wepoq.net/runtime={runtime}");
+        let test = format!("{TEST_LABEL}={}", self.tag);
+        let volume = format!("{}:/run/wepoq", dir.display());
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--label",
+            &test,
+            "--label",
+            &runtime,
+            "-v",
+            &volume,
+            &self.image,
+            "/wepoq-runtime",
+            "stub",
+            "--listen",
+            &listen,
+            "--socket-dir",
+            "/run/wepoq",
+            "--control",
+            "/run/wepoq/control.sock",
+            "--allow-uid",
+            "65534",
+        ];
+        args.extend(flags);
+        docker(&args)?;
+        // Host network: the listening socket shows in the host's /proc/net/tcp (connecting
+        // to find out would ask for a worker).
+        let local = format!("0100007F:{port:04X} 00000000:0000 0A");
+        let t = std::time::Instant::now();
+        while !std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| t.contains(&local)) {
+            if t.elapsed() > std::time::Duration::from_secs(20) {
+                let logs = docker(&["logs", name]).unwrap_or_default();
+                return Err(io::Error::other(format!(
+                    "stub {name} not listening: {logs}"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(listen.parse().expect("an address"))
+    }
+
+    /// Worker containers of stub `name` (label `wepoq.net/stub`), any state: (id, state).
+    pub fn workers_of(name: &str) -> io::Result<Vec<(String, String)>> {
+        let filter = format!("label=wepoq.net/stub={name}");
+        let format = "{{.ID}} {{.State}}";
+        Ok(docker(&[
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            &filter,
+            "--format",
+            format,
+        ])?
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect())
+    }
+
     /// The pid of a running container.
     pub fn pid(&self, id: &str) -> io::Result<u32> {
         docker(&["inspect", "-f", "{{.State.Pid}}", id])?

@@ -9,3 +9,4 @@ mod fake_server;
 mod ovsdb_client;
 mod row_cache;
 mod self_image;
+mod workers;

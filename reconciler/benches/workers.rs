@@ -1,0 +1,251 @@
+//! Container workers, side by side in one run (issue 11): accept to first byte from a paused
+//! worker container against a bare unpause API call, from a pre-created one against a bare
+//! start of a default `--network none` container, a burst of 10 cold connections, the
+//! `docker run --rm` anchor, and memory per pre-created, warm and paused worker container.
+//!
+//! `cargo bench -p wepoq-reconciler --bench workers` (root, Docker). The stub is a real
+//! `wepoq-runtime stub --control` container (host network, so the bench reaches it); the
+//! agent's control plane runs in this process. Containers carry `wepoq.net/test=<tag>` and
+//! are removed by it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wepoq_reconciler::agent::Metrics;
+use wepoq_reconciler::agent::workers::{self, WorkersConfig};
+use wepoq_reconciler::docker;
+use wepoq_reconciler::sandbox::containers::{Containers, TEST_LABEL, docker as docker_cli};
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn row(name: &str, v: &mut [f64]) -> (f64, f64) {
+    let (p50, p99) = (pct(v, 0.5), pct(v, 0.99));
+    println!(
+        "{name:<52} p50 {p50:8.2} ms  p99 {p99:8.2} ms  (n={})",
+        v.len()
+    );
+    (p50, p99)
+}
+
+fn first_byte(addr: SocketAddr) -> f64 {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn states(stub: &str) -> Vec<(String, String)> {
+    Containers::workers_of(stub).unwrap()
+}
+
+fn wait(what: &str, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(60), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Memory of one container: its cgroup (v1 or v2) plus its containerd shim's RSS.
+fn memory_kib(id: &str) -> (u64, u64) {
+    let cgroup = [
+        format!("/sys/fs/cgroup/memory/docker/{id}/memory.usage_in_bytes"),
+        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.current"),
+        format!("/sys/fs/cgroup/docker/{id}/memory.current"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .and_then(|t| t.trim().parse::<u64>().ok())
+    .unwrap_or(0)
+        / 1024;
+    let mut shim = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("containerd-shim") && cmd.contains(id) {
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            shim = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    (cgroup, shim)
+}
+
+fn main() {
+    let n: usize = std::env::var("WEPOQ_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let c = Containers::new().expect("the static image (scripts/static-image)");
+    let run_dir = std::env::temp_dir().join(format!("wepoq-bench-workers-{}", c.tag));
+    let stub = format!("bench-stub-{}", c.tag);
+    let label = serde_json::json!({
+        "image": c.image, "min_warm": 0, "max_workers": 12, "precreate": 1,
+        "user": "65534:65534", "command": ["/wepoq-runtime", "example-worker"],
+    });
+    let flags = [
+        "--min-workers",
+        "0",
+        "--max-workers",
+        "12",
+        "--pause-after",
+        "150ms",
+        "--idle-timeout",
+        "400ms",
+        "--sweep-grace",
+        "0s",
+    ];
+    let addr = c.run_stub(&stub, &run_dir, &label, &flags).unwrap();
+    let test = format!("{TEST_LABEL}={}", c.tag);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let cfg = WorkersConfig {
+        docker: None,
+        run_dir: run_dir.clone(),
+        shim_binary: None,
+        only_label: Some(test.clone()),
+    };
+    rt.spawn(workers::run(cfg, metrics.clone(), std::future::pending()));
+    let started = || states(&stub).iter().filter(|(_, s)| s != "created").count();
+    let stem_ready = || states(&stub).iter().any(|(_, s)| s == "created");
+
+    // Pre-created: scaled to zero with a stem cell ready, then one connection.
+    let mut cold = Vec::new();
+    for _ in 0..n.min(10) {
+        wait("scaled to zero with a stem cell", || {
+            started() == 0 && stem_ready()
+        });
+        cold.push(first_byte(addr));
+    }
+    // Paused: one worker, paused after 150 ms idle, woken by the connection.
+    let mut paused = Vec::new();
+    for _ in 0..n {
+        wait("a paused worker", || {
+            states(&stub).iter().any(|(_, s)| s == "paused")
+        });
+        paused.push(first_byte(addr));
+    }
+    // Memory: the paused worker, then warm (just served), then a stem cell.
+    wait("a paused worker", || {
+        states(&stub).iter().any(|(_, s)| s == "paused")
+    });
+    let of = |state: &str| {
+        states(&stub)
+            .into_iter()
+            .find(|(_, s)| s == state)
+            .map(|(id, _)| id)
+    };
+    let mem_paused = of("paused").map(|id| memory_kib(&id));
+    let _ = first_byte(addr);
+    let mem_warm = of("running").map(|id| memory_kib(&id));
+    let mem_stem = of("created").map(|id| memory_kib(&id));
+    // A burst of 10 cold connections.
+    wait("scaled to zero with a stem cell", || {
+        started() == 0 && stem_ready()
+    });
+    let burst: Vec<_> = (0..10)
+        .map(|_| std::thread::spawn(move || first_byte(addr)))
+        .collect();
+    let mut burst: Vec<f64> = burst.into_iter().map(|h| h.join().unwrap()).collect();
+
+    // Anchors: bare API calls on a default `--network none` container of the same image.
+    let engine = rt.block_on(docker::connect(None)).unwrap();
+    let mut unpause = Vec::new();
+    let mut start = Vec::new();
+    let anchor_cmd = [
+        "/wepoq-runtime",
+        "stub",
+        "--listen",
+        "127.0.0.1:9",
+        "--socket-dir",
+        "/tmp/w",
+        "--",
+        "/wepoq-runtime",
+        "example-worker",
+    ];
+    for _ in 0..n.min(10) {
+        let mut args = vec!["create", "--network", "none", "--label", &test, &c.image];
+        args.extend(anchor_cmd);
+        let id = docker_cli(&args).unwrap();
+        let t = Instant::now();
+        rt.block_on(engine.start_container(&id, None)).unwrap();
+        start.push(t.elapsed().as_secs_f64() * 1e3);
+        for _ in 0..2 {
+            rt.block_on(engine.pause_container(&id)).unwrap();
+            let t = Instant::now();
+            rt.block_on(engine.unpause_container(&id)).unwrap();
+            unpause.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        docker_cli(&["rm", "-f", &id]).unwrap();
+    }
+    let mut run_rm = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        docker_cli(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--label",
+            &test,
+            &c.image,
+            "/wepoq-runtime",
+            "--version",
+        ])
+        .ok();
+        run_rm.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+
+    println!("container workers (accept to first byte; anchors measured in this run)");
+    let (unpause50, _) = row("anchor: bare unpause API call", &mut unpause);
+    let (p50, p99) = row("from a paused worker container", &mut paused);
+    println!(
+        "  -> {:.2}x the bare unpause (target p50 <= 1.2x), p99 {p99:.1} ms (target <= 30 ms)",
+        p50 / unpause50
+    );
+    let (start50, _) = row("anchor: bare start, default --network none", &mut start);
+    let (c50, _) = row("from a pre-created worker container", &mut cold);
+    println!(
+        "  -> {:.2}x the bare start (target p50 <= 0.5x)",
+        c50 / start50
+    );
+    row("burst of 10 simultaneous cold connections", &mut burst);
+    row("anchor: docker run --rm (same image)", &mut run_rm);
+    println!(
+        "anchor: the process worker cold start is in `cargo bench -p wepoq-runtime --bench handoff`"
+    );
+    let show = |name: &str, m: Option<(u64, u64)>| match m {
+        Some((cg, shim)) => println!(
+            "memory {name:<12} cgroup {cg:6} KiB + containerd shim RSS {shim:6} KiB = {} KiB",
+            cg + shim
+        ),
+        None => println!("memory {name:<12} (not found)"),
+    };
+    show("pre-created", mem_stem);
+    show("warm", mem_warm);
+    show("paused", mem_paused);
+    if let Some((cg, shim)) = mem_paused {
+        println!(
+            "paused workers in 1 GiB: {}",
+            (1 << 20) / (cg + shim).max(1)
+        );
+    }
+    drop(rt);
+    drop(c);
+    let _ = std::fs::remove_dir_all(run_dir);
+}
