@@ -126,7 +126,9 @@ fn recipe(sb: &Sandbox, n: usize, id: &str, port: &LabPort) {
         v.extend(args);
         sh(&v);
     };
-    sh(&["ip", "link", "add", &host, "type", "veth", "peer", "name", &peer]);
+    sh(&[
+        "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer,
+    ]);
     sh(&["ip", "link", "set", &host, "netns", &ovsns]);
     sh(&[
         "ovs-vsctl",
@@ -143,11 +145,20 @@ fn recipe(sb: &Sandbox, n: usize, id: &str, port: &LabPort) {
         &format!("external_ids:attached-mac={}", port.mac),
     ]);
     sh(&["ip", "-n", &ovsns, "link", "set", &host, "up"]);
-    sh(&["ip", "netns", "exec", &ovsns, "ethtool", "-K", &host, "tx", "off"]);
+    sh(&[
+        "ip", "netns", "exec", &ovsns, "ethtool", "-K", &host, "tx", "off",
+    ]);
     sh(&["ip", "link", "set", &peer, "netns", &pid]);
     inside(&["ip", "link", "set", "dev", &peer, "name", "wq0"]);
     inside(&["ip", "link", "set", "wq0", "address", &port.mac]);
-    inside(&["ip", "addr", "add", &format!("{}/24", port.ip), "dev", "wq0"]);
+    inside(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/24", port.ip),
+        "dev",
+        "wq0",
+    ]);
     inside(&["ip", "link", "set", "wq0", "up"]);
     inside(&["ethtool", "-K", "wq0", "tx", "off"]);
     inside(&["ip", "route", "add", "10.77.1.0/24", "via", "10.77.0.1"]);
@@ -319,7 +330,10 @@ async fn bench() {
         if attacher.attached().await.unwrap().len() >= RESYNC {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "resync never finished");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "resync never finished"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let resync = t0.elapsed();

@@ -88,7 +88,10 @@ pub fn run(args: &DestroyArgs) -> ExitCode {
             Ok(_) => plan.summary().destroy - containers.changes.len(),
             // Someone moved the NB meanwhile, or the connection went with the outcome
             // unknown (a leader change): plan again from a fresh read, as apply does.
-            Err(e) if e.is_retryable() || matches!(&e, ReconcileError::Ovsdb(o) if is_contention(o)) => {
+            Err(e)
+                if e.is_retryable()
+                    || matches!(&e, ReconcileError::Ovsdb(o) if is_contention(o)) =>
+            {
                 let (_, applied) = reconciler
                     .reconcile(&desired, Options::default(), |_, _| true)
                     .await
