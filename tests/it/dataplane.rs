@@ -935,7 +935,7 @@ fn runtime_stub_behind_the_vip() {
     w.step(&format!("stub workers answered through the VIP: {seen:?}"));
 }
 
-/// 6. Peer-to-peer (seed 002): a room's players reach each other by name, and nobody else
+/// Peer-to-peer (seed 002): a room's players reach each other by name, and nobody else
 /// reaches them (another room's player, the app's client), nor do they reach anyone else.
 #[test]
 fn roominator_room_players_are_peers_and_only_peers() {
