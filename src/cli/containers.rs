@@ -2,7 +2,6 @@
 //! holds, the changes between them (shown beside the NB plan), carrying them out after the
 //! NB transaction, and waiting until every container's logical port is up.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -217,37 +216,36 @@ pub async fn wait_ports_up(
     if desired.is_empty() {
         return Ok(());
     }
-    let monitor = client
+    let mut monitor = client
         .monitor(
             NB_DB,
             MonitorSpec::new().table("Logical_Switch_Port", &["name", "up"]),
         )
         .await
         .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut down: BTreeMap<&str, ()> = desired.iter().map(|u| (u.name.as_str(), ())).collect();
-        for unit in desired {
-            let up = monitor
-                .find("Logical_Switch_Port", "name", unit.name.as_str())
-                .iter()
-                .any(|row| row.get("up").and_then(ovsdb::Value::as_bool) == Some(true));
-            if up {
-                down.remove(unit.name.as_str());
-            }
-        }
-        if down.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let names: Vec<&str> = down.into_keys().collect();
-            return Err(format!(
-                "not up after {} s: {}",
-                timeout.as_secs(),
-                names.join(", ")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // The ports not up yet, as the monitored copy shows them.
+    let down = |tables: &ovsdb::Tables| -> Vec<String> {
+        let up: std::collections::BTreeSet<&str> = tables
+            .get("Logical_Switch_Port")
+            .into_iter()
+            .flat_map(|rows| rows.values())
+            .filter(|row| row.get("up").and_then(ovsdb::Value::as_bool) == Some(true))
+            .filter_map(|row| row.str("name"))
+            .collect();
+        desired
+            .iter()
+            .filter(|u| !up.contains(u.name.as_str()))
+            .map(|u| u.name.clone())
+            .collect()
+    };
+    match monitor.wait_for(timeout, |t| down(t).is_empty()).await {
+        Ok(()) => Ok(()),
+        Err(ovsdb::Error::Timeout { .. }) => Err(format!(
+            "not up after {} s: {}",
+            timeout.as_secs(),
+            monitor.with(down).join(", ")
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -99,35 +99,26 @@ async fn a_container_gets_the_ports_addresses_and_traffic_flows() {
     sb.wait_port_up(&vif.port, Duration::from_secs(20)).unwrap();
     // Inside: exactly the port's MAC and address on wq0.
     // A scratch image has no `ip`: look from the host, in the container's namespace.
-    let addr = std::process::Command::new("nsenter")
-        .args([
-            "-t",
-            &pid.to_string(),
-            "-n",
-            "ip",
-            "-o",
-            "addr",
-            "show",
-            CONTAINER_IFNAME,
-        ])
-        .output()
-        .unwrap();
-    let addr = String::from_utf8_lossy(&addr.stdout);
+    // `ip -o OBJECT show wq0` inside the container's network namespace.
+    let inside = |object: &str| {
+        let out = std::process::Command::new("nsenter")
+            .args([
+                "-t",
+                &pid.to_string(),
+                "-n",
+                "ip",
+                "-o",
+                object,
+                "show",
+                CONTAINER_IFNAME,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addr = inside("addr");
     assert!(addr.contains(&format!("{}/24", s1.ip)), "{addr}");
-    let link = std::process::Command::new("nsenter")
-        .args([
-            "-t",
-            &pid.to_string(),
-            "-n",
-            "ip",
-            "-o",
-            "link",
-            "show",
-            CONTAINER_IFNAME,
-        ])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&link.stdout).contains(&s1.mac));
+    assert!(inside("link").contains(&s1.mac));
     // TCP across the router (the route via the gateway) reaches the container's server.
     assert_eq!(lab.echo(&sb, &s1.ip), "wepoq");
     let name = host_ifname(&id);
