@@ -11,6 +11,7 @@ mod live;
 mod load;
 mod output;
 mod plan;
+mod stubs;
 mod watch;
 mod zone;
 

@@ -241,6 +241,8 @@ mod tests {
                 memory_bytes: None,
                 nano_cpus: None,
                 docker_network: false,
+                labels: Default::default(),
+                run_mounts: Vec::new(),
             },
         }
     }

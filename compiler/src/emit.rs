@@ -24,6 +24,7 @@ use crate::containers::ContainerUnit;
 use crate::lock::{format_mac, mac_for};
 use crate::model::{Namespace, Port, Proto, Runtime, Service, ServiceId, SideKind};
 use crate::names::ovn_identifier;
+use crate::stub_unit;
 use crate::nb::{NAME_KEY, OWNER_KEY, Row, Table, Value};
 
 pub const ACL_DENY_PRIORITY: i64 = 1000;
@@ -203,10 +204,13 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                 service: service_path.clone(),
                 side: kind.as_str(),
             });
+            let mut container = service.side(*kind).container.clone();
             if let (SideKind::Svr, Some(rt)) = (kind, &service.runtime) {
-                runtime.push(runtime_unit(&fqdn, &port, ip, &service.ports, rt));
+                let unit = runtime_unit(&fqdn, &port, ip, &service.ports, rt);
+                container = Some(stub_unit::stub_container(&fqdn, &port, &unit.listen, rt));
+                runtime.push(unit);
             }
-            if let Some(container) = &service.side(*kind).container {
+            if let Some(container) = container {
                 containers.push(ContainerUnit {
                     name: port.clone(),
                     endpoint: fqdn.clone(),
@@ -216,7 +220,7 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                     prefix: net.prefix(),
                     gateway,
                     network: ns.network.to_string(),
-                    container: container.clone(),
+                    container,
                 });
             }
             switch_ports.push(port.clone());

@@ -28,6 +28,7 @@ pub mod schema;
 pub mod shape;
 pub mod source;
 pub mod spec;
+pub mod stub_unit;
 pub mod suggest;
 pub mod yaml;
 pub mod zone;

@@ -375,33 +375,22 @@ fn parse_port(l: &mut Lowering<'_>, text: &str, span: Option<Span>) -> Option<Po
 }
 
 fn lower_runtime(l: &mut Lowering<'_>, r: &spec::Runtime, path: &Path) -> Runtime {
-    let idle_timeout_ms = match parse_duration_ms(&r.idle_timeout) {
-        Some(ms) if (1_000..=86_400_000).contains(&ms) => ms,
-        Some(_) => {
-            l.diagnostics.push(
-                Diagnostic::error(
-                    "wepoq::duration::range",
-                    format!("idle timeout `{}` is out of range", r.idle_timeout),
-                )
-                .label_opt(l.span(&path.join("idle_timeout")), "must be 1s to 24h"),
-            );
-            0
-        }
-        None => {
-            l.diagnostics.push(
-                Diagnostic::error(
-                    "wepoq::duration::invalid",
-                    format!("`{}` is not a duration", r.idle_timeout),
-                )
-                .label_opt(
-                    l.span(&path.join("idle_timeout")),
-                    "expected NUMBER followed by ms, s, m or h",
-                )
-                .help("e.g. `30s`, `5m`, `1h`"),
-            );
-            0
-        }
-    };
+    let idle_timeout_ms = duration_in(
+        l,
+        &r.idle_timeout,
+        &path.join("idle_timeout"),
+        1_000..=86_400_000,
+        "idle timeout",
+        "must be 1s to 24h",
+    );
+    let pause_after_ms = duration_in(
+        l,
+        &r.pause_after,
+        &path.join("pause_after"),
+        0..=86_400_000,
+        "pause_after",
+        "must be 0s (never) to 24h",
+    );
     if r.min_warm > r.max_workers {
         l.diagnostics.push(
             Diagnostic::error(
@@ -419,6 +408,30 @@ fn lower_runtime(l: &mut Lowering<'_>, r: &spec::Runtime, path: &Path) -> Runtim
             .help("keep min_warm at or below max_workers"),
         );
     }
+    let memory_bytes = memory_limit(
+        l,
+        &r.memory,
+        &path.join("memory"),
+        "wepoq::runtime::memory",
+    )
+    .unwrap_or(0);
+    let nano_cpus = r
+        .cpus
+        .and_then(|cpus| cpu_limit(l, cpus, &path.join("cpus"), "wepoq::runtime::cpus"));
+    let (uid, gid) = match r.user.split_once(':').map(|(u, g)| (u.parse(), g.parse())) {
+        Some((Ok(uid), Ok(gid))) if uid != 0 => (uid, gid),
+        _ => {
+            l.diagnostics.push(
+                Diagnostic::error(
+                    "wepoq::runtime::user",
+                    format!("worker user `{}` is not a numeric non-root UID:GID", r.user),
+                )
+                .label_opt(l.span(&path.join("user")), "expected e.g. `65534:65534`")
+                .help("workers run untrusted code: give them an unprivileged numeric uid and gid (the stub admits that uid alone)"),
+            );
+            (0, 0)
+        }
+    };
     Runtime {
         image: r.image.clone(),
         min_warm: r.min_warm,
@@ -426,42 +439,88 @@ fn lower_runtime(l: &mut Lowering<'_>, r: &spec::Runtime, path: &Path) -> Runtim
         concurrency: r.concurrency,
         idle_timeout_ms,
         queue: r.queue,
+        command: r.command.clone(),
+        precreate: r.precreate,
+        pause_after_ms,
+        memory_bytes,
+        nano_cpus,
+        pids: r.pids,
+        uid,
+        gid,
+        shim: r.shim,
+        protocol: r.protocol,
     }
 }
 
-fn lower_container(l: &mut Lowering<'_>, c: &spec::Container, path: &Path) -> Container {
-    let memory_bytes = c.memory.as_deref().and_then(|text| {
-        let parsed = parse_memory(text).filter(|b| *b >= MIN_CONTAINER_MEMORY);
-        if parsed.is_none() {
+/// A duration key in `range` milliseconds; 0 after reporting why it is not.
+fn duration_in(
+    l: &mut Lowering<'_>,
+    text: &str,
+    path: &Path,
+    range: std::ops::RangeInclusive<u64>,
+    what: &str,
+    range_text: &str,
+) -> u64 {
+    match parse_duration_ms(text) {
+        Some(ms) if range.contains(&ms) => ms,
+        Some(_) => {
             l.diagnostics.push(
                 Diagnostic::error(
-                    "wepoq::container::memory",
-                    format!("memory limit `{text}` is not a size of at least 6Mi"),
+                    "wepoq::duration::range",
+                    format!("{what} `{text}` is out of range"),
                 )
-                .label_opt(l.span(&path.join("memory")), "expected e.g. `64Mi` or `1Gi`")
+                .label_opt(l.span(path), range_text.to_string()),
+            );
+            0
+        }
+        None => {
+            l.diagnostics.push(
+                Diagnostic::error(
+                    "wepoq::duration::invalid",
+                    format!("`{text}` is not a duration"),
+                )
+                .label_opt(l.span(path), "expected NUMBER followed by ms, s, m or h")
+                .help("e.g. `30s`, `5m`, `1h`"),
+            );
+            0
+        }
+    }
+}
+
+/// A memory limit in bytes, at least Docker's smallest; `None` after reporting why not.
+fn memory_limit(l: &mut Lowering<'_>, text: &str, path: &Path, code: &'static str) -> Option<i64> {
+    let parsed = parse_memory(text).filter(|b| *b >= MIN_CONTAINER_MEMORY);
+    if parsed.is_none() {
+        l.diagnostics.push(
+            Diagnostic::error(code, format!("memory limit `{text}` is not a size of at least 6Mi"))
+                .label_opt(l.span(path), "expected e.g. `64Mi` or `1Gi`")
                 .help("Docker refuses limits under 6 MiB; write bytes or a number with Ki, Mi, Gi, k, M or G"),
-            );
-        }
-        parsed
-    });
-    let nano_cpus = c.cpus.and_then(|cpus| {
-        if cpus > 0.0 && cpus <= 1024.0 {
-            Some((cpus * 1e9).round() as i64)
-        } else {
-            l.diagnostics.push(
-                Diagnostic::error(
-                    "wepoq::container::cpus",
-                    format!("cpu limit {cpus} is out of range"),
-                )
-                .label_opt(
-                    l.span(&path.join("cpus")),
-                    "must be above 0 and at most 1024",
-                )
-                .help("e.g. `cpus: 0.5` for half a CPU"),
-            );
-            None
-        }
-    });
+        );
+    }
+    parsed
+}
+
+/// A CPU limit as Docker's `NanoCpus`; `None` after reporting why not.
+fn cpu_limit(l: &mut Lowering<'_>, cpus: f64, path: &Path, code: &'static str) -> Option<i64> {
+    if cpus > 0.0 && cpus <= 1024.0 {
+        return Some((cpus * 1e9).round() as i64);
+    }
+    l.diagnostics.push(
+        Diagnostic::error(code, format!("cpu limit {cpus} is out of range"))
+            .label_opt(l.span(path), "must be above 0 and at most 1024")
+            .help("e.g. `cpus: 0.5` for half a CPU"),
+    );
+    None
+}
+
+fn lower_container(l: &mut Lowering<'_>, c: &spec::Container, path: &Path) -> Container {
+    let memory_bytes = c
+        .memory
+        .as_deref()
+        .and_then(|text| memory_limit(l, text, &path.join("memory"), "wepoq::container::memory"));
+    let nano_cpus = c
+        .cpus
+        .and_then(|cpus| cpu_limit(l, cpus, &path.join("cpus"), "wepoq::container::cpus"));
     for name in c.env.keys() {
         let valid = name
             .chars()
@@ -490,6 +549,8 @@ fn lower_container(l: &mut Lowering<'_>, c: &spec::Container, path: &Path) -> Co
         memory_bytes,
         nano_cpus,
         docker_network: c.docker_network,
+        labels: Default::default(),
+        run_mounts: Vec::new(),
     }
 }
 

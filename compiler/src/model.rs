@@ -68,6 +68,18 @@ pub struct Runtime {
     pub concurrency: u32,
     pub idle_timeout_ms: u64,
     pub queue: u32,
+    pub command: Option<Vec<String>>,
+    pub precreate: u32,
+    /// 0: never pause.
+    pub pause_after_ms: u64,
+    pub memory_bytes: i64,
+    /// CPUs in billionths, as Docker's `NanoCpus`.
+    pub nano_cpus: Option<i64>,
+    pub pids: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub shim: Option<crate::spec::ShimMode>,
+    pub protocol: crate::spec::RefusalProtocol,
 }
 
 /// A long-lived container per endpoint of a side (the spec's `container`, checked).
@@ -89,6 +101,20 @@ pub struct Container {
     pub nano_cpus: Option<i64>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub docker_network: bool,
+    /// Labels besides wepoq's own (a stub's runtime settings, for the host agent).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty", default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Directories under the host's run directory (`wepoq agent --run-dir`) mounted into the
+    /// container: a stub's socket directory, shared with the agent and the stub's workers.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub run_mounts: Vec<RunMount>,
+}
+
+/// `<run dir>/<source>` on the host, mounted read-write at `target`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunMount {
+    pub source: String,
+    pub target: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

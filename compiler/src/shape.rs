@@ -299,6 +299,33 @@ impl<'s> Checker<'s> {
                 );
             }
         }
+        if let Some(choices) = schema.get("enum").and_then(Value::as_array) {
+            let words: Vec<&str> = choices.iter().filter_map(Value::as_str).collect();
+            if !words.contains(&value) {
+                let listed = words
+                    .iter()
+                    .map(|w| format!("`{w}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let help = match nearest(value, words.iter().copied()) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => describe(schema).unwrap_or_default(),
+                };
+                self.rejected.insert(
+                    node.span,
+                    Some(choices.first().cloned().unwrap_or(Value::Null)),
+                );
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        "wepoq::spec::choice",
+                        format!("{what} must be one of {listed}, found `{value}`"),
+                    )
+                    .label(node.span, "not one of the choices")
+                    .help(help),
+                );
+                return;
+            }
+        }
         if node.scalar_type() == Some(ScalarType::String)
             && let Some(min) = schema.get("minLength").and_then(Value::as_u64)
             && (value.chars().count() as u64) < min

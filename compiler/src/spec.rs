@@ -168,6 +168,81 @@ pub struct Runtime {
     #[serde(default = "default_queue")]
     #[schemars(range(min = 0, max = 65536))]
     pub queue: u32,
+    /// Replaces the worker image's command (the arguments to its entrypoint).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Worker containers created ahead and not started ("stem cells"), so that a cold start
+    /// is a container start, not a create.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 64))]
+    pub precreate: u32,
+    /// A warm worker idle this long is paused (no CPU until a connection comes for it);
+    /// `0s` never pauses.
+    #[serde(default = "default_pause_after")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub pause_after: String,
+    /// Memory limit of each worker container: bytes, or a number with `Ki`, `Mi`, `Gi` (or
+    /// `k`, `M`, `G`).
+    #[serde(default = "default_worker_memory")]
+    #[schemars(regex(pattern = r"^[0-9]+(|k|Ki|M|Mi|G|Gi)$"))]
+    pub memory: String,
+    /// CPU limit of each worker container in CPUs, e.g. `0.5`.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Processes (and threads) each worker container may run.
+    #[serde(default = "default_pids")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub pids: u32,
+    /// The numeric `UID:GID` workers run as; never root. The stub admits that uid alone on
+    /// its socket.
+    #[serde(default = "default_worker_user")]
+    #[schemars(regex(pattern = r"^[0-9]+:[0-9]+$"))]
+    pub user: String,
+    /// Serve an unmodified image: its own entrypoint and command run under wepoq's shim,
+    /// which hands each connection over as systemd socket activation does (`LISTEN_FDS=1`,
+    /// fd 3) or as inetd does (stdin and stdout). Absent for images built on the worker
+    /// library.
+    #[serde(default)]
+    pub shim: Option<ShimMode>,
+    /// How the stub refuses a connection it cannot serve: `http` answers 429 or 503 with
+    /// `Retry-After`, `tcp` closes it.
+    #[serde(default)]
+    pub protocol: RefusalProtocol,
+}
+
+/// How an unmodified worker image receives its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ShimMode {
+    Systemd,
+    Inetd,
+}
+
+/// How the stub refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RefusalProtocol {
+    #[default]
+    Tcp,
+    Http,
+}
+
+impl ShimMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ShimMode::Systemd => "systemd",
+            ShimMode::Inetd => "inetd",
+        }
+    }
+}
+
+impl RefusalProtocol {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RefusalProtocol::Tcp => "tcp",
+            RefusalProtocol::Http => "http",
+        }
+    }
 }
 
 fn default_domain() -> String {
@@ -184,4 +259,16 @@ fn default_idle_timeout() -> String {
 }
 fn default_queue() -> u32 {
     64
+}
+fn default_pause_after() -> String {
+    "2s".to_string()
+}
+fn default_worker_memory() -> String {
+    "64Mi".to_string()
+}
+fn default_pids() -> u32 {
+    64
+}
+fn default_worker_user() -> String {
+    "65534:65534".to_string()
 }

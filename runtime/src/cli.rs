@@ -91,6 +91,10 @@ pub struct StubArgs {
     /// File for per-connection JSON lines (`-` for stdout)
     #[arg(long)]
     pub records: Option<PathBuf>,
+    /// File kept up to date with `{"listening":true,"registered":N,"pid":P}` once the stub
+    /// listens (what `wepoq apply` waits on)
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
     /// Keep workers in the stub's network namespace even when root
     #[arg(long)]
     pub no_isolate_network: bool,
@@ -260,6 +264,7 @@ fn run_stub(args: StubArgs) -> ExitCode {
         drain_timeout: args.drain_timeout,
         admin: args.admin,
         records: args.records,
+        status_file: args.status_file,
     };
     if let Some(CpuList(cpus)) = &args.cpus {
         // Set before anything starts: workers inherit the mask through fork.

@@ -11,6 +11,7 @@ pub mod event;
 pub mod listeners;
 pub mod poller;
 pub mod refusal;
+pub mod status;
 
 use std::io;
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ pub struct StubConfig {
     pub admin: Option<SocketAddr>,
     /// Where per-connection records go; `-` is stdout.
     pub records: Option<PathBuf>,
+    /// Kept up to date with whether the stub listens and how many workers are registered,
+    /// for whoever waits for it to be ready (`wepoq apply`, from the host).
+    pub status_file: Option<PathBuf>,
 }
 
 impl Default for StubConfig {
@@ -104,6 +108,7 @@ impl Default for StubConfig {
             drain_timeout: Duration::from_secs(30),
             admin: None,
             records: None,
+            status_file: None,
         }
     }
 }
@@ -240,7 +245,7 @@ pub async fn run(
     for addr in &config.udp {
         // Blocking, as the worker wants it (the flag is shared with its copy); the stub only
         // polls it and never reads.
-        let socket = std::net::UdpSocket::bind(addr).map_err(|source| StubError::Listen {
+        let socket = bind_udp(*addr).map_err(|source| StubError::Listen {
             addr: *addr,
             source,
         })?;
@@ -329,6 +334,9 @@ pub async fn run(
     dispatcher.set_poller(poller.clone());
     dispatcher.set_udp(udp);
     dispatcher.watch_all_udp();
+    if let Some(path) = &config.status_file {
+        dispatcher.set_status_file(status::StatusFile::new(path.clone()));
+    }
     dispatcher.start();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
@@ -453,11 +461,34 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    freebind(&socket, addr)?;
     socket.bind(addr)?;
     // A deep kernel backlog: bursts wait there for the accept loop, not in SYN retries.
     let listener = socket.listen(4096)?.into_std()?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// A stub container starts before the agent gives it its interface: binding the endpoint's
+/// address must not wait for the address to exist (the kernel delivers once it does).
+fn freebind(socket: &impl std::os::fd::AsFd, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv4() {
+        nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::IpFreebind, &true)?;
+    }
+    Ok(())
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = nix::sys::socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    freebind(&fd, addr)?;
+    nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    Ok(std::net::UdpSocket::from(fd))
 }
 
 async fn signals(events: mpsc::UnboundedSender<Event>) {

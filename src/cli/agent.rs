@@ -35,10 +35,6 @@ pub struct AgentArgs {
     /// own OVS, on one Docker engine)
     #[arg(long, value_name = "KEY=VALUE")]
     pub only_label: Option<String>,
-    /// Where stubs' directories are: <DIR>/stubs/<stub container name>/ holds the stub's
-    /// socket and the agent's control.sock, bind-mounted into the stub and its workers
-    #[arg(long, value_name = "DIR", default_value = "/run/wepoq")]
-    pub run_dir: std::path::PathBuf,
     /// The static wepoq-runtime binary mounted read-only into workers of unmodified images
     /// (runtime label "shim": "systemd" or "inetd")
     #[arg(long, value_name = "PATH")]
@@ -71,7 +67,7 @@ pub fn run(args: &AgentArgs) -> ExitCode {
         only_label: args.only_label.clone(),
         workers: Some(agent::workers::WorkersConfig {
             docker: args.docker.docker.clone(),
-            run_dir: args.run_dir.clone(),
+            run_dir: args.attach.run_dir.clone(),
             shim_binary: args.shim_binary.clone(),
             only_label: args.only_label.clone(),
         }),

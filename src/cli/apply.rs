@@ -11,6 +11,8 @@ use wepoq_reconciler::reconcile::{Applied, Options, ReconcileError, Reconciler};
 
 use super::SpecArgs;
 use super::containers::{self, AttachArgs, ContainerPlan, DockerArgs};
+use super::stubs;
+use wepoq_reconciler::docker::apply::Host;
 use super::live::{self, DbArgs};
 use super::load::load;
 use super::output::stdout_color;
@@ -39,7 +41,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub adopt: bool,
     /// Return only once the change has reached the data plane (the default when the specs
-    /// run containers: every chassis has the change and every container's port is up)
+    /// run containers: every chassis has the change, every container's port is up, and every
+    /// stub listens with its min_warm workers registered)
     #[arg(long, value_enum)]
     pub wait: Option<WaitFor>,
     /// Return as soon as the NB transaction and the containers are done
@@ -150,13 +153,20 @@ async fn bring_up(
         let attacher = containers::attacher(&args.attach, reconciler.client.clone())
             .await
             .map_err(ApplyError::Containers)?;
-        containers::apply(containers, attacher.as_ref(), spec_hash)
+        let host = Host {
+            spec_hash,
+            run_dir: &args.attach.run_dir,
+        };
+        containers::apply(containers, attacher.as_ref(), host)
             .await
             .map_err(ApplyError::Containers)?;
     }
     if args.wait.is_some() || (!args.no_wait && !containers.desired.is_empty()) {
         wait(reconciler, args, applied).await?;
         containers::wait_ports_up(&reconciler.client, &containers.desired, args.wait_timeout)
+            .await
+            .map_err(ApplyError::Containers)?;
+        stubs::wait_ready(&containers.desired, &args.attach.run_dir, args.wait_timeout)
             .await
             .map_err(ApplyError::Containers)?;
     }

@@ -8,10 +8,12 @@ use clap::Args;
 use wepoq_compiler::Compiled;
 use wepoq_compiler::containers::{self, ContainerAction, ContainerChange, ContainerUnit};
 use wepoq_compiler::plan::Plan;
+use wepoq_reconciler::docker::image::SelfImage;
 use wepoq_reconciler::docker::{self, DockerError};
 use wepoq_reconciler::ovsdb::{self, MonitorSpec, NB_DB};
 
 pub use super::attacher::{AttachArgs, attacher};
+use super::stubs;
 
 /// Where the Docker engine is.
 #[derive(Debug, Clone, Args)]
@@ -20,6 +22,10 @@ pub struct DockerArgs {
     /// /var/run/docker.sock). Needed only by specs that declare containers.
     #[arg(long, value_name = "URL")]
     pub docker: Option<String>,
+    /// Leave containers alone: plan, apply and destroy only the NB (the endpoints, stubs
+    /// included, are run by something else or on other hosts)
+    #[arg(long, env = "WEPOQ_NO_CONTAINERS")]
+    pub no_containers: bool,
 }
 
 /// The container changes of a plan, and what is needed to carry them out.
@@ -32,9 +38,25 @@ pub struct ContainerPlan {
     pub current: Vec<(ContainerUnit, String)>,
     /// Every desired container, for the readiness wait.
     pub desired: Vec<ContainerUnit>,
+    /// wepoq's own image, when a stub container needs it: imported by apply if missing.
+    pub self_image: Option<SelfImage>,
+    /// Worker containers of the stubs being removed (`destroy`), removed after them.
+    pub workers: Vec<String>,
 }
 
 impl ContainerPlan {
+    /// No containers, and no engine needed.
+    pub fn nothing() -> ContainerPlan {
+        ContainerPlan {
+            docker: None,
+            changes: Vec::new(),
+            current: Vec::new(),
+            desired: Vec::new(),
+            self_image: None,
+            workers: Vec::new(),
+        }
+    }
+
     /// `plan` with this plan's container changes, for showing.
     pub fn shown(&self, plan: &Plan) -> Plan {
         Plan {
@@ -67,6 +89,18 @@ pub async fn plan_removal(compiled: &Compiled, args: &DockerArgs) -> Result<Cont
         .iter()
         .any(|ns| !ns.containers.is_empty());
     let plan = plan_for(compiled, Vec::new(), args, false).await;
+    let plan = match plan {
+        Ok(mut p) => {
+            if let Some(docker) = &p.docker {
+                let owners: Vec<String> = compiled.namespaces.iter().map(|ns| ns.owner()).collect();
+                p.workers = docker::observe::workers(docker, &owners)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(p)
+        }
+        e => e,
+    };
     match plan {
         Ok(p) if p.docker.is_none() && declared => Err(
             "the specs declare containers but no Docker engine answered: cannot remove them\nhelp: start Docker, or name it with --docker or DOCKER_HOST".into(),
@@ -77,20 +111,19 @@ pub async fn plan_removal(compiled: &Compiled, args: &DockerArgs) -> Result<Cont
 
 async fn plan_for(
     compiled: &Compiled,
-    desired: Vec<ContainerUnit>,
+    mut desired: Vec<ContainerUnit>,
     args: &DockerArgs,
     adopt: bool,
 ) -> Result<ContainerPlan, String> {
+    if args.no_containers {
+        return Ok(ContainerPlan::nothing());
+    }
     let owners: Vec<String> = compiled.namespaces.iter().map(|ns| ns.owner()).collect();
+    let self_image = stubs::resolve_self_image(&mut desired)?;
     let docker = match docker::connect(args.docker.as_deref()).await {
         Ok(docker) => docker,
         Err(_) if desired.is_empty() => {
-            return Ok(ContainerPlan {
-                docker: None,
-                changes: Vec::new(),
-                current: Vec::new(),
-                desired,
-            });
+            return Ok(ContainerPlan::nothing());
         }
         Err(e) => {
             return Err(format!(
@@ -100,7 +133,13 @@ async fn plan_for(
         }
     };
     let units: Vec<&ContainerUnit> = desired.iter().collect();
-    let image_ids = docker::observe::image_ids(&docker, &units)
+    // wepoq's own image is imported by apply; the others must be on the host already.
+    let others: Vec<&ContainerUnit> = units
+        .iter()
+        .copied()
+        .filter(|u| !stubs::is_self_image(&u.container.image))
+        .collect();
+    let image_ids = docker::observe::image_ids(&docker, &others)
         .await
         .map_err(|e| match e {
             DockerError::ImagesMissing { .. } => format!(
@@ -149,6 +188,8 @@ async fn plan_for(
         changes,
         current,
         desired,
+        self_image,
+        workers: Vec::new(),
     })
 }
 
@@ -157,18 +198,34 @@ async fn plan_for(
 pub async fn apply(
     plan: &ContainerPlan,
     attacher: &dyn docker::apply::Attach,
-    spec_hash: &str,
+    host: docker::apply::Host<'_>,
 ) -> Result<usize, String> {
     let Some(docker) = &plan.docker else {
         return Ok(0);
     };
-    if plan.changes.is_empty() && plan.current.is_empty() {
+    if plan.changes.is_empty() && plan.current.is_empty() && plan.workers.is_empty() {
         return Ok(0);
+    }
+    if let Some(image) = &plan.self_image
+        && plan.changes.iter().any(|c| c.unit.is_some())
+    {
+        image
+            .ensure(docker)
+            .await
+            .map_err(|e| format!("{e}\nnote: the NB transaction was applied; no container was changed"))?;
     }
     let current: Vec<(&ContainerUnit, String)> =
         plan.current.iter().map(|(u, id)| (u, id.clone())).collect();
     let started = Instant::now();
-    let outcome = docker::apply::apply(docker, attacher, &plan.changes, &current, spec_hash).await;
+    let mut outcome = docker::apply::apply(docker, attacher, &plan.changes, &current, host).await;
+    // The workers go after their stubs, so that no stub asks for a new one meanwhile.
+    for id in &plan.workers {
+        if let Err(e) = docker::apply::remove_worker(docker, id).await {
+            outcome
+                .failed
+                .push((ContainerAction::Remove, format!("worker {}", &id[..id.len().min(12)]), e));
+        }
+    }
     for (action, name) in &outcome.done {
         println!("  {} container {name}", past(*action));
     }
@@ -266,11 +323,14 @@ pub async fn from_saved(plan: &Plan, args: &DockerArgs) -> Result<ContainerPlan,
                 .map_err(|e| e.to_string())?,
         )
     };
+    let self_image = stubs::saved_self_image(&desired)?;
     Ok(ContainerPlan {
         docker,
         changes: plan.containers.clone(),
         current: Vec::new(),
         desired,
+        self_image,
+        workers: Vec::new(),
     })
 }
 
@@ -284,6 +344,10 @@ pub async fn watch_round(
     spec_hash: &str,
     adopt: bool,
 ) -> bool {
+    let host = docker::apply::Host {
+        spec_hash,
+        run_dir: &attach.run_dir,
+    };
     let plan = match self::plan(compiled, docker, adopt).await {
         Ok(plan) => plan,
         Err(e) => {
@@ -309,7 +373,7 @@ pub async fn watch_round(
             return true;
         }
     };
-    match apply(&plan, attacher.as_ref(), spec_hash).await {
+    match apply(&plan, attacher.as_ref(), host).await {
         Ok(_) => false,
         Err(e) => {
             eprintln!("error: {e}");

@@ -7,6 +7,7 @@ use wepoq_compiler::render;
 use wepoq_reconciler::reconcile::{Desired, Options, ReconcileError, Reconciler, is_contention};
 
 use super::SpecArgs;
+use wepoq_reconciler::docker::apply::Host;
 use super::containers::{self, AttachArgs, DockerArgs};
 use super::live::{self, DbArgs};
 use super::load::load_with;
@@ -76,11 +77,15 @@ pub fn run(args: &DestroyArgs) -> ExitCode {
             }
         }
         Reconciler::check_foreign(&plan, &observed).map_err(Err)?;
-        if !containers.changes.is_empty() {
+        if !containers.changes.is_empty() || !containers.workers.is_empty() {
             let attacher = containers::attacher(&args.attach, reconciler.client.clone())
                 .await
                 .map_err(Ok)?;
-            containers::apply(&containers, attacher.as_ref(), &desired.spec_hash)
+            let host = Host {
+                spec_hash: &desired.spec_hash,
+                run_dir: &args.attach.run_dir,
+            };
+            containers::apply(&containers, attacher.as_ref(), host)
                 .await
                 .map_err(Ok)?;
         }

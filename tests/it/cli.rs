@@ -38,7 +38,7 @@ fn plan_defaults_to_wepoq_yaml_and_writes_the_lockfile() {
     let out = wepoq(&dir, &["plan"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("Plan: 124 to add, 0 to change, 0 to destroy."),
+        stdout(&out).contains("Plan: 126 to add, 0 to change, 0 to destroy."),
         "{}",
         stdout(&out)
     );
@@ -131,7 +131,7 @@ fn plans_are_byte_stable_and_saved_json_matches_printed_json() {
     );
     let doc: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(doc["format_version"], "2");
-    assert_eq!(doc["summary"]["add"], 243);
+    assert_eq!(doc["summary"]["add"], 246);
     assert_eq!(doc["observed"]["source"], "none");
 }
 

@@ -17,6 +17,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPol
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use futures_util::stream::{self, StreamExt};
 use wepoq_compiler::containers::{ContainerAction, ContainerChange, ContainerUnit};
+use wepoq_compiler::stub_unit::STATUS_FILE;
 
 use super::{CONFIG_HASH_LABEL, ENDPOINT_LABEL, OWNER_LABEL, SPEC_HASH_LABEL};
 
@@ -42,6 +43,14 @@ pub trait Attach: Sync {
     fn attached(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
 }
 
+/// What every container of one apply shares: the spec hash it is labelled with, and the
+/// host's run directory, under which containers' run mounts (a stub's directory) live.
+#[derive(Debug, Clone, Copy)]
+pub struct Host<'a> {
+    pub spec_hash: &'a str,
+    pub run_dir: &'a std::path::Path,
+}
+
 /// What happened to each container of a plan.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -61,7 +70,7 @@ pub async fn apply(
     attacher: &dyn Attach,
     changes: &[ContainerChange],
     current: &[(&ContainerUnit, String)],
-    spec_hash: &str,
+    host: Host<'_>,
 ) -> Outcome {
     let mut outcome = Outcome::default();
     if let Err(e) = detach_stale(docker, attacher).await {
@@ -88,7 +97,7 @@ pub async fn apply(
         .iter()
         .filter(|c| c.action != ContainerAction::Remove);
     let results: Vec<_> = stream::iter(ups)
-        .map(|c| async move { (c, bring_up(docker, attacher, c, spec_hash).await) })
+        .map(|c| async move { (c, bring_up(docker, attacher, c, host).await) })
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
@@ -161,7 +170,7 @@ async fn bring_up(
     docker: &Docker,
     attacher: &dyn Attach,
     change: &ContainerChange,
-    spec_hash: &str,
+    host: Host<'_>,
 ) -> Result<String, String> {
     let unit = change
         .unit
@@ -175,9 +184,10 @@ async fn bring_up(
                 remove(docker, attacher, old).await?;
             }
             let hash = change.config_hash.clone().unwrap_or_default();
-            create(docker, unit, &hash, spec_hash).await?
+            create(docker, unit, &hash, host).await?
         }
     };
+    prepare_run_mounts(unit, host.run_dir)?;
     docker
         .start_container(&id, None)
         .await
@@ -197,11 +207,22 @@ async fn ensure_attached(
     unit: &ContainerUnit,
 ) -> Result<(), String> {
     let pid = running_pid(docker, id).await?;
-    attacher
-        .attach(id, pid, unit)
-        .await
-        .map_err(|e| format!("attach: {e}"))
+    // The host agent may be attaching the same container at this moment (it follows Docker's
+    // start events): the two then trip over each other's half-made veth or OVS row. Attaching
+    // is idempotent, so trying again once the other is done converges on one attachment.
+    let mut last = String::new();
+    for pause_ms in ATTACH_RETRIES_MS {
+        match attacher.attach(id, pid, unit).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+    }
+    Err(format!("attach: {last}"))
 }
+
+/// Pauses after each failed attach; the agent's attach takes tens of milliseconds.
+const ATTACH_RETRIES_MS: [u64; 5] = [50, 100, 200, 400, 0];
 
 /// The pid of the container's init process, which names its network namespace.
 pub async fn running_pid(docker: &Docker, id: &str) -> Result<u32, String> {
@@ -219,7 +240,9 @@ pub async fn running_pid(docker: &Docker, id: &str) -> Result<u32, String> {
     }
 }
 
-async fn remove(docker: &Docker, attacher: &dyn Attach, id: &str) -> Result<(), String> {
+/// Removes a container, gone already counting as removed. A stub's worker containers have
+/// no interface, so this is all they need.
+pub async fn remove_worker(docker: &Docker, id: &str) -> Result<(), String> {
     let options = RemoveContainerOptions {
         force: true,
         ..Default::default()
@@ -228,9 +251,13 @@ async fn remove(docker: &Docker, attacher: &dyn Attach, id: &str) -> Result<(), 
         Ok(())
         | Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
-        }) => {}
-        Err(e) => return Err(format!("remove: {e}")),
+        }) => Ok(()),
+        Err(e) => Err(format!("remove: {e}")),
     }
+}
+
+async fn remove(docker: &Docker, attacher: &dyn Attach, id: &str) -> Result<(), String> {
+    remove_worker(docker, id).await?;
     // The veth went with the container's namespace; the OVS port row did not.
     attacher
         .detach(id)
@@ -238,13 +265,31 @@ async fn remove(docker: &Docker, attacher: &dyn Attach, id: &str) -> Result<(), 
         .map_err(|e| format!("detach: {e}"))
 }
 
+/// Makes the host directories of the container's run mounts, and clears what a previous
+/// container left there that would mislead: a stub's status file says "ready" until the new
+/// stub writes its own.
+fn prepare_run_mounts(unit: &ContainerUnit, run_dir: &std::path::Path) -> Result<(), String> {
+    for mount in &unit.container.run_mounts {
+        let dir = run_dir.join(&mount.source);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        match std::fs::remove_file(dir.join(STATUS_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot clear {}: {e}", dir.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 async fn create(
     docker: &Docker,
     unit: &ContainerUnit,
     config_hash: &str,
-    spec_hash: &str,
+    host: Host<'_>,
 ) -> Result<String, String> {
-    let body = create_body(unit, config_hash, spec_hash);
+    let body = create_body(unit, config_hash, host);
     let options = CreateContainerOptions {
         name: Some(unit.name.clone()),
         ..Default::default()
@@ -258,18 +303,20 @@ async fn create(
 
 /// The create request: the container's own configuration, wepoq's labels, OVN's DNS at the
 /// gateway, and no Docker network unless the spec keeps one (the OVN interface comes next).
-pub fn create_body(
-    unit: &ContainerUnit,
-    config_hash: &str,
-    spec_hash: &str,
-) -> ContainerCreateBody {
+pub fn create_body(unit: &ContainerUnit, config_hash: &str, host: Host<'_>) -> ContainerCreateBody {
     let c = &unit.container;
-    let labels = HashMap::from([
+    let mut labels: HashMap<String, String> = c.labels.clone().into_iter().collect();
+    labels.extend([
         (OWNER_LABEL.to_string(), unit.owner.clone()),
         (ENDPOINT_LABEL.to_string(), unit.endpoint.clone()),
         (CONFIG_HASH_LABEL.to_string(), config_hash.to_string()),
-        (SPEC_HASH_LABEL.to_string(), spec_hash.to_string()),
+        (SPEC_HASH_LABEL.to_string(), host.spec_hash.to_string()),
     ]);
+    let binds: Vec<String> = c
+        .run_mounts
+        .iter()
+        .map(|m| format!("{}:{}", host.run_dir.join(&m.source).display(), m.target))
+        .collect();
     let (host, domain) = unit
         .endpoint
         .split_once('.')
@@ -286,6 +333,7 @@ pub fn create_body(
         host_config: Some(HostConfig {
             network_mode: Some(if c.docker_network { "bridge" } else { "none" }.to_string()),
             dns: Some(vec![unit.gateway.to_string()]),
+            binds: (!binds.is_empty()).then_some(binds),
             memory: c.memory_bytes,
             nano_cpus: c.nano_cpus,
             restart_policy: Some(RestartPolicy {

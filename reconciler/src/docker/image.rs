@@ -24,32 +24,60 @@ pub const SELF_IMAGE_REPO: &str = "wepoq-self";
 /// Where the binary sits in the image.
 pub const SELF_BINARY: &str = "/wepoq";
 
+/// wepoq's own image as this binary would make it: its files and its reference, known
+/// without asking Docker (a plan names the image; only an apply imports it).
+#[derive(Debug, Clone)]
+pub struct SelfImage {
+    files: BTreeMap<PathBuf, PathBuf>,
+    /// `wepoq-self:<content tag>`.
+    pub reference: String,
+}
+
+impl SelfImage {
+    /// Reads this binary and what it loaded, and names the image they make.
+    pub fn of_this_binary() -> Result<SelfImage, DockerError> {
+        let files = self_files()
+            .map_err(|e| DockerError::Image(format!("reading wepoq's own files: {e}")))?;
+        let tag = content_tag(&files)
+            .map_err(|e| DockerError::Image(format!("hashing wepoq's own files: {e}")))?;
+        Ok(SelfImage {
+            files,
+            reference: format!("{SELF_IMAGE_REPO}:{tag}"),
+        })
+    }
+
+    /// Imports the image when the host does not have it.
+    pub async fn ensure(&self, docker: &Docker) -> Result<(), DockerError> {
+        if docker.inspect_image(&self.reference).await.is_ok() {
+            return Ok(());
+        }
+        let archive = archive(&self.files)
+            .map_err(|e| DockerError::Image(format!("packing wepoq's own image: {e}")))?;
+        let tag = self.reference.rsplit(':').next().unwrap_or_default();
+        let options = CreateImageOptions {
+            from_src: Some("-".into()),
+            repo: Some(SELF_IMAGE_REPO.into()),
+            tag: Some(tag.into()),
+            changes: vec![format!("ENTRYPOINT [\"{SELF_BINARY}\"]")],
+            ..Default::default()
+        };
+        let mut progress = docker.create_image(
+            Some(options),
+            Some(bollard::body_full(archive.into())),
+            None,
+        );
+        while let Some(step) = progress.next().await {
+            step.map_err(DockerError::api(format!("import {}", self.reference)))?;
+        }
+        Ok(())
+    }
+}
+
 /// The reference of wepoq's own image, imported first when the host does not have it.
 pub async fn ensure_self_image(docker: &Docker) -> Result<String, DockerError> {
-    let files =
-        self_files().map_err(|e| DockerError::Image(format!("reading wepoq's own files: {e}")))?;
-    let (tag, archive) = archive(&files)
-        .map_err(|e| DockerError::Image(format!("packing wepoq's own image: {e}")))?;
-    let reference = format!("{SELF_IMAGE_REPO}:{tag}");
-    if docker.inspect_image(&reference).await.is_ok() {
-        return Ok(reference);
-    }
-    let options = CreateImageOptions {
-        from_src: Some("-".into()),
-        repo: Some(SELF_IMAGE_REPO.into()),
-        tag: Some(tag),
-        changes: vec![format!("ENTRYPOINT [\"{SELF_BINARY}\"]")],
-        ..Default::default()
-    };
-    let mut progress = docker.create_image(
-        Some(options),
-        Some(bollard::body_full(archive.into())),
-        None,
-    );
-    while let Some(step) = progress.next().await {
-        step.map_err(DockerError::api(format!("import {reference}")))?;
-    }
-    Ok(reference)
+    let image = SelfImage::of_this_binary()?;
+    image.ensure(docker).await?;
+    Ok(image.reference)
 }
 
 /// Path in the image -> file on this host.
@@ -106,18 +134,28 @@ fn interpreter(elf: &[u8]) -> Option<PathBuf> {
     None
 }
 
-/// The tar of `files` (owned by root, modes kept) and its content tag.
-fn archive(files: &BTreeMap<PathBuf, PathBuf>) -> io::Result<(String, Vec<u8>)> {
+/// The first 12 hex digits of the SHA-256 over every file's path, length and bytes.
+fn content_tag(files: &BTreeMap<PathBuf, PathBuf>) -> io::Result<String> {
     let mut hasher = Sha256::new();
+    for (inside, outside) in files {
+        let data = std::fs::read(outside)?;
+        let path = inside.strip_prefix("/").unwrap_or(inside);
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        hasher.update((data.len() as u64).to_be_bytes());
+        hasher.update(&data);
+    }
+    let digest = hasher.finalize();
+    Ok(digest[..6].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The tar of `files`, owned by root, modes kept, times zeroed.
+fn archive(files: &BTreeMap<PathBuf, PathBuf>) -> io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     for (inside, outside) in files {
         let data = std::fs::read(outside)?;
         let mode = std::fs::metadata(outside)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))?;
         let path = inside.strip_prefix("/").unwrap_or(inside);
-        hasher.update(path.as_os_str().as_encoded_bytes());
-        hasher.update((data.len() as u64).to_be_bytes());
-        hasher.update(&data);
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(mode & 0o7777);
@@ -126,9 +164,7 @@ fn archive(files: &BTreeMap<PathBuf, PathBuf>) -> io::Result<(String, Vec<u8>)> 
         header.set_mtime(0);
         builder.append_data(&mut header, path, data.as_slice())?;
     }
-    let digest = hasher.finalize();
-    let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-    Ok((tag, builder.into_inner()?))
+    builder.into_inner()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use bollard::query_parameters::ListContainersOptions;
 use wepoq_compiler::containers::{ContainerUnit, ObservedContainer};
 
 use super::{CONFIG_HASH_LABEL, DockerError, ENDPOINT_LABEL, OWNER_LABEL};
+use crate::agent::workers::WORKER_LABEL;
 
 /// Every container that matters to `desired`: labelled by wepoq (ours, others', or by hand
 /// with only an endpoint label) or named as one of the desired containers.
@@ -36,7 +37,9 @@ pub async fn containers(
             .map(|n| n.trim_start_matches('/').to_string())
             .unwrap_or_default();
         let labelled = labels.contains_key(OWNER_LABEL) || labels.contains_key(ENDPOINT_LABEL);
-        if !labelled && !wanted.contains(name.as_str()) {
+        // A stub's workers carry its owner label, but they are the agent's to keep: a plan
+        // neither wants nor removes them one by one (they go with their stub).
+        if labels.contains_key(WORKER_LABEL) || (!labelled && !wanted.contains(name.as_str())) {
             continue;
         }
         seen.push(observed(
@@ -49,6 +52,32 @@ pub async fn containers(
     }
     seen.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(seen)
+}
+
+/// The ids of the worker containers of stubs owned by any of `owners`, in any state: what
+/// `destroy` removes after the stubs, so that nothing is left even with no agent running.
+pub async fn workers(docker: &Docker, owners: &[String]) -> Result<Vec<String>, DockerError> {
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![WORKER_LABEL.to_string()],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .map_err(DockerError::api("list worker containers"))?;
+    Ok(list
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(OWNER_LABEL))
+                .is_some_and(|o| owners.contains(o))
+        })
+        .filter_map(|c| c.id)
+        .collect())
 }
 
 fn observed(

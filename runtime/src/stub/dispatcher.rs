@@ -57,6 +57,7 @@ pub struct Dispatcher {
     udp: Vec<(std::net::UdpSocket, SocketAddr)>,
     /// UDP sockets with a datagram waiting and no worker yet, in arrival order.
     udp_waiting: VecDeque<(usize, Instant)>,
+    status: Option<super::status::StatusFile>,
 }
 
 /// Poller tokens from here to [`WORKER_TOKEN_BASE`] are the service's UDP sockets.
@@ -189,7 +190,13 @@ impl Dispatcher {
             next_token: WORKER_TOKEN_BASE,
             udp: Vec::new(),
             udp_waiting: VecDeque::new(),
+            status: None,
         }
+    }
+
+    /// Keeps `file` up to date with the number of registered workers.
+    pub fn set_status_file(&mut self, file: super::status::StatusFile) {
+        self.status = Some(file);
     }
 
     /// Takes the service's bound UDP sockets; the run loop polls them under
@@ -980,6 +987,9 @@ impl Dispatcher {
         self.metrics
             .queue_depth
             .store(self.queue.len() as u64, Relaxed);
+        if let Some(status) = &self.status {
+            status.update((idle + busy + paused + marked) as usize);
+        }
     }
 }
 
