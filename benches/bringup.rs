@@ -89,6 +89,9 @@ fn main() {
     .unwrap()
     .replace("namespace: ns\n", &format!("namespace: {ns}\n"))
     .replace("wepoq/probe:dev", &image);
+    // The same eleven long-lived containers as the Compose file: vote's functions (its stubs
+    // and the agent's workers) have no Compose counterpart.
+    let spec = wepoq_reconciler::sandbox::without_blocks(&spec, "runtime");
     std::fs::write(dir.join("wepoq.yaml"), spec).unwrap();
     let project = format!("wqbench{}", std::process::id());
     std::fs::write(dir.join("docker-compose.yml"), compose_file(&image)).unwrap();

@@ -24,8 +24,8 @@ use crate::containers::ContainerUnit;
 use crate::lock::{format_mac, mac_for};
 use crate::model::{Namespace, Port, Proto, Runtime, Service, ServiceId, SideKind};
 use crate::names::ovn_identifier;
-use crate::stub_unit;
 use crate::nb::{NAME_KEY, OWNER_KEY, Row, Table, Value};
+use crate::stub_unit;
 
 pub const ACL_DENY_PRIORITY: i64 = 1000;
 pub const ACL_DNS_PRIORITY: i64 = 1100;

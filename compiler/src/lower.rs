@@ -408,13 +408,8 @@ fn lower_runtime(l: &mut Lowering<'_>, r: &spec::Runtime, path: &Path) -> Runtim
             .help("keep min_warm at or below max_workers"),
         );
     }
-    let memory_bytes = memory_limit(
-        l,
-        &r.memory,
-        &path.join("memory"),
-        "wepoq::runtime::memory",
-    )
-    .unwrap_or(0);
+    let memory_bytes =
+        memory_limit(l, &r.memory, &path.join("memory"), "wepoq::runtime::memory").unwrap_or(0);
     let nano_cpus = r
         .cpus
         .and_then(|cpus| cpu_limit(l, cpus, &path.join("cpus"), "wepoq::runtime::cpus"));

@@ -152,7 +152,11 @@ fn containers(out: &mut String, plan: &Plan, paint: &dyn Fn(&str, &str) -> Strin
                 let _ = writeln!(out, "      network  = OVN and Docker's default bridge");
             }
             for m in &c.run_mounts {
-                let _ = writeln!(out, "      mount    = <run dir>/{} at {}", m.source, m.target);
+                let _ = writeln!(
+                    out,
+                    "      mount    = <run dir>/{} at {}",
+                    m.source, m.target
+                );
             }
             if let Some(workers) = c.labels.get(crate::stub_unit::RUNTIME_LABEL) {
                 let _ = writeln!(out, "      workers  = {workers}");

@@ -92,9 +92,11 @@ fn runtime_label(rt: &Runtime) -> String {
     label.to_string()
 }
 
-/// `min_warm` of a stub container's label: how many workers `apply` waits for.
-pub fn min_warm(container: &Container) -> Option<u32> {
+/// What `apply` waits for of a stub: its `min_warm` registered workers and its `precreate`
+/// pre-created ones, from its label; `None` for a container that is no stub.
+pub fn readiness(container: &Container) -> Option<(u32, u32)> {
     let label = container.labels.get(RUNTIME_LABEL)?;
     let value: serde_json::Value = serde_json::from_str(label).ok()?;
-    value.get("min_warm")?.as_u64().map(|n| n as u32)
+    let number = |key: &str| value.get(key).and_then(serde_json::Value::as_u64);
+    Some((number("min_warm")? as u32, number("precreate")? as u32))
 }

@@ -517,3 +517,27 @@ impl Drop for Sandbox {
         }
     }
 }
+
+/// A spec's text without its `KEY:` blocks (the key's line and everything indented under
+/// it): tests and benchmarks run an example without its containers or its functions.
+pub fn without_blocks(spec: &str, key: &str) -> String {
+    let mut out = String::new();
+    let mut skipping: Option<usize> = None;
+    let start = format!("{key}:");
+    for line in spec.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(depth) = skipping {
+            if line.trim().is_empty() || indent > depth {
+                continue;
+            }
+            skipping = None;
+        }
+        if line.trim_start().starts_with(&start) {
+            skipping = Some(indent);
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}

@@ -29,6 +29,18 @@ pub enum ProbeCommand {
         /// Time limit for each step (resolve, connect, read), in milliseconds
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
+        /// Print the whole answer (an HTTP status line and headers too), not only the body
+        #[arg(long)]
+        full: bool,
+    },
+    /// Resolve NAME, send TEXT in one UDP datagram to NAME:PORT and print the answer
+    Send {
+        /// NAME:PORT
+        target: String,
+        text: String,
+        /// Time limit for each step (resolve, answer), in milliseconds
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
     },
     /// Print NAME's IPv4 addresses as the nameserver in /etc/resolv.conf gives them
     Resolve { name: String },
@@ -55,19 +67,34 @@ pub fn run(command: ProbeCommand) -> io::Result<()> {
             target,
             count,
             timeout_ms,
+            full,
         } => {
             let timeout = Duration::from_millis(timeout_ms);
-            let (name, port) = target
-                .rsplit_once(':')
-                .and_then(|(n, p)| Some((n, p.parse::<u16>().ok()?)))
-                .ok_or_else(|| invalid(format!("`{target}` is not NAME:PORT")))?;
             for _ in 0..count {
-                let ip = resolve(name, timeout)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| invalid(format!("{name} has no address")))?;
-                println!("{}", get(SocketAddr::from((ip, port)), timeout)?);
+                let answer = get(resolve_target(&target, timeout)?, timeout)?;
+                let body = answer
+                    .split_once("\r\n\r\n")
+                    .map_or(answer.as_str(), |(_, b)| b);
+                println!("{}", if full { answer.trim() } else { body.trim() });
             }
+            Ok(())
+        }
+        ProbeCommand::Send {
+            target,
+            text,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            let to = resolve_target(&target, timeout)?;
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(timeout))?;
+            socket.send_to(text.as_bytes(), to)?;
+            let mut buf = [0u8; 1500];
+            let (n, from) = socket.recv_from(&mut buf)?;
+            println!(
+                "{} (from {from})",
+                String::from_utf8_lossy(&buf[..n]).trim()
+            );
             Ok(())
         }
         ProbeCommand::Resolve { name } => {
@@ -148,17 +175,27 @@ fn answer(mut conn: TcpStream, name: &str) {
     let _ = conn.write_all(reply.as_bytes());
 }
 
-/// Connects, asks as HTTP/1.0, and returns the body (or the whole answer when not HTTP).
+/// `NAME:PORT` with NAME resolved as an endpoint resolves it.
+fn resolve_target(target: &str, timeout: Duration) -> io::Result<SocketAddr> {
+    let (name, port) = target
+        .rsplit_once(':')
+        .and_then(|(n, p)| Some((n, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| invalid(format!("`{target}` is not NAME:PORT")))?;
+    let ip = resolve(name, timeout)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| invalid(format!("{name} has no address")))?;
+    Ok(SocketAddr::from((ip, port)))
+}
+
+/// Connects, asks as HTTP/1.0, and returns the whole answer.
 fn get(addr: SocketAddr, timeout: Duration) -> io::Result<String> {
     let mut conn = TcpStream::connect_timeout(&addr, timeout)?;
     conn.set_read_timeout(Some(timeout))?;
     conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
     let mut answer = String::new();
     conn.read_to_string(&mut answer)?;
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or(answer.as_str(), |(_, b)| b);
-    Ok(body.trim().to_string())
+    Ok(answer)
 }
 
 /// The first `nameserver` of /etc/resolv.conf.

@@ -11,11 +11,11 @@ use wepoq_reconciler::reconcile::{Applied, Options, ReconcileError, Reconciler};
 
 use super::SpecArgs;
 use super::containers::{self, AttachArgs, ContainerPlan, DockerArgs};
-use super::stubs;
-use wepoq_reconciler::docker::apply::Host;
 use super::live::{self, DbArgs};
 use super::load::load;
 use super::output::stdout_color;
+use super::stubs;
+use wepoq_reconciler::docker::apply::Host;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum WaitFor {
@@ -166,9 +166,16 @@ async fn bring_up(
         containers::wait_ports_up(&reconciler.client, &containers.desired, args.wait_timeout)
             .await
             .map_err(ApplyError::Containers)?;
-        stubs::wait_ready(&containers.desired, &args.attach.run_dir, args.wait_timeout)
+        if let Some(docker) = &containers.docker {
+            stubs::wait_ready(
+                docker,
+                &containers.desired,
+                &args.attach.run_dir,
+                args.wait_timeout,
+            )
             .await
             .map_err(ApplyError::Containers)?;
+        }
     }
     Ok(())
 }

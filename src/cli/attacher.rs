@@ -24,7 +24,12 @@ pub struct AttachArgs {
     /// Where stubs' directories are: <DIR>/stubs/<stub container name>/ holds the stub's
     /// socket, its status file and the agent's control.sock; it is bind-mounted into the stub
     /// (and its socket into the workers), so apply and the agent must agree on it
-    #[arg(long, env = "WEPOQ_RUN_DIR", value_name = "DIR", default_value = "/run/wepoq")]
+    #[arg(
+        long,
+        env = "WEPOQ_RUN_DIR",
+        value_name = "DIR",
+        default_value = "/run/wepoq"
+    )]
     pub run_dir: std::path::PathBuf,
 }
 

@@ -24,7 +24,7 @@ pub struct DockerArgs {
     pub docker: Option<String>,
     /// Leave containers alone: plan, apply and destroy only the NB (the endpoints, stubs
     /// included, are run by something else or on other hosts)
-    #[arg(long, env = "WEPOQ_NO_CONTAINERS")]
+    #[arg(long, env = "WEPOQ_NO_CONTAINERS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_containers: bool,
 }
 
@@ -84,6 +84,9 @@ pub async fn plan(
 
 /// The plan that removes every container of the specs' namespaces, for `destroy`.
 pub async fn plan_removal(compiled: &Compiled, args: &DockerArgs) -> Result<ContainerPlan, String> {
+    if args.no_containers {
+        return Ok(ContainerPlan::nothing());
+    }
     let declared = compiled
         .namespaces
         .iter()
@@ -209,10 +212,9 @@ pub async fn apply(
     if let Some(image) = &plan.self_image
         && plan.changes.iter().any(|c| c.unit.is_some())
     {
-        image
-            .ensure(docker)
-            .await
-            .map_err(|e| format!("{e}\nnote: the NB transaction was applied; no container was changed"))?;
+        image.ensure(docker).await.map_err(|e| {
+            format!("{e}\nnote: the NB transaction was applied; no container was changed")
+        })?;
     }
     let current: Vec<(&ContainerUnit, String)> =
         plan.current.iter().map(|(u, id)| (u, id.clone())).collect();
@@ -221,9 +223,11 @@ pub async fn apply(
     // The workers go after their stubs, so that no stub asks for a new one meanwhile.
     for id in &plan.workers {
         if let Err(e) = docker::apply::remove_worker(docker, id).await {
-            outcome
-                .failed
-                .push((ContainerAction::Remove, format!("worker {}", &id[..id.len().min(12)]), e));
+            outcome.failed.push((
+                ContainerAction::Remove,
+                format!("worker {}", &id[..id.len().min(12)]),
+                e,
+            ));
         }
     }
     for (action, name) in &outcome.done {
@@ -309,6 +313,9 @@ pub async fn wait_ports_up(
 /// The container part of a saved plan, to carry out as saved (each step is idempotent:
 /// a container already created or removed is taken as done by the next plan).
 pub async fn from_saved(plan: &Plan, args: &DockerArgs) -> Result<ContainerPlan, String> {
+    if args.no_containers {
+        return Ok(ContainerPlan::nothing());
+    }
     let desired: Vec<ContainerUnit> = plan
         .containers
         .iter()

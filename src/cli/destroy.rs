@@ -7,11 +7,11 @@ use wepoq_compiler::render;
 use wepoq_reconciler::reconcile::{Desired, Options, ReconcileError, Reconciler, is_contention};
 
 use super::SpecArgs;
-use wepoq_reconciler::docker::apply::Host;
 use super::containers::{self, AttachArgs, DockerArgs};
 use super::live::{self, DbArgs};
 use super::load::load_with;
 use super::output::{Format, stdout_color};
+use wepoq_reconciler::docker::apply::Host;
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {

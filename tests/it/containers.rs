@@ -10,205 +10,31 @@
 //! Whatever the test made is removed when it ends, pass or fail.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wepoq_compiler::containers::ContainerUnit;
-use wepoq_reconciler::sandbox::containers::{Containers, docker};
-use wepoq_reconciler::sandbox::{Component, Sandbox, require};
+use wepoq_reconciler::sandbox::Sandbox;
+use wepoq_reconciler::sandbox::containers::docker;
 
-use crate::support::{compile_text, repo, temp_dir};
-
-struct Stage {
-    sb: Sandbox,
-    /// The image, and removal of the foreign container the test makes.
-    foreign: Containers,
-    dir: PathBuf,
-    /// `t…`: the namespace label; containers are named `<port>.ovn-vote.<ns>`.
-    ns: String,
-    units: Vec<ContainerUnit>,
-    agent: Option<Child>,
-    started: Instant,
-}
-
-impl Stage {
-    fn new() -> Option<Stage> {
-        require(Component::DataPlane)?;
-        require(Component::Docker)?;
-        let started = Instant::now();
-        let sb = Sandbox::data_plane().expect("a data-plane sandbox");
-        let foreign = Containers::new().expect("the static image");
-        let ns = format!("t{}", &foreign.tag.replace(['-', '_'], "")[1..]).to_lowercase();
-        let ns: String = ns.chars().take(20).collect();
-        let spec = std::fs::read_to_string(repo().join("examples/ovn-vote/wepoq.yaml"))
-            .unwrap()
-            .replace("namespace: ns\n", &format!("namespace: {ns}\n"))
-            .replace("wepoq/probe:dev", &foreign.image);
-        let dir = temp_dir("containers");
-        std::fs::write(dir.join("wepoq.yaml"), &spec).unwrap();
-        let units = compile_text(&spec, None)
-            .expect("the example compiles")
-            .namespaces[0]
-            .containers
-            .clone();
-        let stage = Stage {
-            sb,
-            foreign,
-            dir,
-            ns,
-            units,
-            agent: None,
-            started,
-        };
-        stage.step("sandbox up, image built");
-        Some(stage)
-    }
-
-    fn step(&self, what: &str) {
-        eprintln!(
-            "[containers {:>6.2}s] {what}",
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-
-    fn owner(&self) -> String {
-        format!("{}.wepoq.net", self.ns)
-    }
-
-    fn env(&self, cmd: &mut Command) {
-        cmd.env("WEPOQ_DB", self.sb.nb_unix_url())
-            .env("WEPOQ_OVS_DB", self.sb.ovs_db_url())
-            .env("WEPOQ_OVS_NETNS", self.sb.ovs_netns().unwrap())
-            .env("NO_COLOR", "1")
-            .current_dir(&self.dir);
-    }
-
-    fn wepoq(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wepoq"));
-        cmd.args(args);
-        self.env(&mut cmd);
-        let out = cmd.output().unwrap();
-        eprintln!(
-            "$ wepoq {} -> {:?}\n{}{}",
-            args.join(" "),
-            out.status.code(),
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        out
-    }
-
-    fn apply(&self) -> i32 {
-        let out = self.wepoq(&[
-            "apply",
-            "--auto-approve",
-            "--detailed-exitcode",
-            "--wait-timeout",
-            "60s",
-        ]);
-        out.status.code().unwrap_or(-1)
-    }
-
-    fn start_agent(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wepoq"));
-        cmd.arg("agent")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        self.env(&mut cmd);
-        self.agent = Some(cmd.spawn().unwrap());
-    }
-
-    fn unit(&self, endpoint: &str) -> &ContainerUnit {
-        let name = format!("{endpoint}.ovn-vote.{}", self.ns);
-        self.units
-            .iter()
-            .find(|u| u.name == name)
-            .unwrap_or_else(|| panic!("no container unit {name}"))
-    }
-
-    fn fqdn(&self, name: &str) -> String {
-        format!("{name}.ovn-vote.{}.wepoq.net", self.ns)
-    }
-
-    /// `probe ARGS` inside the container of `endpoint`.
-    fn probe(&self, endpoint: &str, args: &[&str]) -> Result<String, String> {
-        let name = &self.unit(endpoint).name;
-        let mut argv = vec!["exec", name.as_str(), "/wepoq-runtime", "probe"];
-        argv.extend(args);
-        docker(&argv).map_err(|e| e.to_string())
-    }
-
-    /// Answers of `count` connections from `client` to `target` (NAME:PORT), retried for a
-    /// while: a port just bound may need a moment before its flows are in.
-    fn answers(&self, client: &str, target: &str, count: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match self.probe(client, &["get", target, "--count", &count.to_string()]) {
-                Ok(out) => return out.lines().map(str::to_owned).collect(),
-                Err(e) if Instant::now() > deadline => panic!("{client} -> {target}: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(250)),
-            }
-        }
-    }
-
-    fn running(&self) -> BTreeSet<String> {
-        let filter = format!("label=wepoq.net/owner={}", self.owner());
-        docker(&["ps", "--filter", &filter, "--format", "{{.Names}}"])
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The MAC of the container's OVN interface, as the container itself sees it.
-    fn vif_mac(&self, endpoint: &str) -> String {
-        let name = &self.unit(endpoint).name;
-        docker(&["exec", name, "/wepoq-runtime", "probe", "mac", "wq0"]).unwrap_or_default()
-    }
-
-    fn ovs_ports(&self) -> BTreeSet<String> {
-        let out = Command::new("ovs-vsctl")
-            .arg(format!("--db={}", self.sb.ovs_db_url()))
-            .args(["list-ports", "br-int"])
-            .output()
-            .unwrap();
-        text(&out.stdout).lines().map(str::to_owned).collect()
-    }
-}
-
-impl Drop for Stage {
-    fn drop(&mut self) {
-        if let Some(mut agent) = self.agent.take() {
-            let _ = agent.kill();
-            let _ = agent.wait();
-        }
-        let filter = format!("label=wepoq.net/owner={}", self.owner());
-        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &filter])
-            && !ids.is_empty()
-        {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids.lines());
-            let _ = docker(&args);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::stage::{Stage, text};
+use crate::support::temp_dir;
 
 #[test]
 fn ovn_vote_in_containers_end_to_end() {
-    let Some(mut s) = Stage::new() else {
+    let Some(mut s) = Stage::new("containers", |spec| spec) else {
         return;
     };
     let all: BTreeSet<String> = s.units.iter().map(|u| u.name.clone()).collect();
-    assert_eq!(all.len(), 11, "the example's containers: {all:?}");
+    assert_eq!(
+        all.len(),
+        13,
+        "the example's containers (vote's two stubs among them): {all:?}"
+    );
 
     // 1. One apply brings everything up: the NB, the containers, their interfaces, and
-    //    returns once every container's logical port is up.
+    //    returns once every container's logical port is up and every stub has its warm
+    //    worker (which the agent starts: it runs from the start).
+    s.start_agent();
     assert_eq!(s.apply(), 2, "the first apply changes things");
     assert_eq!(s.running(), all, "every container runs");
     s.step("applied");
@@ -318,7 +144,6 @@ fn ovn_vote_in_containers_end_to_end() {
 
     // 2. With the agent running, a restarted container (a new network namespace) is
     //    attached again without any apply.
-    s.start_agent();
     let s1 = s.unit("s1.svr.result").clone();
     docker(&["restart", "-t", "1", &s1.name]).unwrap();
     let again = s.answers("s1.svr.result", &db_vip, 1);
@@ -347,13 +172,19 @@ fn ovn_vote_in_containers_end_to_end() {
         .output()
         .unwrap();
     assert!(vsctl.status.success(), "{}", text(&vsctl.stderr));
-    if let Some(mut agent) = s.agent.take() {
-        let _ = agent.kill();
-        let _ = agent.wait();
-    }
+    // Without the agent, which would remove the stubs' workers itself.
+    s.stop_agent();
+    assert!(
+        s.containers(true, true).len() > all.len(),
+        "vote's stubs have worker containers"
+    );
     let destroyed = s.wepoq(&["destroy", "--auto-approve"]);
     assert_eq!(destroyed.status.code(), Some(0), "destroy");
-    assert!(s.running().is_empty(), "wepoq's containers are gone");
+    let left = s.containers(true, true);
+    assert!(
+        left.is_empty(),
+        "wepoq's containers, the stubs' workers among them, are gone: {left:?}"
+    );
     let left = docker(&[
         "ps",
         "-aq",
@@ -426,7 +257,7 @@ fn containers_without_docker_are_refused_before_the_nb_is_written() {
 
 #[test]
 fn a_failure_part_way_says_what_was_done_and_the_next_apply_converges() {
-    let Some(mut s) = Stage::new() else {
+    let Some(mut s) = Stage::new("containers-partial", |spec| spec) else {
         return;
     };
     let image = s.foreign.image.clone();

@@ -257,7 +257,7 @@ impl World {
         let url = self.sb.nb_unix_url();
         let mut argv: Vec<&str> = args.to_vec();
         argv.extend(["--db", &url, "--auto-approve"]);
-        let out = Command::new(env!("CARGO_BIN_EXE_wepoq"))
+        let out = crate::support::wepoq_nb_only()
             .args(&argv)
             .current_dir(&self.dir)
             .env("NO_COLOR", "1")

@@ -51,7 +51,7 @@ impl Live {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wepoq"));
+        let mut cmd = crate::support::wepoq_nb_only();
         cmd.args(args)
             .current_dir(&self.dir)
             .env("WEPOQ_CACHE_DIR", self.row_cache())
@@ -69,7 +69,7 @@ impl Live {
     }
 
     fn wepoq(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_wepoq"))
+        crate::support::wepoq_nb_only()
             .args(args)
             .arg("--db")
             .arg(self.sandbox.nb_unix_url())
@@ -399,7 +399,7 @@ fn saved_plans_apply_once_and_are_refused_when_stale() {
 
     // An offline plan cannot be applied: it was not made against this NB.
     assert_code(
-        &Command::new(env!("CARGO_BIN_EXE_wepoq"))
+        &crate::support::wepoq_nb_only()
             .args(["plan", "--out", "offline.json"])
             .current_dir(&live.dir)
             .env_remove("WEPOQ_DB")
@@ -426,7 +426,7 @@ fn failures_are_clear_and_change_nothing() {
         example_without_containers("ovn-vote"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_wepoq"))
+    let out = crate::support::wepoq_nb_only()
         .args([
             "apply",
             "--auto-approve",
@@ -442,7 +442,7 @@ fn failures_are_clear_and_change_nothing() {
         "{}",
         text(&out)
     );
-    let no_db = Command::new(env!("CARGO_BIN_EXE_wepoq"))
+    let no_db = crate::support::wepoq_nb_only()
         .args(["apply", "--auto-approve"])
         .current_dir(&dir)
         .env_remove("WEPOQ_DB")
@@ -469,7 +469,7 @@ fn failures_are_clear_and_change_nothing() {
     let path = dir.join("nb-8.ovsschema");
     std::fs::write(&path, other.to_string()).unwrap();
     let sandbox = Sandbox::nb_only_with_schema(&path).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_wepoq"))
+    let out = crate::support::wepoq_nb_only()
         .args(["apply", "--auto-approve", "--db", &sandbox.nb_unix_url()])
         .current_dir(&dir)
         .output()
@@ -513,7 +513,7 @@ fn concurrent_applies_never_write_twins() {
             let url = live.sandbox.nb_unix_url();
             let dir = live.dir.clone();
             std::thread::spawn(move || {
-                Command::new(env!("CARGO_BIN_EXE_wepoq"))
+                crate::support::wepoq_nb_only()
                     .args(["apply", "--auto-approve", "--locked", "--db", &url])
                     .current_dir(dir)
                     .output()
@@ -573,7 +573,7 @@ fn killing_apply_leaves_the_nb_before_or_after() {
     };
     big_spec(&live.dir);
     assert_code(
-        &Command::new(env!("CARGO_BIN_EXE_wepoq"))
+        &crate::support::wepoq_nb_only()
             .arg("check")
             .current_dir(&live.dir)
             .output()
@@ -582,7 +582,7 @@ fn killing_apply_leaves_the_nb_before_or_after() {
         "check writes the lockfile",
     );
     let total = {
-        let plan = Command::new(env!("CARGO_BIN_EXE_wepoq"))
+        let plan = crate::support::wepoq_nb_only()
             .args(["plan", "--json"])
             .current_dir(&live.dir)
             .env_remove("WEPOQ_DB")
@@ -604,7 +604,7 @@ fn killing_apply_leaves_the_nb_before_or_after() {
     let mut rng = Rng::new(7);
     let (mut before, mut after) = (0, 0);
     for round in 0..10 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wepoq"))
+        let mut child = crate::support::wepoq_nb_only()
             .args([
                 "apply",
                 "--auto-approve",
@@ -668,7 +668,7 @@ fn watch_follows_the_spec_and_repairs_drift_until_stopped() {
     );
 
     let log = live.dir.join("watch.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wepoq"))
+    let mut child = crate::support::wepoq_nb_only()
         .args([
             "apply",
             "--watch",

@@ -12,7 +12,7 @@ use crate::support::{repo, require, temp_dir};
 const CASE: &str = "tests/data/bad-missing-key-and-more/wepoq.yaml";
 
 fn wepoq(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wepoq"))
+    crate::support::wepoq_nb_only()
         .args(args)
         .current_dir(dir)
         .output()

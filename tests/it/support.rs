@@ -169,29 +169,7 @@ pub fn check_zone(origin: &str, zone: &str) -> Result<(), String> {
 
 /// The spec without its `container:` blocks: each goes with the lines indented deeper.
 pub fn without_containers(spec: &str) -> String {
-    let mut out = String::new();
-    let mut skipping: Option<usize> = None;
-    for line in spec.lines() {
-        let indent = line.len() - line.trim_start().len();
-        if let Some(depth) = skipping {
-            if line.trim().is_empty() || indent > depth {
-                continue;
-            }
-            skipping = None;
-        }
-        if line.trim_start().starts_with("container:") {
-            skipping = Some(indent);
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    assert!(
-        !out.lines()
-            .any(|l| !l.trim_start().starts_with('#') && l.contains("wepoq/probe")),
-        "a container block is left:\n{out}"
-    );
-    out
+    wepoq_reconciler::sandbox::without_blocks(spec, "container")
 }
 
 /// An example's spec with its containers left out (tests whose endpoints are not containers,
@@ -200,4 +178,12 @@ pub fn example_without_containers(name: &str) -> String {
     let spec =
         std::fs::read_to_string(repo().join("examples").join(name).join("wepoq.yaml")).unwrap();
     without_containers(&spec)
+}
+
+/// `wepoq` for the tests of the NB alone: containers (stubs of runtime sides included) are
+/// left to the container tests (`--no-containers`).
+pub fn wepoq_nb_only() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wepoq"));
+    cmd.env("WEPOQ_NO_CONTAINERS", "1");
+    cmd
 }

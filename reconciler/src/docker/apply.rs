@@ -252,7 +252,29 @@ pub async fn remove_worker(docker: &Docker, id: &str) -> Result<(), String> {
         | Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(()),
+        // Someone else (the host agent sweeping a stub's workers) is removing it: done once
+        // it is gone.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        }) if message.contains("already in progress") => gone(docker, id).await,
         Err(e) => Err(format!("remove: {e}")),
+    }
+}
+
+/// Waits until the container is gone.
+async fn gone(docker: &Docker, id: &str) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match docker.inspect_container(id, None).await {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(()),
+            _ if tokio::time::Instant::now() > deadline => {
+                return Err("remove: another removal of it did not end within 30 s".into());
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
     }
 }
 
@@ -271,8 +293,7 @@ async fn remove(docker: &Docker, attacher: &dyn Attach, id: &str) -> Result<(), 
 fn prepare_run_mounts(unit: &ContainerUnit, run_dir: &std::path::Path) -> Result<(), String> {
     for mount in &unit.container.run_mounts {
         let dir = run_dir.join(&mount.source);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
         match std::fs::remove_file(dir.join(STATUS_FILE)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(format!("cannot clear {}: {e}", dir.display()));

@@ -10,7 +10,7 @@ use bollard::query_parameters::ListContainersOptions;
 use wepoq_compiler::containers::{ContainerUnit, ObservedContainer};
 
 use super::{CONFIG_HASH_LABEL, DockerError, ENDPOINT_LABEL, OWNER_LABEL};
-use crate::agent::workers::WORKER_LABEL;
+use crate::agent::workers::{STUB_LABEL, WORKER_LABEL};
 
 /// Every container that matters to `desired`: labelled by wepoq (ours, others', or by hand
 /// with only an endpoint label) or named as one of the desired containers.
@@ -78,6 +78,29 @@ pub async fn workers(docker: &Docker, owners: &[String]) -> Result<Vec<String>, 
         })
         .filter_map(|c| c.id)
         .collect())
+}
+
+/// Pre-created (created, never started) worker containers, counted by stub name.
+pub async fn stem_cells(docker: &Docker) -> Result<HashMap<String, u32>, DockerError> {
+    let filters = HashMap::from([
+        ("label".to_string(), vec![STUB_LABEL.to_string()]),
+        ("status".to_string(), vec!["created".to_string()]),
+    ]);
+    let listed = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(DockerError::api("list pre-created workers"))?;
+    let mut count = HashMap::new();
+    for c in listed {
+        if let Some(stub) = c.labels.as_ref().and_then(|l| l.get(STUB_LABEL)) {
+            *count.entry(stub.clone()).or_insert(0) += 1;
+        }
+    }
+    Ok(count)
 }
 
 fn observed(
