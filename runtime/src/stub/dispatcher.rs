@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::backend::{ExitNotice, SpawnRequest, WorkerBackend};
+use crate::backend::{ExitNotice, SpawnRequest, Started, Steps, WorkerBackend};
 use crate::frame::{Frame, MAX_FRAME, encode_handoff};
 use crate::metrics::Metrics;
 use crate::record::{Outcome, Record, RecordSink, Tier};
@@ -78,10 +78,18 @@ struct Slot {
     /// When the backend had it started (its spawn call resolved).
     spawned_at: Option<Instant>,
     registered_at: Option<Instant>,
+    /// The backend's steps: of its start (until a connection took it cold), then of its
+    /// last resume.
+    steps: Steps,
     idle_since: Instant,
     marked_at: Option<Instant>,
     /// Frozen by the backend while idle; a connection for it resumes it.
     paused: bool,
+    /// A resume asked and not answered yet.
+    resuming: bool,
+    /// Connections it served before the backend answered the resume that woke it: their
+    /// records wait for the thaw's time (`steps.unpause_us`), with their service time.
+    unrecorded: Vec<(u64, InFlight, f64)>,
     /// It holds the service's UDP socket with this index: it takes no connection more,
     /// is never paused, and is swept like an idle worker (counting from the handoff).
     udp: Option<usize>,
@@ -103,6 +111,9 @@ struct InFlight {
     /// Cold starts: asked to started, asked to registered.
     spawn_us: Option<f64>,
     register_us: Option<f64>,
+    /// Cold starts: the backend's steps (create, start); the paused tier: the unpause,
+    /// filled in when the backend answers.
+    steps: Steps,
 }
 
 struct Queued {
@@ -139,14 +150,18 @@ impl Slot {
     /// Thaws a paused worker; a failed resume ends it (`ControlFailed`).
     fn resume(&mut self, backend: &Arc<dyn WorkerBackend>, events: &UnboundedSender<Event>) {
         self.paused = false;
+        self.resuming = true;
         let resume = backend.resume(&self.id);
         let events = events.clone();
         let worker_id = self.id.clone();
         tokio::spawn(async move {
-            if let Err(e) = resume.await {
-                let why = e.why();
-                let _ = events.send(Event::ControlFailed { worker_id, why });
-            }
+            let _ = events.send(match resume.await {
+                Ok(steps) => Event::Resumed { worker_id, steps },
+                Err(e) => Event::ControlFailed {
+                    worker_id,
+                    why: e.why(),
+                },
+            });
         });
     }
 
@@ -154,6 +169,33 @@ impl Slot {
     fn can_serve(&self) -> bool {
         !self.stopping
     }
+}
+
+/// The record of a connection its worker reported done.
+fn write_served(
+    records: &mut RecordSink,
+    fqdn: &str,
+    worker: &str,
+    conn_id: u64,
+    f: &InFlight,
+    service_us: f64,
+) {
+    records.write(&Record {
+        conn_id,
+        fqdn,
+        remote: f.remote,
+        accept_unix_ns: f.accept_unix_ns,
+        handoff_us: Some(f.handoff_us),
+        cold: f.tier == Tier::Cold,
+        tier: Some(f.tier),
+        spawn_us: f.spawn_us,
+        register_us: f.register_us,
+        steps: f.steps,
+        worker: Some(worker),
+        outcome: Outcome::Served,
+        service_us: Some(service_us),
+        why: None,
+    });
 }
 
 fn unix_ns_after(now_unix_ns: u64, d: Duration) -> u64 {
@@ -331,7 +373,12 @@ impl Dispatcher {
             } => self.on_registered(worker_id, concurrency, socket),
             Event::WorkerDone { worker_id, conn_id } => self.on_done(&worker_id, conn_id),
             Event::WorkerGone { worker_id, why } => self.on_gone(&worker_id, &why),
-            Event::Spawned { spawn, worker_id } => self.on_spawned(spawn, worker_id),
+            Event::Spawned {
+                spawn,
+                worker_id,
+                steps,
+            } => self.on_spawned(spawn, worker_id, steps),
+            Event::Resumed { worker_id, steps } => self.on_resumed(&worker_id, steps),
             Event::SpawnFailed { spawn, why } => {
                 eprintln!("wepoq-stub: a worker failed to start: {why}");
                 self.workers.retain(|w| w.spawn != Some(spawn));
@@ -343,6 +390,7 @@ impl Dispatcher {
                 }
             }
             Event::ControlFailed { worker_id, why } => {
+                self.on_resumed(&worker_id, Steps::default());
                 if let Some(w) = self
                     .workers
                     .iter_mut()
@@ -495,6 +543,13 @@ impl Dispatcher {
             since_asked(slot.spawned_at),
             since_asked(slot.registered_at),
         );
+        // A start's steps belong to the connection that waited for it; later ones found
+        // the worker running.
+        let steps = if cold {
+            std::mem::take(&mut slot.steps)
+        } else {
+            Steps::default()
+        };
         self.metrics.count_tier(tier);
         let latency = now.duration_since(conn.at);
         self.metrics.handoff_latency.observe(latency);
@@ -511,6 +566,7 @@ impl Dispatcher {
                 tier,
                 spawn_us,
                 register_us,
+                steps,
             },
         );
         // Our copy goes now: the worker holds the only one, so if it dies the client sees
@@ -568,9 +624,12 @@ impl Dispatcher {
                 asked_at: now,
                 spawned_at: None,
                 registered_at: Some(now),
+                steps: Steps::default(),
                 idle_since: now,
                 marked_at: None,
                 paused: false,
+                resuming: false,
+                unrecorded: Vec::new(),
                 udp: None,
                 spawn: None,
                 stopping: false,
@@ -627,7 +686,7 @@ impl Dispatcher {
     }
 
     /// The backend started spawn request `spawn` and named the worker.
-    fn on_spawned(&mut self, spawn: u64, worker_id: String) {
+    fn on_spawned(&mut self, spawn: u64, worker_id: String, steps: Steps) {
         let now = Instant::now();
         let Some(i) = self.workers.iter().position(|w| w.spawn == Some(spawn)) else {
             // It ended (exit notice) before the answer came: make sure nothing is left.
@@ -653,6 +712,7 @@ impl Dispatcher {
             w.spawn = Some(spawn);
             w.asked_at = asked_at;
             w.spawned_at = Some(now);
+            w.steps = steps;
             if let Some(r) = w.registered_at {
                 self.metrics.cold_start.observe(r.duration_since(asked_at));
             }
@@ -665,6 +725,7 @@ impl Dispatcher {
         w.id = worker_id;
         w.named = true;
         w.spawned_at = Some(now);
+        w.steps = steps;
         if w.stopping {
             // Given up on (start timeout, drain) before the backend named it.
             w.stop(&self.backend);
@@ -693,22 +754,50 @@ impl Dispatcher {
             0.9 * self.service_ewma + 0.1 * service
         };
         self.metrics.count_outcome(Outcome::Served);
-        self.records.write(&Record {
-            conn_id,
-            fqdn: &self.config.fqdn,
-            remote: done.remote,
-            accept_unix_ns: done.accept_unix_ns,
-            handoff_us: Some(done.handoff_us),
-            cold: done.tier == Tier::Cold,
-            tier: Some(done.tier),
-            spawn_us: done.spawn_us,
-            register_us: done.register_us,
-            worker: Some(&slot.id),
-            outcome: Outcome::Served,
-            service_us: Some(service * 1e6),
-            why: None,
-        });
+        if done.tier == Tier::Paused && done.steps.unpause_us.is_none() && slot.resuming {
+            slot.unrecorded.push((conn_id, done, service * 1e6));
+        } else {
+            write_served(
+                &mut self.records,
+                &self.config.fqdn,
+                &slot.id,
+                conn_id,
+                &done,
+                service * 1e6,
+            );
+        }
         self.drain_queue();
+    }
+
+    /// The backend answered a resume (a failed one with no steps): the connection that woke
+    /// the worker gets the thaw's time in its record, written now if it is already served.
+    fn on_resumed(&mut self, worker_id: &str, steps: Steps) {
+        let Some(w) = self
+            .workers
+            .iter_mut()
+            .find(|w| w.named && w.id == worker_id)
+        else {
+            return;
+        };
+        w.resuming = false;
+        let woken = w
+            .in_flight
+            .values_mut()
+            .chain(w.unrecorded.iter_mut().map(|(_, f, _)| f))
+            .filter(|f| f.tier == Tier::Paused && f.steps.unpause_us.is_none());
+        for f in woken {
+            f.steps.unpause_us = steps.unpause_us;
+        }
+        for (conn_id, f, service_us) in std::mem::take(&mut w.unrecorded) {
+            write_served(
+                &mut self.records,
+                &self.config.fqdn,
+                &w.id,
+                conn_id,
+                &f,
+                service_us,
+            );
+        }
     }
 
     fn on_gone(&mut self, id: &str, why: &str) {
@@ -719,6 +808,16 @@ impl Dispatcher {
 
     fn on_gone_at(&mut self, i: usize, why: &str) {
         let mut slot = self.workers.remove(i);
+        for (conn_id, f, service_us) in std::mem::take(&mut slot.unrecorded) {
+            write_served(
+                &mut self.records,
+                &self.config.fqdn,
+                &slot.id,
+                conn_id,
+                &f,
+                service_us,
+            );
+        }
         if let Some(u) = slot.udp {
             // Its copy of the socket is closed with it: ours is polled again, and the next
             // datagram (queued in the socket meanwhile) starts another worker.
@@ -753,6 +852,7 @@ impl Dispatcher {
                 tier: Some(f.tier),
                 spawn_us: f.spawn_us,
                 register_us: f.register_us,
+                steps: f.steps,
                 worker: Some(id),
                 outcome,
                 service_us: None,
@@ -880,9 +980,12 @@ impl Dispatcher {
             asked_at: now,
             spawned_at: None,
             registered_at: None,
+            steps: Steps::default(),
             idle_since: now,
             marked_at: None,
             paused: false,
+            resuming: false,
+            unrecorded: Vec::new(),
             udp: None,
             spawn: Some(spawn),
             stopping: false,
@@ -900,7 +1003,11 @@ impl Dispatcher {
         let events = self.events.clone();
         tokio::spawn(async move {
             let _ = events.send(match backend.spawn(request, notice).await {
-                Ok(worker_id) => Event::Spawned { spawn, worker_id },
+                Ok(Started { worker_id, steps }) => Event::Spawned {
+                    spawn,
+                    worker_id,
+                    steps,
+                },
                 Err(e) => Event::SpawnFailed {
                     spawn,
                     why: e.why(),
@@ -932,6 +1039,7 @@ impl Dispatcher {
             tier: None,
             spawn_us: None,
             register_us: None,
+            steps: Steps::default(),
             worker: None,
             outcome,
             service_us: None,
@@ -1011,11 +1119,16 @@ mod tests {
             &self,
             _request: SpawnRequest,
             _exited: ExitNotice,
-        ) -> BoxFuture<'_, Result<String, BackendError>> {
+        ) -> BoxFuture<'_, Result<Started, BackendError>> {
             let mut calls = self.calls.lock().unwrap();
             let n = calls.iter().filter(|c| c.starts_with("spawn")).count() + 1;
             calls.push(format!("spawn w{n}"));
-            Box::pin(async move { Ok(format!("w{n}")) })
+            Box::pin(async move {
+                Ok(Started {
+                    worker_id: format!("w{n}"),
+                    steps: Steps::default(),
+                })
+            })
         }
 
         fn stop(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
@@ -1026,8 +1139,14 @@ mod tests {
             self.call("pause", worker_id)
         }
 
-        fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
-            self.call("resume", worker_id)
+        fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<Steps, BackendError>> {
+            let called = self.call("resume", worker_id);
+            Box::pin(async move {
+                called.await.map(|()| Steps {
+                    unpause_us: Some(7.0),
+                    ..Steps::default()
+                })
+            })
         }
     }
 
