@@ -183,7 +183,15 @@ async fn serve(cfg: WorkersConfig, scan: Duration, metrics: Arc<Metrics>) {
                         let _ = p.inputs.send(pool::Input::StubStarted);
                     }
                 }
-                Notice::StubDied => {}
+                // Listed at once, a dying stub may still show as running: its pool stops
+                // now (a restarted stub gets a new one from the scan).
+                Notice::StubDied { name, id } => {
+                    if pools.get(&name).is_some_and(|p| p.container == id)
+                        && let Some(p) = pools.remove(&name)
+                    {
+                        let _ = p.inputs.send(pool::Input::Shutdown);
+                    }
+                }
             },
         }
         let e = match &engine {

@@ -60,7 +60,8 @@ impl Control {
 }
 
 /// Connects to `path` as `uid` from a forked child: 2 when connect fails with EACCES, 0 when
-/// connected and then closed without an answer, 1 when answered, other codes for other ends.
+/// connected and then closed (or reset) without an answer, 1 when answered, other codes for
+/// other ends.
 fn connect_as(uid: u32, path: &Path) -> i32 {
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -98,8 +99,11 @@ fn connect_as(uid: u32, path: &Path) -> i32 {
                 libc::write(fd, hello.as_ptr().cast(), hello.len());
                 let mut buf = [0u8; 64];
                 let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                // Closed with our hello unread: end of stream or a reset, never an answer.
+                let reset = n < 0 && *libc::__errno_location() == libc::ECONNRESET;
                 libc::_exit(match n {
                     0 => 0,
+                    _ if reset => 0,
                     n if n > 0 => 1,
                     _ => 4,
                 });

@@ -23,14 +23,13 @@ pub enum Notice {
         worker: String,
         why: String,
     },
-    /// A stub container started or died.
-    StubStarted {
-        name: String,
-    },
-    StubDied,
+    /// A stub container started.
+    StubStarted { name: String },
+    /// A stub container (`id`) died: its process is gone, whatever comes next.
+    StubDied { name: String, id: String },
 }
 
-/// Reads container `start` and `die` events (of containers with `only_label`, when set)
+/// Reads container `start`, `die` and `destroy` events (of containers with `only_label`, when set)
 /// into `notices` until the stream ends or `notices` closes. Starts a second back so an
 /// event of the listing that preceded it is not missed (seen twice at worst).
 pub async fn watch(
@@ -46,7 +45,7 @@ pub async fn watch(
         ("type".to_owned(), vec!["container".to_owned()]),
         (
             "event".to_owned(),
-            vec!["start".to_owned(), "die".to_owned()],
+            ["start", "die", "destroy"].map(str::to_owned).to_vec(),
         ),
     ]);
     // Stubs and workers carry different labels and label filters all have to match, so
@@ -60,12 +59,18 @@ pub async fn watch(
         filters: Some(filters),
     }));
     while let Some(Ok(event)) = events.next().await {
-        let attributes = event.actor.and_then(|a| a.attributes).unwrap_or_default();
-        let died = event.action.as_deref() == Some("die");
+        let (id, attributes) = event
+            .actor
+            .map(|a| (a.id.unwrap_or_default(), a.attributes.unwrap_or_default()))
+            .unwrap_or_default();
+        let action = event.action.as_deref().unwrap_or_default();
+        // A stub's `destroy` as well as its `die`: listed right after its `die`, a container
+        // being removed may still show as running.
+        let died = action == "die" || action == "destroy";
         let notice = if let (Some(stub), Some(worker)) =
             (attributes.get(STUB_LABEL), attributes.get(WORKER_LABEL))
         {
-            if !died {
+            if action != "die" {
                 continue;
             }
             let why = match attributes.get("exitCode") {
@@ -83,7 +88,10 @@ pub async fn watch(
             // Whether a start is a restart, the pool asks Docker (the event replays the last
             // second, so it may be the start the pool already knows).
             if died {
-                Notice::StubDied
+                Notice::StubDied {
+                    name: name.clone(),
+                    id,
+                }
             } else {
                 Notice::StubStarted { name: name.clone() }
             }
