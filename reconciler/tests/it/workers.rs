@@ -137,6 +137,16 @@ impl Lab {
         }
     }
 
+    /// The stub's per-connection records so far (`--records /run/wepoq/records.jsonl`).
+    fn records(&self) -> Vec<serde_json::Value> {
+        let path = self.run_dir.join("stubs").join(&self.stub).join("records.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// One echo round trip on a new connection.
     fn echo(&self, text: &str) -> String {
         let mut s = TcpStream::connect(self.addr).unwrap();
@@ -196,6 +206,8 @@ fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
             "0s",
             "--min-workers",
             "0",
+            "--records",
+            "/run/wepoq/records.jsonl",
         ],
     );
     // A stem cell is made before any connection: created, not started.
@@ -256,6 +268,15 @@ fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
         metrics.contains("wepoq_agent_worker_unpause_seconds_count 1"),
         "{metrics}"
     );
+    // The records carry the agent's steps: the cold start started the stem cell (no
+    // create), the paused one was unpaused.
+    lab.wait("two records", Duration::from_secs(5), |l| l.records().len() == 2);
+    let records = lab.records();
+    assert_eq!(records[0]["tier"], "cold", "{records:?}");
+    assert!(records[0]["start_us"].as_f64().unwrap() > 0.0, "{records:?}");
+    assert!(records[0].get("create_us").is_none(), "{records:?}");
+    assert_eq!(records[1]["tier"], "paused", "{records:?}");
+    assert!(records[1]["unpause_us"].as_f64().unwrap() > 0.0, "{records:?}");
     // Scale to zero: swept after idle, then back on a connection.
     lab.wait("no started worker", Duration::from_secs(30), |l| {
         l.workers().iter().all(|(_, s)| s == "created")
@@ -329,7 +350,17 @@ fn a_worker_killed_mid_connection_closes_it_and_is_replaced() {
     if require(Component::Docker).is_none() {
         return;
     }
-    let lab = Lab::new(label(0), &["--pause-after", "0", "--min-workers", "0"]);
+    let lab = Lab::new(
+        label(0),
+        &[
+            "--pause-after",
+            "0",
+            "--min-workers",
+            "0",
+            "--records",
+            "/run/wepoq/records.jsonl",
+        ],
+    );
     let mut s = TcpStream::connect(lab.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"one").unwrap();
@@ -349,6 +380,13 @@ fn a_worker_killed_mid_connection_closes_it_and_is_replaced() {
     lab.wait("the killed worker removed", Duration::from_secs(10), |l| {
         l.workers().iter().all(|(id, _)| *id != worker)
     });
+    // The stub's record of it: lost with its worker. No stem cell (precreate 0): the cold
+    // start was a create and a start, both timed by the agent.
+    lab.wait("its record", Duration::from_secs(5), |l| !l.records().is_empty());
+    let lost = &lab.records()[0];
+    assert_eq!(lost["outcome"], "worker_lost", "{lost}");
+    assert!(lost["create_us"].as_f64().unwrap() > 0.0, "{lost}");
+    assert!(lost["start_us"].as_f64().unwrap() > 0.0, "{lost}");
     assert_eq!(lab.echo("two"), "two");
     lab.finish();
 }

@@ -62,6 +62,9 @@ pub struct Dispatcher {
 /// Poller tokens from here to [`WORKER_TOKEN_BASE`] are the service's UDP sockets.
 pub const UDP_TOKEN_BASE: u64 = 1 << 31;
 
+/// Longest a served connection's record waits for the backend's step times.
+const HOLD_RECORDS: Duration = Duration::from_secs(2);
+
 /// Poller tokens at and above this are worker sockets; below it the run loop's own.
 pub const WORKER_TOKEN_BASE: u64 = 1 << 32;
 
@@ -87,9 +90,13 @@ struct Slot {
     paused: bool,
     /// A resume asked and not answered yet.
     resuming: bool,
-    /// Connections it served before the backend answered the resume that woke it: their
-    /// records wait for the thaw's time (`steps.unpause_us`), with their service time.
-    unrecorded: Vec<(u64, InFlight, f64)>,
+    /// It registered on its own while a spawn of ours was unanswered: probably that
+    /// spawn's worker, whose answer (and start times) `on_spawned` brings.
+    maybe_ours: bool,
+    /// Connections it served before the backend answered the start or resume that made it
+    /// serve them: their records wait for those steps' times (`steps`), with their service
+    /// time and since when they wait (at most [`HOLD_RECORDS`]).
+    unrecorded: Vec<(u64, InFlight, f64, Instant)>,
     /// It holds the service's UDP socket with this index: it takes no connection more,
     /// is never paused, and is swept like an idle worker (counting from the handoff).
     udp: Option<usize>,
@@ -168,6 +175,13 @@ impl Slot {
     /// Whether it could take a connection now or soon: registered or being started.
     fn can_serve(&self) -> bool {
         !self.stopping
+    }
+}
+
+/// Writes the records a worker's slot held back, as they are.
+fn flush_unrecorded(records: &mut RecordSink, fqdn: &str, slot: &mut Slot) {
+    for (conn_id, f, service_us, _) in std::mem::take(&mut slot.unrecorded) {
+        write_served(records, fqdn, &slot.id, conn_id, &f, service_us);
     }
 }
 
@@ -615,6 +629,7 @@ impl Dispatcher {
             // Registered on its own, or before our backend's answer named it (then
             // `on_spawned` adopts it).
             None => self.workers.push(Slot {
+                maybe_ours: self.workers.iter().any(|w| !w.named && w.spawn.is_some()),
                 id,
                 named: true,
                 socket: Some(socket),
@@ -713,6 +728,17 @@ impl Dispatcher {
             w.asked_at = asked_at;
             w.spawned_at = Some(now);
             w.steps = steps;
+            w.maybe_ours = false;
+            // Connections it took cold before this answer get its start's times.
+            let cold = w
+                .in_flight
+                .values_mut()
+                .chain(w.unrecorded.iter_mut().map(|(_, f, _, _)| f))
+                .filter(|f| f.tier == Tier::Cold && f.steps == Steps::default());
+            for f in cold {
+                f.steps = steps;
+            }
+            flush_unrecorded(&mut self.records, &self.config.fqdn, w);
             if let Some(r) = w.registered_at {
                 self.metrics.cold_start.observe(r.duration_since(asked_at));
             }
@@ -754,8 +780,13 @@ impl Dispatcher {
             0.9 * self.service_ewma + 0.1 * service
         };
         self.metrics.count_outcome(Outcome::Served);
-        if done.tier == Tier::Paused && done.steps.unpause_us.is_none() && slot.resuming {
-            slot.unrecorded.push((conn_id, done, service * 1e6));
+        let waits = match done.tier {
+            Tier::Paused => slot.resuming && done.steps.unpause_us.is_none(),
+            Tier::Cold => slot.maybe_ours && done.steps == Steps::default(),
+            Tier::Warm => false,
+        };
+        if waits {
+            slot.unrecorded.push((conn_id, done, service * 1e6, now));
         } else {
             write_served(
                 &mut self.records,
@@ -783,21 +814,12 @@ impl Dispatcher {
         let woken = w
             .in_flight
             .values_mut()
-            .chain(w.unrecorded.iter_mut().map(|(_, f, _)| f))
+            .chain(w.unrecorded.iter_mut().map(|(_, f, _, _)| f))
             .filter(|f| f.tier == Tier::Paused && f.steps.unpause_us.is_none());
         for f in woken {
             f.steps.unpause_us = steps.unpause_us;
         }
-        for (conn_id, f, service_us) in std::mem::take(&mut w.unrecorded) {
-            write_served(
-                &mut self.records,
-                &self.config.fqdn,
-                &w.id,
-                conn_id,
-                &f,
-                service_us,
-            );
-        }
+        flush_unrecorded(&mut self.records, &self.config.fqdn, w);
     }
 
     fn on_gone(&mut self, id: &str, why: &str) {
@@ -808,16 +830,7 @@ impl Dispatcher {
 
     fn on_gone_at(&mut self, i: usize, why: &str) {
         let mut slot = self.workers.remove(i);
-        for (conn_id, f, service_us) in std::mem::take(&mut slot.unrecorded) {
-            write_served(
-                &mut self.records,
-                &self.config.fqdn,
-                &slot.id,
-                conn_id,
-                &f,
-                service_us,
-            );
-        }
+        flush_unrecorded(&mut self.records, &self.config.fqdn, &mut slot);
         if let Some(u) = slot.udp {
             // Its copy of the socket is closed with it: ours is polled again, and the next
             // datagram (queued in the socket meanwhile) starts another worker.
@@ -863,6 +876,17 @@ impl Dispatcher {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        // Records held for step times that did not come (the spawn was not this worker's,
+        // or failed): written without them.
+        for w in &mut self.workers {
+            if w.unrecorded
+                .first()
+                .is_some_and(|(_, _, _, since)| now.duration_since(*since) >= HOLD_RECORDS)
+            {
+                w.maybe_ours = false;
+                flush_unrecorded(&mut self.records, &self.config.fqdn, w);
+            }
+        }
         while self.queue.front().is_some_and(|q| q.deadline <= now) {
             let q = self.queue.pop_front().expect("not empty");
             self.finish_unserved(q.conn, Outcome::Expired, Refusal::Expired);
@@ -985,6 +1009,7 @@ impl Dispatcher {
             marked_at: None,
             paused: false,
             resuming: false,
+            maybe_ours: false,
             unrecorded: Vec::new(),
             udp: None,
             spawn: Some(spawn),
