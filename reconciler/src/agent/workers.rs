@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use tokio::sync::{mpsc, watch};
@@ -38,6 +38,8 @@ pub const STUB_LABEL: &str = "wepoq.net/stub";
 pub const WORKER_LABEL: &str = "wepoq.net/worker";
 /// How often stubs and workers are listed.
 const SCAN: Duration = Duration::from_millis(500);
+/// How long a stub seen dying gets no new pool, unless it starts again.
+const DYING: Duration = Duration::from_secs(2);
 
 /// Where the control sockets live and what workers are given.
 #[derive(Debug, Clone)]
@@ -167,6 +169,9 @@ async fn serve(cfg: WorkersConfig, scan: Duration, metrics: Arc<Metrics>) {
     let mut warned = HashSet::new();
     let (notices_tx, mut notices) = mpsc::unbounded_channel();
     let mut watcher: Option<Watcher> = None;
+    // Stub containers seen dying, for [`DYING`]: listed right after its `die`, a stub may
+    // still show as running, and must not get a new pool for that.
+    let mut dying: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -178,19 +183,20 @@ async fn serve(cfg: WorkersConfig, scan: Duration, metrics: Arc<Metrics>) {
                     continue;
                 }
                 // A stub came or went: scan now rather than at the next tick.
-                Notice::StubStarted { name } => {
+                Notice::StubStarted { name, id } => {
+                    dying.remove(&id);
                     if let Some(p) = pools.get(&name) {
                         let _ = p.inputs.send(pool::Input::StubStarted);
                     }
                 }
-                // Listed at once, a dying stub may still show as running: its pool stops
-                // now (a restarted stub gets a new one from the scan).
-                Notice::StubDied { name, id } => {
-                    if pools.get(&name).is_some_and(|p| p.container == id)
-                        && let Some(p) = pools.remove(&name)
-                    {
-                        let _ = p.inputs.send(pool::Input::Shutdown);
+                // The pool stops now if the death is newer than the start it knows (a
+                // replayed event of an earlier run is not); a restarted stub gets a new
+                // pool from the scan.
+                Notice::StubDied { name, id, at } => {
+                    if let Some(p) = pools.get(&name).filter(|p| p.container == id) {
+                        let _ = p.inputs.send(pool::Input::StubDied(at));
                     }
+                    dying.insert(id, Instant::now());
                 }
             },
         }
@@ -242,8 +248,9 @@ async fn serve(cfg: WorkersConfig, scan: Duration, metrics: Arc<Metrics>) {
             }
             keep
         });
+        dying.retain(|_, since| since.elapsed() < DYING);
         for stub in stubs {
-            if pools.contains_key(&stub.name) {
+            if pools.contains_key(&stub.name) || dying.contains_key(&stub.id) {
                 continue;
             }
             let runtime = match stub.runtime {

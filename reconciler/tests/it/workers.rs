@@ -139,7 +139,11 @@ impl Lab {
 
     /// The stub's per-connection records so far (`--records /run/wepoq/records.jsonl`).
     fn records(&self) -> Vec<serde_json::Value> {
-        let path = self.run_dir.join("stubs").join(&self.stub).join("records.jsonl");
+        let path = self
+            .run_dir
+            .join("stubs")
+            .join(&self.stub)
+            .join("records.jsonl");
         std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
@@ -270,13 +274,21 @@ fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
     );
     // The records carry the agent's steps: the cold start started the stem cell (no
     // create), the paused one was unpaused.
-    lab.wait("two records", Duration::from_secs(5), |l| l.records().len() == 2);
+    lab.wait("two records", Duration::from_secs(5), |l| {
+        l.records().len() == 2
+    });
     let records = lab.records();
     assert_eq!(records[0]["tier"], "cold", "{records:?}");
-    assert!(records[0]["start_us"].as_f64().unwrap() > 0.0, "{records:?}");
+    assert!(
+        records[0]["start_us"].as_f64().unwrap() > 0.0,
+        "{records:?}"
+    );
     assert!(records[0].get("create_us").is_none(), "{records:?}");
     assert_eq!(records[1]["tier"], "paused", "{records:?}");
-    assert!(records[1]["unpause_us"].as_f64().unwrap() > 0.0, "{records:?}");
+    assert!(
+        records[1]["unpause_us"].as_f64().unwrap() > 0.0,
+        "{records:?}"
+    );
     // Scale to zero: swept after idle, then back on a connection.
     lab.wait("no started worker", Duration::from_secs(30), |l| {
         l.workers().iter().all(|(_, s)| s == "created")
@@ -382,7 +394,9 @@ fn a_worker_killed_mid_connection_closes_it_and_is_replaced() {
     });
     // The stub's record of it: lost with its worker. No stem cell (precreate 0): the cold
     // start was a create and a start, both timed by the agent.
-    lab.wait("its record", Duration::from_secs(5), |l| !l.records().is_empty());
+    lab.wait("its record", Duration::from_secs(5), |l| {
+        !l.records().is_empty()
+    });
     let lost = &lab.records()[0];
     assert_eq!(lost["outcome"], "worker_lost", "{lost}");
     assert!(lost["create_us"].as_f64().unwrap() > 0.0, "{lost}");

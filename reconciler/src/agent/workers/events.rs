@@ -23,10 +23,11 @@ pub enum Notice {
         worker: String,
         why: String,
     },
-    /// A stub container started.
-    StubStarted { name: String },
-    /// A stub container (`id`) died: its process is gone, whatever comes next.
-    StubDied { name: String, id: String },
+    /// A stub container (`id`) started.
+    StubStarted { name: String, id: String },
+    /// A stub container (`id`) died (or was destroyed) at `at` (Unix ns): its process is
+    /// gone, whatever comes next.
+    StubDied { name: String, id: String, at: u64 },
 }
 
 /// Reads container `start`, `die` and `destroy` events (of containers with `only_label`, when set)
@@ -91,9 +92,16 @@ pub async fn watch(
                 Notice::StubDied {
                     name: name.clone(),
                     id,
+                    at: event
+                        .time_nano
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(u64::MAX),
                 }
             } else {
-                Notice::StubStarted { name: name.clone() }
+                Notice::StubStarted {
+                    name: name.clone(),
+                    id,
+                }
             }
         } else {
             continue;

@@ -55,6 +55,8 @@ pub enum Input {
     },
     /// Docker's `start` event of the stub's container: it may have restarted.
     StubStarted,
+    /// Docker's `die` (or `destroy`) event of the stub's container, at (Unix ns).
+    StubDied(u64),
     Tick,
     Shutdown,
 }
@@ -256,7 +258,13 @@ impl Pool {
 
     async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         while let Some(input) = rx.recv().await {
-            if let Input::Shutdown = input {
+            let stop = match input {
+                Input::Shutdown => true,
+                // Not one replayed from before the stub's current run.
+                Input::StubDied(at) => at > self.stub_started_ns,
+                _ => false,
+            };
+            if stop {
                 self.shutdown(rx).await;
                 return;
             }
@@ -343,6 +351,7 @@ impl Pool {
                 self.conn = Some((generation, out));
             }
             Input::StubStarted => self.check_stub_start(),
+            Input::StubDied(_) => {}
             Input::Died { worker, why } => self.ended(&worker, why),
             Input::Disconnected(generation) => {
                 if self.conn.as_ref().is_some_and(|(g, _)| *g == generation) {
