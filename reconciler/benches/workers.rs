@@ -331,8 +331,12 @@ fn main() {
         for _ in 0..2 {
             rt.block_on(engine.pause_container(&id)).unwrap();
             let t = Instant::now();
-            rt.block_on(engine.unpause_container(&id)).unwrap();
-            unpause.push(t.elapsed().as_secs_f64() * 1e3);
+            // Docker 20.10 under load has answered "is not paused" right after a pause
+            // that succeeded: such a sample is dropped and said, not a reason to stop.
+            match rt.block_on(engine.unpause_container(&id)) {
+                Ok(()) => unpause.push(t.elapsed().as_secs_f64() * 1e3),
+                Err(e) => eprintln!("unpause anchor sample dropped: {e}"),
+            }
         }
         docker_cli(&["rm", "-f", &id]).unwrap();
     }

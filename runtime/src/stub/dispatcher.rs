@@ -1151,7 +1151,10 @@ mod tests {
             Box::pin(async move {
                 Ok(Started {
                     worker_id: format!("w{n}"),
-                    steps: Steps::default(),
+                    steps: Steps {
+                        start_us: Some(5.0),
+                        ..Steps::default()
+                    },
                 })
             })
         }
@@ -1344,6 +1347,56 @@ mod tests {
             Frame::Handoff(h) => h.conn_id,
             other => panic!("expected a handoff, got {other:?}"),
         }
+    }
+
+    /// Records written to memory.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Written {
+        fn records(&self) -> Vec<serde_json::Value> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cold_record_waits_for_the_start_times_of_a_worker_that_registered_first() {
+        let mut h = Harness::new(config());
+        let written = Written::default();
+        h.dispatcher.records = RecordSink::new(Box::new(written.clone()));
+        assert!(h.accept().is_continue());
+        // The backend's answer (with its start time) is still on its way when the worker
+        // registers, takes the waiting connection and reports it done.
+        let worker = register(&mut h, "w1");
+        let conn_id = handed(&worker);
+        worker
+            .send(&crate::frame::done_bytes(conn_id), None)
+            .unwrap();
+        h.dispatcher.worker_readable(WORKER_TOKEN_BASE);
+        assert!(h.dispatcher.settle().is_continue());
+        h.dispatcher.records.flush();
+        assert!(written.records().is_empty(), "held for the answer");
+        assert_eq!(h.calls().await, ["spawn w1"]);
+        h.dispatcher.records.flush();
+        let records = written.records();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["tier"], "cold");
+        assert_eq!(records[0]["start_us"], 5.0);
+        assert!(records[0].get("create_us").is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]
