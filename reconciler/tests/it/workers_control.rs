@@ -131,6 +131,15 @@ fn container_of(worker: &str) -> String {
     .unwrap()
 }
 
+/// The test's run directory, removed however the test ends.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn wait(what: &str, within: Duration, f: impl Fn() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -145,7 +154,7 @@ fn the_control_socket_answers_with_step_times_reports_a_kill_by_event_and_admits
         return;
     }
     let c = Containers::new().unwrap();
-    let run_dir: PathBuf = std::env::temp_dir().join(format!("wepoq-control-{}", c.tag));
+    let run_dir = RunDir(std::env::temp_dir().join(format!("wepoq-control-{}", c.tag)));
     let stub = format!("fake-stub-{}", c.tag);
     let label = serde_json::json!({
         "image": c.image, "command": ["/wepoq-runtime", "example-worker"],
@@ -164,7 +173,7 @@ fn the_control_socket_answers_with_step_times_reports_a_kill_by_event_and_admits
     let metrics = Arc::new(Metrics::default());
     let cfg = WorkersConfig {
         docker: None,
-        run_dir: run_dir.clone(),
+        run_dir: run_dir.0.clone(),
         shim_binary: None,
         only_label: Some(format!("{TEST_LABEL}={}", c.tag)),
     };
@@ -174,7 +183,7 @@ fn the_control_socket_answers_with_step_times_reports_a_kill_by_event_and_admits
         metrics.clone(),
         std::future::pending(),
     ));
-    let dir = run_dir.join("stubs").join(&stub);
+    let dir = run_dir.0.join("stubs").join(&stub);
     let control_path = dir.join(CONTROL_SOCKET);
     wait("the control socket", Duration::from_secs(20), || {
         control_path.exists()
@@ -270,5 +279,4 @@ fn the_control_socket_answers_with_step_times_reports_a_kill_by_event_and_admits
         "containers left: {:?}",
         c.ids()
     );
-    let _ = std::fs::remove_dir_all(&run_dir);
 }
