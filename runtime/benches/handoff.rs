@@ -3,12 +3,15 @@
 //!
 //! Run: `cargo bench -p wepoq-runtime --bench handoff`. Loopback only, about 30 seconds.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use wepoq_runtime::bench::hop::{self, cpu_count};
+use wepoq_runtime::bench::loopback::{percentile, round_trip, start_direct};
+use wepoq_runtime::bench::process_stub::ProcessStub;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wepoq-runtime");
 const LATENCY_SAMPLES: usize = 20_000;
@@ -23,155 +26,6 @@ const THROUGHPUT_ROUNDS: u32 = 10;
 const COLD_SAMPLES: usize = 200;
 const PAUSED_SAMPLES: usize = 200;
 const QUEUED: usize = 10_000;
-const HOP_SAMPLES: usize = 5_000;
-/// Set in the environment of the bench binary re-executed as the far end of the hop floor.
-const HOP_PEER_ENV: &str = "WEPOQ_BENCH_HOP_PEER";
-
-/// A stub process, killed on drop.
-struct Stub {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Stub {
-    fn start(name: &str, args: &[&str], worker: &[&str]) -> Stub {
-        let dir = std::env::temp_dir().join(format!("wepoq-bench-{}-{name}", std::process::id()));
-        let mut child = Command::new(BIN)
-            .args([
-                "stub",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--socket-dir",
-            ])
-            .arg(&dir)
-            .args(args)
-            .arg("--")
-            .args(worker)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start stub");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let line = loop {
-            let line = lines.next().expect("stub ready line").unwrap();
-            if line.starts_with("wepoq-stub ready") {
-                break line;
-            }
-        };
-        // Keep draining stderr so the stub never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let field = |name: &str| {
-            line.split(' ')
-                .find_map(|f| f.strip_prefix(name))
-                .unwrap()
-                .to_owned()
-        };
-        Stub {
-            child,
-            addr: field("listen=").parse().unwrap(),
-            admin: field("admin=").parse().unwrap(),
-            dir,
-        }
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let mut s = TcpStream::connect(self.admin).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("no metric {name}"))
-            .parse()
-            .unwrap()
-    }
-
-    fn workers(&self) -> f64 {
-        ["starting", "idle", "busy", "marked", "paused"]
-            .iter()
-            .map(|s| self.metric(&format!("wepoq_workers{{state=\"{s}\"}}")))
-            .sum()
-    }
-
-    fn wait_for(&self, what: &str, f: impl Fn(&Stub) -> bool) {
-        let start = Instant::now();
-        while !f(self) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The same server logic as the example echo worker: read, write back, until the client ends.
-fn direct_server(listener: TcpListener, stop: Arc<AtomicBool>) {
-    let mut buf = [0u8; 64];
-    for stream in listener.incoming() {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let Ok(mut s) = stream else { continue };
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// connect, 1-byte request, 1-byte reply, close (reset, so no TIME_WAIT piles up).
-fn round_trip(addr: SocketAddr) -> Duration {
-    let t = Instant::now();
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_nodelay(true).unwrap();
-    nix::sys::socket::setsockopt(
-        &s,
-        nix::sys::socket::sockopt::Linger,
-        &nix::libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        },
-    )
-    .unwrap();
-    s.write_all(b"x").unwrap();
-    let mut b = [0u8; 1];
-    s.read_exact(&mut b).expect("one byte back");
-    drop(s);
-    t.elapsed()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 /// Connections per second from `CLIENTS` threads, in rounds that alternate between the
 /// targets, so a neighbour's burst of load on this shared machine hits all of them alike.
 fn throughput(targets: &[SocketAddr]) -> Vec<f64> {
@@ -208,130 +62,12 @@ fn throughput_slice(addr: SocketAddr, slice: Duration) -> u64 {
     count.load(Ordering::Relaxed)
 }
 
-fn start_direct() -> (SocketAddr, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    for _ in 0..SERVERS {
-        let (l, stop) = (listener.try_clone().unwrap(), stop.clone());
-        std::thread::spawn(move || direct_server(l, stop));
-    }
-    (addr, stop)
-}
-
-/// The floor under any design that hands an accepted socket to another process: a process
-/// blocked in `recvmsg` on a SOCK_SEQPACKET socket is sent one handoff-sized message carrying
-/// a TCP socket (SCM_RIGHTS) and runs. Measured as a round trip (the far end answers with a
-/// done-sized message and no descriptor) minus half a round trip without a descriptor.
-/// `same_cpu` puts both ends on the last CPU (as `--cpus` does for the stub and its workers),
-/// otherwise the sender runs on CPU 0. Returns the p50 of the one-way hop, or `None` on a
-/// one-CPU machine asked for two CPUs.
-fn hop_floor(same_cpu: bool) -> Option<Duration> {
-    use std::os::fd::AsFd;
-    use wepoq_runtime::seqpacket::SeqPacket;
-    let far = cpu_count() - 1;
-    let near = if same_cpu { far } else { 0 };
-    if near == far && !same_cpu {
-        return None;
-    }
-    let dir = std::env::temp_dir().join(format!("wepoq-bench-{}-hop", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("hop.sock");
-    let listener = SeqPacket::listen(&path).unwrap();
-    let mut peer = Command::new(std::env::current_exe().unwrap())
-        .env(HOP_PEER_ENV, format!("{far}:{}", path.display()))
-        .spawn()
-        .expect("start hop peer");
-    let socket = loop {
-        match listener.accept() {
-            Ok(s) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(1))
-            }
-            Err(e) => panic!("hop peer did not connect: {e}"),
-        }
-    };
-    nix::fcntl::fcntl(
-        &socket,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
-    )
-    .unwrap();
-    pin_this_thread(Some(near));
-    let message = [7u8; 80];
-    let mut reply = [0u8; 16];
-    let mut round_trip = |with_socket: bool| {
-        let tcp = with_socket.then(|| {
-            nix::sys::socket::socket(
-                nix::sys::socket::AddressFamily::Inet,
-                nix::sys::socket::SockType::Stream,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .unwrap()
-        });
-        let t = Instant::now();
-        socket
-            .send(&message, tcp.as_ref().map(|s| s.as_fd()))
-            .unwrap();
-        drop(tcp);
-        socket.recv(&mut reply).unwrap();
-        t.elapsed()
-    };
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    while with.len() < HOP_SAMPLES {
-        for _ in 0..BLOCK {
-            with.push(round_trip(true));
-        }
-        for _ in 0..BLOCK {
-            without.push(round_trip(false));
-        }
-    }
-    pin_this_thread(None);
-    drop(socket);
-    let _ = peer.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    with.sort();
-    without.sort();
-    Some(percentile(&with, 0.5).saturating_sub(percentile(&without, 0.5) / 2))
-}
-
-/// The far end of [`hop_floor`]: answers every message, then closes the socket it carried.
-fn hop_peer(spec: &str) {
-    let (cpu, path) = spec.split_once(':').expect("cpu:path");
-    pin_this_thread(Some(cpu.parse().unwrap()));
-    let socket = wepoq_runtime::seqpacket::SeqPacket::connect(std::path::Path::new(path)).unwrap();
-    let mut buf = [0u8; 128];
-    while let Ok((n, fd)) = socket.recv(&mut buf) {
-        if n == 0 || socket.send(&[1u8; 10], None).is_err() {
-            return;
-        }
-        drop(fd);
-    }
-}
-
-/// The CPUs this process may use, as first seen (before any pinning narrowed the answer).
-fn cpu_count() -> usize {
-    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// Pins the calling thread to one CPU, or lets it run anywhere again.
-fn pin_this_thread(cpu: Option<usize>) {
-    let mut set = nix::sched::CpuSet::new();
-    for c in 0..cpu_count() {
-        if cpu.is_none_or(|only| only == c) {
-            set.set(c).unwrap();
-        }
-    }
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    if let Ok(spec) = std::env::var(HOP_PEER_ENV) {
-        return hop_peer(&spec);
+    if hop::serve_peer_if_asked() {
+        return;
     }
     cpu_count();
     let started = Instant::now();
@@ -345,7 +81,7 @@ fn main() {
     // Latency and throughput: direct vs stub with a warm pool, twice: the stub and its
     // workers pinned to one CPU (`--cpus`, the recommended setting), and unpinned. The
     // direct server is never pinned. Interleaved in blocks so drift hits all sides alike.
-    let (direct, stop) = start_direct();
+    let (direct, stop) = start_direct(SERVERS);
     let last_cpu = (cpu_count() - 1).to_string();
     let pool = SERVERS.to_string();
     let warm_args = [
@@ -359,12 +95,13 @@ fn main() {
         "--pause-after",
         "0",
     ];
-    let pinned = Stub::start(
+    let pinned = ProcessStub::start(
+        Path::new(BIN),
         "pinned",
         &[&warm_args[..], &["--cpus", &last_cpu]].concat(),
         &[BIN, "example-worker"],
     );
-    let free = Stub::start("free", &warm_args, &[BIN, "example-worker"]);
+    let free = ProcessStub::start(Path::new(BIN), "free", &warm_args, &[BIN, "example-worker"]);
     for stub in [&pinned, &free] {
         stub.wait_for("warm pool", |s| {
             s.metric("wepoq_workers{state=\"idle\"}") == SERVERS as f64
@@ -398,7 +135,8 @@ fn main() {
     drop(free);
 
     // Cold start: empty pool, worker processes started on demand; accept to first byte.
-    let cold = Stub::start(
+    let cold = ProcessStub::start(
+        Path::new(BIN),
         "cold",
         &[
             "--min-workers",
@@ -425,12 +163,14 @@ fn main() {
     // A paused process worker (SIGSTOP; SIGCONT when a connection comes for it) against a
     // running one, one worker each, interleaved: what the paused tier costs a connection.
     let one = ["--min-workers", "1", "--max-workers", "1"];
-    let paused = Stub::start(
+    let paused = ProcessStub::start(
+        Path::new(BIN),
         "paused",
         &[&one[..], &["--pause-after", "5ms"]].concat(),
         &[BIN, "example-worker"],
     );
-    let running = Stub::start(
+    let running = ProcessStub::start(
+        Path::new(BIN),
         "running",
         &[&one[..], &["--pause-after", "0"]].concat(),
         &[BIN, "example-worker"],
@@ -451,7 +191,8 @@ fn main() {
     from_running.sort();
 
     // Memory: 10k connections waiting for a worker that never registers.
-    let queued_stub = Stub::start(
+    let queued_stub = ProcessStub::start(
+        Path::new(BIN),
         "queued",
         &[
             "--max-workers",
@@ -479,8 +220,8 @@ fn main() {
 
     // The floor: what handing a socket to another process costs on this machine, whoever
     // does it.
-    let hop_same = hop_floor(true);
-    let hop_other = hop_floor(false);
+    let hop_same = hop::floor(true);
+    let hop_other = hop::floor(false);
 
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;

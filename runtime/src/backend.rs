@@ -22,6 +22,27 @@ pub struct SpawnRequest {
     pub concurrency: u32,
 }
 
+/// How long the backend's own steps took for one start or resume, as far as it knows them:
+/// the host agent measures its Docker calls (none for a step it did not take: no create
+/// when a pre-created container was ready), the process backend its fork and exec.
+/// Also the `create_us`, `start_us` and `unpause_us` fields of the stub's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Steps {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unpause_us: Option<f64>,
+}
+
+/// A started worker: the id it will register with and what starting it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    pub worker_id: String,
+    pub steps: Steps,
+}
+
 /// Called once when a started worker ends, however it ends (exit, crash, removed).
 pub struct ExitNotice(Box<dyn FnOnce(String) + Send>);
 
@@ -70,14 +91,15 @@ impl BackendError {
 
 /// Starts and stops workers for the stub.
 pub trait WorkerBackend: Send + Sync + 'static {
-    /// Starts a worker and names it: resolves to the id the worker will register with,
+    /// Starts a worker and names it: resolves to the id the worker will register with (and
+    /// the steps' times),
     /// once it is started (or unpaused), not once it registered (the stub sees that on its
     /// socket, possibly before this resolves). `exited` must be called when the worker ends.
     fn spawn(
         &self,
         request: SpawnRequest,
         exited: ExitNotice,
-    ) -> BoxFuture<'_, Result<String, BackendError>>;
+    ) -> BoxFuture<'_, Result<Started, BackendError>>;
 
     /// Asks a worker to stop. Stopping one that already ended is not an error; a paused one
     /// must end too.
@@ -91,6 +113,6 @@ pub trait WorkerBackend: Send + Sync + 'static {
     /// handed to it waits in its socket until [`WorkerBackend::resume`].
     fn pause(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>>;
 
-    /// Thaws a paused worker.
-    fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>>;
+    /// Thaws a paused worker; says how long the thaw took when the backend knows.
+    fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<Steps, BackendError>>;
 }

@@ -12,9 +12,11 @@
 //! stub  -> agent  {"op":"hello","id":1,"endpoint":"s1.svr.vote.ovn-vote.ns.wepoq.net"}
 //! agent -> stub   {"id":1,"ok":true}
 //! stub  -> agent  {"op":"spawn","id":2,"concurrency":1}
-//! agent -> stub   {"id":2,"ok":true,"worker_id":"c-3f2a"}
+//! agent -> stub   {"id":2,"ok":true,"worker_id":"c-3f2a","start_us":91234}
 //! stub  -> agent  {"op":"pause","id":3,"worker_id":"c-3f2a"}
 //! agent -> stub   {"id":3,"error":"no such worker"}
+//! stub  -> agent  {"op":"resume","id":4,"worker_id":"c-3f2a"}
+//! agent -> stub   {"id":4,"ok":true,"unpause_us":10874}
 //! agent -> stub   {"event":"exited","worker_id":"c-3f2a","why":"exit code 137"}
 //! ```
 
@@ -63,7 +65,7 @@ impl Request {
     }
 }
 
-/// The agent's answer to one request: `{"id":N,"ok":true[,"worker_id":"W"]}` or
+/// The agent's answer to one request: `{"id":N,"ok":true[,"worker_id":"W"][,steps]}` or
 /// `{"id":N,"error":"why"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
@@ -75,6 +77,15 @@ pub struct Reply {
     pub worker_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the agent's Docker calls took, in microseconds, in the answers to `spawn`
+    /// (`create_us` only when no pre-created container was ready, `start_us`) and to
+    /// `resume` (`unpause_us`); the stub puts them in its per-connection record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpause_us: Option<u64>,
 }
 
 impl Reply {
@@ -84,6 +95,9 @@ impl Reply {
             ok: Some(true),
             worker_id: None,
             error: None,
+            create_us: None,
+            start_us: None,
+            unpause_us: None,
         }
     }
 
@@ -96,10 +110,9 @@ impl Reply {
 
     pub fn error(id: u64, why: impl Into<String>) -> Reply {
         Reply {
-            id,
-            ok: None,
-            worker_id: None,
             error: Some(why.into()),
+            ok: None,
+            ..Reply::ok(id)
         }
     }
 
@@ -324,6 +337,23 @@ impl RuntimeLabel {
         if label.concurrency == 0 || label.concurrency > 256 {
             return Err(ProtoError::Json("concurrency must be 1 to 256".into()));
         }
+        // A worker running as root would pass both guards of the agent's control socket,
+        // which sits in the directory workers share (its mode and SO_PEERCRED uid 0).
+        match label.uid() {
+            None => {
+                return Err(ProtoError::Json(format!(
+                    "user {:?} must be a numeric uid[:gid]",
+                    label.user
+                )));
+            }
+            Some(0) => {
+                return Err(ProtoError::Json(format!(
+                    "user {:?} is root: workers run as a non-root uid",
+                    label.user
+                )));
+            }
+            Some(_) => {}
+        }
         if label.min_warm > label.max_workers {
             return Err(ProtoError::Json(format!(
                 "min_warm {} is above max_workers {}",
@@ -400,6 +430,21 @@ mod tests {
             (
                 r#"{"id":8,"ok":true,"worker_id":"c-1"}"#,
                 FromAgent::Reply(Reply::spawned(8, "c-1")),
+            ),
+            (
+                r#"{"id":10,"ok":true,"worker_id":"c-2","create_us":90000,"start_us":88000}"#,
+                FromAgent::Reply(Reply {
+                    create_us: Some(90_000),
+                    start_us: Some(88_000),
+                    ..Reply::spawned(10, "c-2")
+                }),
+            ),
+            (
+                r#"{"id":11,"ok":true,"unpause_us":10874}"#,
+                FromAgent::Reply(Reply {
+                    unpause_us: Some(10_874),
+                    ..Reply::ok(11)
+                }),
             ),
             (
                 r#"{"id":9,"error":"no image"}"#,
@@ -553,6 +598,9 @@ mod tests {
             (r#"{"image":"x","min_warm":9}"#, "min_warm"),
             (r#"{"image":"x","shim":"cgi"}"#, "cgi"),
             (r#"{"min_warm":1}"#, "image"),
+            (r#"{"image":"x","user":"0:0"}"#, "root"),
+            (r#"{"image":"x","user":"0"}"#, "root"),
+            (r#"{"image":"x","user":"nobody"}"#, "numeric"),
         ] {
             let e = RuntimeLabel::parse(bad).unwrap_err().to_string();
             assert!(e.contains(what), "{bad}: {e}");

@@ -32,6 +32,11 @@ impl Histogram {
         self.count.load(Relaxed)
     }
 
+    /// The sum of every observation.
+    pub fn sum(&self) -> Duration {
+        Duration::from_nanos(self.sum_ns.load(Relaxed))
+    }
+
     /// Appends the `_bucket`, `_sum` and `_count` lines in the text exposition format.
     pub fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}");

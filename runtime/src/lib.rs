@@ -5,6 +5,7 @@
 //! sockets the stub hands them.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod control_proto;
 pub mod example_worker;

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::backend::{BackendError, BoxFuture, ExitNotice, SpawnRequest, WorkerBackend};
+use crate::backend::{
+    BackendError, BoxFuture, ExitNotice, SpawnRequest, Started, Steps, WorkerBackend,
+};
 use crate::spare_netns::SpareNetns;
 use crate::worker::{ENV_CONCURRENCY, ENV_SOCKET, ENV_WORKER_ID};
 
@@ -62,9 +64,10 @@ impl WorkerBackend for ProcessBackend {
         &self,
         request: SpawnRequest,
         exited: ExitNotice,
-    ) -> BoxFuture<'_, Result<String, BackendError>> {
+    ) -> BoxFuture<'_, Result<Started, BackendError>> {
         let worker_id = format!("w{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         Box::pin(async move {
+            let asked = std::time::Instant::now();
             let mut command = tokio::process::Command::new(&self.program);
             command
                 .args(&self.args)
@@ -94,6 +97,8 @@ impl WorkerBackend for ProcessBackend {
                 });
             }
             let spawned = command.spawn();
+            // Fork and exec: the process backend's whole start.
+            let start_us = asked.elapsed().as_secs_f64() * 1e6;
             drop(spare);
             if let Some(spares) = &self.spares {
                 spares.refill();
@@ -113,7 +118,13 @@ impl WorkerBackend for ProcessBackend {
                 pids.lock().unwrap().remove(&id);
                 exited.exited(why);
             });
-            Ok(worker_id)
+            Ok(Started {
+                worker_id,
+                steps: Steps {
+                    start_us: Some(start_us),
+                    ..Steps::default()
+                },
+            })
         })
     }
 
@@ -126,8 +137,16 @@ impl WorkerBackend for ProcessBackend {
         self.signal("pause", worker_id, &[Signal::SIGSTOP])
     }
 
-    fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
-        self.signal("resume", worker_id, &[Signal::SIGCONT])
+    fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<Steps, BackendError>> {
+        let t = std::time::Instant::now();
+        let sent = self.signal("resume", worker_id, &[Signal::SIGCONT]);
+        let unpause_us = t.elapsed().as_secs_f64() * 1e6;
+        Box::pin(async move {
+            sent.await.map(|()| Steps {
+                unpause_us: Some(unpause_us),
+                ..Steps::default()
+            })
+        })
     }
 }
 

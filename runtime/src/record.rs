@@ -93,6 +93,10 @@ pub struct Record<'a> {
     pub spawn_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub register_us: Option<f64>,
+    /// What the backend's steps took: for a cold start, creating (when no pre-created
+    /// container was ready) and starting the worker; for the paused tier, unpausing it.
+    #[serde(flatten)]
+    pub steps: crate::backend::Steps,
     pub worker: Option<&'a str>,
     pub outcome: Outcome,
     /// Handoff to done, as the stub saw it.

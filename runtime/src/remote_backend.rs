@@ -16,7 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{BackendError, BoxFuture, ExitNotice, SpawnRequest, WorkerBackend};
+use crate::backend::{
+    BackendError, BoxFuture, ExitNotice, SpawnRequest, Started, Steps, WorkerBackend,
+};
 use crate::control_proto::{AgentEvent, FromAgent, LineDecoder, Reply, Request, encode};
 
 /// Why the agent did not do what was asked.
@@ -89,16 +91,29 @@ impl RemoteBackend {
         op: &'static str,
         worker_id: &str,
         make: fn(String) -> Op,
-    ) -> BoxFuture<'static, Result<(), BackendError>> {
+    ) -> BoxFuture<'static, Result<Steps, BackendError>> {
         let answer = self.ask(make(worker_id.to_owned()));
         let worker_id = worker_id.to_owned();
         Box::pin(async move {
-            answer.await.map(drop).map_err(|e| BackendError::Control {
-                op,
-                worker_id,
-                source: Box::new(e),
-            })
+            answer
+                .await
+                .map(|reply| steps(&reply))
+                .map_err(|e| BackendError::Control {
+                    op,
+                    worker_id,
+                    source: Box::new(e),
+                })
         })
+    }
+}
+
+/// The steps' times an answer carries.
+fn steps(reply: &Reply) -> Steps {
+    let us = |v: Option<u64>| v.map(|v| v as f64);
+    Steps {
+        create_us: us(reply.create_us),
+        start_us: us(reply.start_us),
+        unpause_us: us(reply.unpause_us),
     }
 }
 
@@ -107,7 +122,7 @@ impl WorkerBackend for RemoteBackend {
         &self,
         request: SpawnRequest,
         exited: ExitNotice,
-    ) -> BoxFuture<'_, Result<String, BackendError>> {
+    ) -> BoxFuture<'_, Result<Started, BackendError>> {
         let answer = self.ask(Op::Spawn {
             concurrency: request.concurrency,
             exited,
@@ -116,21 +131,25 @@ impl WorkerBackend for RemoteBackend {
             let reply = answer.await.map_err(|e| BackendError::Spawn {
                 source: Box::new(e),
             })?;
-            reply.worker_id.ok_or_else(|| BackendError::Spawn {
+            let steps = steps(&reply);
+            let worker_id = reply.worker_id.ok_or_else(|| BackendError::Spawn {
                 source: Box::new(RemoteError::NoWorkerId),
-            })
+            })?;
+            Ok(Started { worker_id, steps })
         })
     }
 
     fn stop(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
-        self.control("stop", worker_id, Op::Stop)
+        let stopped = self.control("stop", worker_id, Op::Stop);
+        Box::pin(async move { stopped.await.map(drop) })
     }
 
     fn pause(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
-        self.control("pause", worker_id, Op::Pause)
+        let paused = self.control("pause", worker_id, Op::Pause);
+        Box::pin(async move { paused.await.map(drop) })
     }
 
-    fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
+    fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<Steps, BackendError>> {
         self.control("resume", worker_id, Op::Resume)
     }
 }

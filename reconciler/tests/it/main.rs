@@ -10,3 +10,4 @@ mod ovsdb_client;
 mod row_cache;
 mod self_image;
 mod workers;
+mod workers_control;

@@ -2,7 +2,9 @@
 //! process) serves a real stub container (the static `wepoq-runtime stub --control`, host
 //! network so the test reaches its port) and keeps its worker containers. Proves a worker's
 //! hardening from the host (/proc of its init), the tiers (stem cell, warm, paused, swept),
-//! a worker killed mid-connection, and an agent restart losing and leaking nothing.
+//! a worker killed mid-connection, an agent restart losing and leaking nothing, and a
+//! restarted stub getting fresh workers. Every test ends with [`Lab::finish`]: the stub
+//! removed, the agent removes every worker and no container of the test is left.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -78,6 +80,29 @@ impl Lab {
         self.agent = Some(self.rt.spawn(workers::run(cfg, m, std::future::pending())));
     }
 
+    /// The end of every test: the stub goes, the agent removes its workers (and whatever
+    /// its Docker calls in flight make), and then no container of this test is left.
+    fn finish(mut self) {
+        let _ = docker(&["rm", "-f", &self.stub]);
+        self.wait(
+            "the agent removing every worker",
+            Duration::from_secs(30),
+            |l| l.workers().is_empty(),
+        );
+        // A create in flight as the stub went lands now at the latest: the pool waits for
+        // its jobs before it ends. Give a leak the time to show.
+        std::thread::sleep(Duration::from_secs(1));
+        self.stop_agent();
+        let left = self.c.ids().unwrap();
+        assert!(
+            left.is_empty(),
+            "containers of the test left behind: {:?}",
+            left.iter()
+                .map(|id| docker(&["inspect", "-f", "{{.Name}} {{.State.Status}}", id]))
+                .collect::<Vec<_>>()
+        );
+    }
+
     fn stop_agent(&mut self) {
         if let Some(a) = self.agent.take() {
             a.abort();
@@ -110,6 +135,20 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The stub's per-connection records so far (`--records /run/wepoq/records.jsonl`).
+    fn records(&self) -> Vec<serde_json::Value> {
+        let path = self
+            .run_dir
+            .join("stubs")
+            .join(&self.stub)
+            .join("records.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// One echo round trip on a new connection.
@@ -171,12 +210,25 @@ fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
             "0s",
             "--min-workers",
             "0",
+            "--records",
+            "/run/wepoq/records.jsonl",
         ],
     );
     // A stem cell is made before any connection: created, not started.
     lab.wait("a stem cell", Duration::from_secs(20), |l| {
         l.in_state("created").len() == 1
     });
+    // Created network-less: an own network namespace with only `lo`, and Docker skips its
+    // network prestart hook (about half of a start).
+    let stem = lab.in_state("created").remove(0);
+    let network = docker(&[
+        "inspect",
+        "-f",
+        "{{.Config.NetworkDisabled}} {{.HostConfig.NetworkMode}}",
+        &stem,
+    ])
+    .unwrap();
+    assert_eq!(network, "true none");
     assert_eq!(lab.echo("hello"), "hello");
     // The worker may answer before Docker's start call returns.
     lab.wait("the worker running", Duration::from_secs(10), |l| {
@@ -220,6 +272,23 @@ fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
         metrics.contains("wepoq_agent_worker_unpause_seconds_count 1"),
         "{metrics}"
     );
+    // The records carry the agent's steps: the cold start started the stem cell (no
+    // create), the paused one was unpaused.
+    lab.wait("two records", Duration::from_secs(5), |l| {
+        l.records().len() == 2
+    });
+    let records = lab.records();
+    assert_eq!(records[0]["tier"], "cold", "{records:?}");
+    assert!(
+        records[0]["start_us"].as_f64().unwrap() > 0.0,
+        "{records:?}"
+    );
+    assert!(records[0].get("create_us").is_none(), "{records:?}");
+    assert_eq!(records[1]["tier"], "paused", "{records:?}");
+    assert!(
+        records[1]["unpause_us"].as_f64().unwrap() > 0.0,
+        "{records:?}"
+    );
     // Scale to zero: swept after idle, then back on a connection.
     lab.wait("no started worker", Duration::from_secs(30), |l| {
         l.workers().iter().all(|(_, s)| s == "created")
@@ -228,6 +297,7 @@ fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
     lab.wait("a worker running again", Duration::from_secs(10), |l| {
         l.in_state("running").len() == 1
     });
+    lab.finish();
 }
 
 #[test]
@@ -283,11 +353,8 @@ fn an_agent_restart_under_load_loses_and_leaks_no_worker_and_a_stub_gone_takes_i
             "worker {id} lost across the agent restart"
         );
     }
-    // The stub goes: its workers go with it.
-    docker(&["rm", "-f", &lab.stub]).unwrap();
-    lab.wait("no worker left", Duration::from_secs(20), |l| {
-        l.workers().is_empty()
-    });
+    // The stub goes: its workers go with it, and nothing is left.
+    lab.finish();
 }
 
 #[test]
@@ -295,7 +362,17 @@ fn a_worker_killed_mid_connection_closes_it_and_is_replaced() {
     if require(Component::Docker).is_none() {
         return;
     }
-    let lab = Lab::new(label(0), &["--pause-after", "0", "--min-workers", "0"]);
+    let lab = Lab::new(
+        label(0),
+        &[
+            "--pause-after",
+            "0",
+            "--min-workers",
+            "0",
+            "--records",
+            "/run/wepoq/records.jsonl",
+        ],
+    );
     let mut s = TcpStream::connect(lab.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"one").unwrap();
@@ -315,7 +392,17 @@ fn a_worker_killed_mid_connection_closes_it_and_is_replaced() {
     lab.wait("the killed worker removed", Duration::from_secs(10), |l| {
         l.workers().iter().all(|(id, _)| *id != worker)
     });
+    // The stub's record of it: lost with its worker. No stem cell (precreate 0): the cold
+    // start was a create and a start, both timed by the agent.
+    lab.wait("its record", Duration::from_secs(5), |l| {
+        !l.records().is_empty()
+    });
+    let lost = &lab.records()[0];
+    assert_eq!(lost["outcome"], "worker_lost", "{lost}");
+    assert!(lost["create_us"].as_f64().unwrap() > 0.0, "{lost}");
+    assert!(lost["start_us"].as_f64().unwrap() > 0.0, "{lost}");
     assert_eq!(lab.echo("two"), "two");
+    lab.finish();
 }
 
 #[test]
@@ -353,6 +440,7 @@ fn a_crash_looping_image_is_refused_and_its_workers_removed() {
     lab.wait("no failing worker left", Duration::from_secs(10), |l| {
         l.in_state("running").is_empty() && l.in_state("exited").is_empty()
     });
+    lab.finish();
 }
 
 /// An image that knows nothing of wepoq: a static inetd-style echo (stdin to stdout), the
@@ -421,6 +509,70 @@ fn an_unmodified_image_is_served_through_the_shim() {
     );
     assert_eq!(lab.echo("plain program"), "plain program");
     assert_eq!(lab.echo("and again"), "and again");
-    drop(lab);
+    lab.finish();
     let _ = docker(&["rmi", &image]);
+}
+
+/// Two idle workers, paused (a paused worker cannot even notice that its stub is gone), and
+/// the stem cell: their ids by state.
+fn paused_pool(lab: &Lab) -> (Vec<String>, Vec<String>) {
+    lab.wait(
+        "two paused workers and a stem cell",
+        Duration::from_secs(30),
+        |l| l.in_state("paused").len() == 2 && l.in_state("created").len() == 1,
+    );
+    (lab.in_state("paused"), lab.in_state("created"))
+}
+
+fn restart_flags() -> [&'static str; 4] {
+    ["--pause-after", "300ms", "--min-workers", "2"]
+}
+
+#[test]
+fn a_restarted_stub_gets_fresh_workers_and_the_old_ones_go() {
+    if require(Component::Docker).is_none() {
+        return;
+    }
+    let lab = Lab::new(label(1), &restart_flags());
+    let (old, _) = paused_pool(&lab);
+    docker(&["restart", "-t", "0", &lab.stub]).unwrap();
+    // The old workers registered with the stub's previous process: removed. The new
+    // process asks for its own two, which serve.
+    lab.wait("the old workers removed", Duration::from_secs(30), |l| {
+        l.workers().iter().all(|(id, _)| !old.contains(id))
+    });
+    assert_eq!(lab.echo("after the restart"), "after the restart");
+    lab.wait("two fresh workers", Duration::from_secs(30), |l| {
+        l.workers().iter().filter(|(_, s)| s != "created").count() == 2
+    });
+    lab.finish();
+}
+
+#[test]
+fn a_stub_restarted_while_the_agent_was_down_loses_its_stale_workers() {
+    if require(Component::Docker).is_none() {
+        return;
+    }
+    let mut lab = Lab::new(label(1), &restart_flags());
+    let (old, stem) = paused_pool(&lab);
+    lab.stop_agent();
+    docker(&["restart", "-t", "0", &lab.stub]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // The new agent finds the paused workers by label. They were started before the stub's
+    // container last started, so they belong to a process that is gone: removed, not
+    // adopted. The stem cell (never started) is nobody's yet: kept.
+    lab.start_agent();
+    lab.wait("the stale workers removed", Duration::from_secs(30), |l| {
+        l.workers().iter().all(|(id, _)| !old.contains(id))
+    });
+    assert_eq!(lab.echo("fresh"), "fresh");
+    lab.wait("two fresh workers", Duration::from_secs(30), |l| {
+        l.workers().iter().filter(|(_, s)| s != "created").count() == 2
+    });
+    let all: Vec<String> = lab.workers().into_iter().map(|(id, _)| id).collect();
+    assert!(
+        all.contains(&stem[0]),
+        "the stem cell was adopted (kept, or started for the new stub), not removed as stale"
+    );
+    lab.finish();
 }

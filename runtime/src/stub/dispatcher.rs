@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::backend::{ExitNotice, SpawnRequest, WorkerBackend};
+use crate::backend::{ExitNotice, SpawnRequest, Started, Steps, WorkerBackend};
 use crate::frame::{Frame, MAX_FRAME, encode_handoff};
 use crate::metrics::Metrics;
 use crate::record::{Outcome, Record, RecordSink, Tier};
@@ -63,6 +63,9 @@ pub struct Dispatcher {
 /// Poller tokens from here to [`WORKER_TOKEN_BASE`] are the service's UDP sockets.
 pub const UDP_TOKEN_BASE: u64 = 1 << 31;
 
+/// Longest a served connection's record waits for the backend's step times.
+const HOLD_RECORDS: Duration = Duration::from_secs(2);
+
 /// Poller tokens at and above this are worker sockets; below it the run loop's own.
 pub const WORKER_TOKEN_BASE: u64 = 1 << 32;
 
@@ -79,10 +82,22 @@ struct Slot {
     /// When the backend had it started (its spawn call resolved).
     spawned_at: Option<Instant>,
     registered_at: Option<Instant>,
+    /// The backend's steps: of its start (until a connection took it cold), then of its
+    /// last resume.
+    steps: Steps,
     idle_since: Instant,
     marked_at: Option<Instant>,
     /// Frozen by the backend while idle; a connection for it resumes it.
     paused: bool,
+    /// A resume asked and not answered yet.
+    resuming: bool,
+    /// It registered on its own while a spawn of ours was unanswered: probably that
+    /// spawn's worker, whose answer (and start times) `on_spawned` brings.
+    maybe_ours: bool,
+    /// Connections it served before the backend answered the start or resume that made it
+    /// serve them: their records wait for those steps' times (`steps`), with their service
+    /// time and since when they wait (at most [`HOLD_RECORDS`]).
+    unrecorded: Vec<(u64, InFlight, f64, Instant)>,
     /// It holds the service's UDP socket with this index: it takes no connection more,
     /// is never paused, and is swept like an idle worker (counting from the handoff).
     udp: Option<usize>,
@@ -104,6 +119,9 @@ struct InFlight {
     /// Cold starts: asked to started, asked to registered.
     spawn_us: Option<f64>,
     register_us: Option<f64>,
+    /// Cold starts: the backend's steps (create, start); the paused tier: the unpause,
+    /// filled in when the backend answers.
+    steps: Steps,
 }
 
 struct Queued {
@@ -140,14 +158,18 @@ impl Slot {
     /// Thaws a paused worker; a failed resume ends it (`ControlFailed`).
     fn resume(&mut self, backend: &Arc<dyn WorkerBackend>, events: &UnboundedSender<Event>) {
         self.paused = false;
+        self.resuming = true;
         let resume = backend.resume(&self.id);
         let events = events.clone();
         let worker_id = self.id.clone();
         tokio::spawn(async move {
-            if let Err(e) = resume.await {
-                let why = e.why();
-                let _ = events.send(Event::ControlFailed { worker_id, why });
-            }
+            let _ = events.send(match resume.await {
+                Ok(steps) => Event::Resumed { worker_id, steps },
+                Err(e) => Event::ControlFailed {
+                    worker_id,
+                    why: e.why(),
+                },
+            });
         });
     }
 
@@ -155,6 +177,40 @@ impl Slot {
     fn can_serve(&self) -> bool {
         !self.stopping
     }
+}
+
+/// Writes the records a worker's slot held back, as they are.
+fn flush_unrecorded(records: &mut RecordSink, fqdn: &str, slot: &mut Slot) {
+    for (conn_id, f, service_us, _) in std::mem::take(&mut slot.unrecorded) {
+        write_served(records, fqdn, &slot.id, conn_id, &f, service_us);
+    }
+}
+
+/// The record of a connection its worker reported done.
+fn write_served(
+    records: &mut RecordSink,
+    fqdn: &str,
+    worker: &str,
+    conn_id: u64,
+    f: &InFlight,
+    service_us: f64,
+) {
+    records.write(&Record {
+        conn_id,
+        fqdn,
+        remote: f.remote,
+        accept_unix_ns: f.accept_unix_ns,
+        handoff_us: Some(f.handoff_us),
+        cold: f.tier == Tier::Cold,
+        tier: Some(f.tier),
+        spawn_us: f.spawn_us,
+        register_us: f.register_us,
+        steps: f.steps,
+        worker: Some(worker),
+        outcome: Outcome::Served,
+        service_us: Some(service_us),
+        why: None,
+    });
 }
 
 fn unix_ns_after(now_unix_ns: u64, d: Duration) -> u64 {
@@ -338,7 +394,12 @@ impl Dispatcher {
             } => self.on_registered(worker_id, concurrency, socket),
             Event::WorkerDone { worker_id, conn_id } => self.on_done(&worker_id, conn_id),
             Event::WorkerGone { worker_id, why } => self.on_gone(&worker_id, &why),
-            Event::Spawned { spawn, worker_id } => self.on_spawned(spawn, worker_id),
+            Event::Spawned {
+                spawn,
+                worker_id,
+                steps,
+            } => self.on_spawned(spawn, worker_id, steps),
+            Event::Resumed { worker_id, steps } => self.on_resumed(&worker_id, steps),
             Event::SpawnFailed { spawn, why } => {
                 eprintln!("wepoq-stub: a worker failed to start: {why}");
                 self.workers.retain(|w| w.spawn != Some(spawn));
@@ -350,6 +411,7 @@ impl Dispatcher {
                 }
             }
             Event::ControlFailed { worker_id, why } => {
+                self.on_resumed(&worker_id, Steps::default());
                 if let Some(w) = self
                     .workers
                     .iter_mut()
@@ -502,6 +564,13 @@ impl Dispatcher {
             since_asked(slot.spawned_at),
             since_asked(slot.registered_at),
         );
+        // A start's steps belong to the connection that waited for it; later ones found
+        // the worker running.
+        let steps = if cold {
+            std::mem::take(&mut slot.steps)
+        } else {
+            Steps::default()
+        };
         self.metrics.count_tier(tier);
         let latency = now.duration_since(conn.at);
         self.metrics.handoff_latency.observe(latency);
@@ -518,6 +587,7 @@ impl Dispatcher {
                 tier,
                 spawn_us,
                 register_us,
+                steps,
             },
         );
         // Our copy goes now: the worker holds the only one, so if it dies the client sees
@@ -566,6 +636,7 @@ impl Dispatcher {
             // Registered on its own, or before our backend's answer named it (then
             // `on_spawned` adopts it).
             None => self.workers.push(Slot {
+                maybe_ours: self.workers.iter().any(|w| !w.named && w.spawn.is_some()),
                 id,
                 named: true,
                 socket: Some(socket),
@@ -575,9 +646,12 @@ impl Dispatcher {
                 asked_at: now,
                 spawned_at: None,
                 registered_at: Some(now),
+                steps: Steps::default(),
                 idle_since: now,
                 marked_at: None,
                 paused: false,
+                resuming: false,
+                unrecorded: Vec::new(),
                 udp: None,
                 spawn: None,
                 stopping: false,
@@ -634,7 +708,7 @@ impl Dispatcher {
     }
 
     /// The backend started spawn request `spawn` and named the worker.
-    fn on_spawned(&mut self, spawn: u64, worker_id: String) {
+    fn on_spawned(&mut self, spawn: u64, worker_id: String, steps: Steps) {
         let now = Instant::now();
         let Some(i) = self.workers.iter().position(|w| w.spawn == Some(spawn)) else {
             // It ended (exit notice) before the answer came: make sure nothing is left.
@@ -660,6 +734,18 @@ impl Dispatcher {
             w.spawn = Some(spawn);
             w.asked_at = asked_at;
             w.spawned_at = Some(now);
+            w.steps = steps;
+            w.maybe_ours = false;
+            // Connections it took cold before this answer get its start's times.
+            let cold = w
+                .in_flight
+                .values_mut()
+                .chain(w.unrecorded.iter_mut().map(|(_, f, _, _)| f))
+                .filter(|f| f.tier == Tier::Cold && f.steps == Steps::default());
+            for f in cold {
+                f.steps = steps;
+            }
+            flush_unrecorded(&mut self.records, &self.config.fqdn, w);
             if let Some(r) = w.registered_at {
                 self.metrics.cold_start.observe(r.duration_since(asked_at));
             }
@@ -672,6 +758,7 @@ impl Dispatcher {
         w.id = worker_id;
         w.named = true;
         w.spawned_at = Some(now);
+        w.steps = steps;
         if w.stopping {
             // Given up on (start timeout, drain) before the backend named it.
             w.stop(&self.backend);
@@ -700,22 +787,46 @@ impl Dispatcher {
             0.9 * self.service_ewma + 0.1 * service
         };
         self.metrics.count_outcome(Outcome::Served);
-        self.records.write(&Record {
-            conn_id,
-            fqdn: &self.config.fqdn,
-            remote: done.remote,
-            accept_unix_ns: done.accept_unix_ns,
-            handoff_us: Some(done.handoff_us),
-            cold: done.tier == Tier::Cold,
-            tier: Some(done.tier),
-            spawn_us: done.spawn_us,
-            register_us: done.register_us,
-            worker: Some(&slot.id),
-            outcome: Outcome::Served,
-            service_us: Some(service * 1e6),
-            why: None,
-        });
+        let waits = match done.tier {
+            Tier::Paused => slot.resuming && done.steps.unpause_us.is_none(),
+            Tier::Cold => slot.maybe_ours && done.steps == Steps::default(),
+            Tier::Warm => false,
+        };
+        if waits {
+            slot.unrecorded.push((conn_id, done, service * 1e6, now));
+        } else {
+            write_served(
+                &mut self.records,
+                &self.config.fqdn,
+                &slot.id,
+                conn_id,
+                &done,
+                service * 1e6,
+            );
+        }
         self.drain_queue();
+    }
+
+    /// The backend answered a resume (a failed one with no steps): the connection that woke
+    /// the worker gets the thaw's time in its record, written now if it is already served.
+    fn on_resumed(&mut self, worker_id: &str, steps: Steps) {
+        let Some(w) = self
+            .workers
+            .iter_mut()
+            .find(|w| w.named && w.id == worker_id)
+        else {
+            return;
+        };
+        w.resuming = false;
+        let woken = w
+            .in_flight
+            .values_mut()
+            .chain(w.unrecorded.iter_mut().map(|(_, f, _, _)| f))
+            .filter(|f| f.tier == Tier::Paused && f.steps.unpause_us.is_none());
+        for f in woken {
+            f.steps.unpause_us = steps.unpause_us;
+        }
+        flush_unrecorded(&mut self.records, &self.config.fqdn, w);
     }
 
     fn on_gone(&mut self, id: &str, why: &str) {
@@ -726,6 +837,7 @@ impl Dispatcher {
 
     fn on_gone_at(&mut self, i: usize, why: &str) {
         let mut slot = self.workers.remove(i);
+        flush_unrecorded(&mut self.records, &self.config.fqdn, &mut slot);
         if let Some(u) = slot.udp {
             // Its copy of the socket is closed with it: ours is polled again, and the next
             // datagram (queued in the socket meanwhile) starts another worker.
@@ -760,6 +872,7 @@ impl Dispatcher {
                 tier: Some(f.tier),
                 spawn_us: f.spawn_us,
                 register_us: f.register_us,
+                steps: f.steps,
                 worker: Some(id),
                 outcome,
                 service_us: None,
@@ -770,6 +883,17 @@ impl Dispatcher {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        // Records held for step times that did not come (the spawn was not this worker's,
+        // or failed): written without them.
+        for w in &mut self.workers {
+            if w.unrecorded
+                .first()
+                .is_some_and(|(_, _, _, since)| now.duration_since(*since) >= HOLD_RECORDS)
+            {
+                w.maybe_ours = false;
+                flush_unrecorded(&mut self.records, &self.config.fqdn, w);
+            }
+        }
         while self.queue.front().is_some_and(|q| q.deadline <= now) {
             let q = self.queue.pop_front().expect("not empty");
             self.finish_unserved(q.conn, Outcome::Expired, Refusal::Expired);
@@ -887,9 +1011,13 @@ impl Dispatcher {
             asked_at: now,
             spawned_at: None,
             registered_at: None,
+            steps: Steps::default(),
             idle_since: now,
             marked_at: None,
             paused: false,
+            resuming: false,
+            maybe_ours: false,
+            unrecorded: Vec::new(),
             udp: None,
             spawn: Some(spawn),
             stopping: false,
@@ -907,7 +1035,11 @@ impl Dispatcher {
         let events = self.events.clone();
         tokio::spawn(async move {
             let _ = events.send(match backend.spawn(request, notice).await {
-                Ok(worker_id) => Event::Spawned { spawn, worker_id },
+                Ok(Started { worker_id, steps }) => Event::Spawned {
+                    spawn,
+                    worker_id,
+                    steps,
+                },
                 Err(e) => Event::SpawnFailed {
                     spawn,
                     why: e.why(),
@@ -939,6 +1071,7 @@ impl Dispatcher {
             tier: None,
             spawn_us: None,
             register_us: None,
+            steps: Steps::default(),
             worker: None,
             outcome,
             service_us: None,
@@ -1021,11 +1154,19 @@ mod tests {
             &self,
             _request: SpawnRequest,
             _exited: ExitNotice,
-        ) -> BoxFuture<'_, Result<String, BackendError>> {
+        ) -> BoxFuture<'_, Result<Started, BackendError>> {
             let mut calls = self.calls.lock().unwrap();
             let n = calls.iter().filter(|c| c.starts_with("spawn")).count() + 1;
             calls.push(format!("spawn w{n}"));
-            Box::pin(async move { Ok(format!("w{n}")) })
+            Box::pin(async move {
+                Ok(Started {
+                    worker_id: format!("w{n}"),
+                    steps: Steps {
+                        start_us: Some(5.0),
+                        ..Steps::default()
+                    },
+                })
+            })
         }
 
         fn stop(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
@@ -1036,8 +1177,14 @@ mod tests {
             self.call("pause", worker_id)
         }
 
-        fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<(), BackendError>> {
-            self.call("resume", worker_id)
+        fn resume(&self, worker_id: &str) -> BoxFuture<'static, Result<Steps, BackendError>> {
+            let called = self.call("resume", worker_id);
+            Box::pin(async move {
+                called.await.map(|()| Steps {
+                    unpause_us: Some(7.0),
+                    ..Steps::default()
+                })
+            })
         }
     }
 
@@ -1210,6 +1357,56 @@ mod tests {
             Frame::Handoff(h) => h.conn_id,
             other => panic!("expected a handoff, got {other:?}"),
         }
+    }
+
+    /// Records written to memory.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Written {
+        fn records(&self) -> Vec<serde_json::Value> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cold_record_waits_for_the_start_times_of_a_worker_that_registered_first() {
+        let mut h = Harness::new(config());
+        let written = Written::default();
+        h.dispatcher.records = RecordSink::new(Box::new(written.clone()));
+        assert!(h.accept().is_continue());
+        // The backend's answer (with its start time) is still on its way when the worker
+        // registers, takes the waiting connection and reports it done.
+        let worker = register(&mut h, "w1");
+        let conn_id = handed(&worker);
+        worker
+            .send(&crate::frame::done_bytes(conn_id), None)
+            .unwrap();
+        h.dispatcher.worker_readable(WORKER_TOKEN_BASE);
+        assert!(h.dispatcher.settle().is_continue());
+        h.dispatcher.records.flush();
+        assert!(written.records().is_empty(), "held for the answer");
+        assert_eq!(h.calls().await, ["spawn w1"]);
+        h.dispatcher.records.flush();
+        let records = written.records();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["tier"], "cold");
+        assert_eq!(records[0]["start_us"], 5.0);
+        assert!(records[0].get("create_us").is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]

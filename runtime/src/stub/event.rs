@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
+use crate::backend::Steps;
 use crate::seqpacket::SeqPacket;
 
 /// One input for the dispatcher; it owns all state, so everything else only sends these.
@@ -23,7 +24,13 @@ pub enum Event {
     /// A worker's socket closed or its backend reported it ended (either may come first).
     WorkerGone { worker_id: String, why: String },
     /// The backend started the worker asked for with serial `spawn` and named it.
-    Spawned { spawn: u64, worker_id: String },
+    Spawned {
+        spawn: u64,
+        worker_id: String,
+        steps: Steps,
+    },
+    /// The backend thawed a paused worker (and says how long that took).
+    Resumed { worker_id: String, steps: Steps },
     /// The backend could not start the worker asked for with serial `spawn`.
     SpawnFailed { spawn: u64, why: String },
     /// The backend reported the end of the worker asked for with serial `spawn` (its exit

@@ -53,8 +53,13 @@ fn an_idle_process_worker_is_paused_and_a_connection_resumes_it() {
     // A worker may register before its spawn call returns (it is then adopted): both
     // steps are timed, in no fixed order.
     assert!(records[0]["register_us"].as_f64().unwrap() > 0.0);
+    // The backend's own steps: a process is started (fork and exec), never created.
+    assert!(records[0]["start_us"].as_f64().unwrap() > 0.0);
+    assert!(records[0].get("create_us").is_none());
     assert_eq!(records[1]["tier"], "paused");
     assert!(records[1].get("spawn_us").is_none());
+    assert!(records[1].get("start_us").is_none());
+    assert!(records[1]["unpause_us"].as_f64().unwrap() > 0.0);
     assert_eq!(stub.metric("wepoq_handoffs_total{tier=\"paused\"}"), 1.0);
     assert_eq!(stub.metric("wepoq_handoffs_total{tier=\"cold\"}"), 1.0);
     assert!(stub.metric("wepoq_workers_paused_total") >= 1.0);

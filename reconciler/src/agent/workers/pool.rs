@@ -1,6 +1,7 @@
 //! One stub's pool of worker containers: a task that owns the pool's state, fed by the
-//! control socket (requests), Docker jobs (results), a tick (listing the workers by label,
-//! keeping stem cells ready) and the scan (shutdown when the stub is gone).
+//! control socket (requests), Docker jobs (results), Docker events (a worker died, the stub
+//! started again), a tick (listing the workers by label, keeping stem cells ready: the
+//! safety net for any event missed) and the scan (shutdown when the stub is gone).
 //!
 //! Tiers as OpenWhisk keeps them: `Stem` (created, not started, `precreate` of them kept
 //! ready so a spawn is a start), `Warm` (started), `Paused` (Docker pause). A spawn starts a
@@ -8,25 +9,36 @@
 //! reported to the stub (`exited`) and removed; one that ends within [`CRASH_WINDOW`] of its
 //! start counts as a failure of the image, and failures back off spawns (answered with the
 //! reason) until a worker lives longer.
+//!
+//! A restarted stub knows none of the workers started for its previous process (they hold a
+//! socket to a process that is gone, or sit paused): when the stub's container reports a
+//! newer start time (its `start` event, its reconnecting, or a pool started by an agent that
+//! was down meanwhile), every worker started before it is removed.
+//!
+//! When the stub goes the pool removes its workers and waits for its Docker jobs still in
+//! flight, removing what they made; when the agent stops, the pool stops with it and leaves
+//! its containers to the next agent.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bollard::query_parameters::ListContainersOptions;
-use tokio::sync::mpsc;
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions};
+use tokio::sync::{mpsc, watch};
 use wepoq_runtime::control_proto::{AgentEvent, FromAgent, Reply, Request, RuntimeLabel, encode};
 
 use super::container;
 use super::control;
+use super::timestamp;
 use super::{STUB_LABEL, WORKER_LABEL, WorkersConfig};
 use crate::agent::Metrics;
 use crate::docker::Docker;
 
 /// A worker that ends this soon after its start counts as a failing image.
 const CRASH_WINDOW: Duration = Duration::from_secs(3);
-const TICK: Duration = Duration::from_millis(500);
+/// How long a pool whose stub is gone waits for its Docker jobs still in flight.
+const SHUTDOWN_JOBS: Duration = Duration::from_secs(60);
 
 pub enum Input {
     Connected(u64, mpsc::UnboundedSender<Vec<u8>>),
@@ -36,6 +48,15 @@ pub enum Input {
     Job(Job),
     /// Worker containers as listed at the given instant.
     Listed(Instant, Vec<Found>),
+    /// Docker's `die` event of a worker container.
+    Died {
+        worker: String,
+        why: String,
+    },
+    /// Docker's `start` event of the stub's container: it may have restarted.
+    StubStarted,
+    /// Docker's `die` (or `destroy`) event of the stub's container, at (Unix ns).
+    StubDied(u64),
     Tick,
     Shutdown,
 }
@@ -59,10 +80,19 @@ enum Done {
     Started {
         container: Option<String>,
         result: Result<(), String>,
+        /// When the start was asked (Unix ns), and what the create (if any) and start took.
+        asked_ns: u64,
+        create_us: Option<u64>,
+        start_us: u64,
     },
     Paused(Result<(), String>),
-    Resumed(Result<(), String>),
+    Resumed {
+        result: Result<(), String>,
+        unpause_us: u64,
+    },
     Removed(Result<(), String>),
+    /// The stub container's start time (Unix ns), as Docker has it now.
+    StubInspected(Result<u64, String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +113,9 @@ struct Worker {
     /// When the pool learnt of it: a listing older than this may not show it.
     since: Instant,
     started: Option<Instant>,
+    /// When its start was asked (Unix ns; 0 for one adopted running): a worker started
+    /// before the stub's container is of a previous stub process.
+    started_ns: u64,
 }
 
 struct Pool {
@@ -106,9 +139,15 @@ struct Pool {
     /// wait here and no stem cell is made, so nothing is made twice.
     listed: bool,
     deferred: Vec<(u64, Request)>,
+    /// The stub container's start (Unix ns, from Docker); 0 until known.
+    stub_started_ns: u64,
+    /// Docker jobs started and not yet back.
+    jobs: usize,
 }
 
-/// Binds the stub's control socket and starts its pool; the sender feeds the pool.
+/// Binds the stub's control socket and starts its pool; the sender feeds the pool, which
+/// lists (and ticks) every `tick`, and stops, leaving its containers, when `alive` closes.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     cfg: Arc<WorkersConfig>,
     engine: Docker,
@@ -116,9 +155,11 @@ pub async fn start(
     name: String,
     labels: HashMap<String, String>,
     rt: RuntimeLabel,
+    tick: Duration,
+    mut alive: watch::Receiver<()>,
 ) -> Result<mpsc::UnboundedSender<Input>, String> {
     let dir = cfg.run_dir.join("stubs").join(&name);
-    let listener = control::bind(&dir)?;
+    let (listener, socket) = control::bind(&dir)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut pool = Pool {
         engine,
@@ -139,13 +180,15 @@ pub async fn start(
         counter: 0,
         listed: false,
         deferred: Vec::new(),
+        stub_started_ns: 0,
+        jobs: 0,
     };
     pool.resolve_command().await;
-    let server = tokio::spawn(control::serve(listener, tx.clone()));
+    let server = tokio::spawn(control::serve(listener, tx.clone(), pool.metrics.clone()));
     let ticker = {
         let tx = tx.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(TICK);
+            let mut every = tokio::time::interval(tick);
             loop {
                 every.tick().await;
                 if tx.send(Input::Tick).is_err() {
@@ -155,11 +198,41 @@ pub async fn start(
         })
     };
     tokio::spawn(async move {
-        pool.run(rx).await;
+        // Before the first listing, so no stale worker is adopted.
+        pool.drop_stale_workers().await;
+        tokio::select! {
+            () = pool.run(rx) => control::unbind(&socket),
+            // The agent stops: its containers stay for the next one, which adopts them.
+            _ = alive.changed() => {}
+        }
         server.abort();
         ticker.abort();
     });
     Ok(tx)
+}
+
+/// The stub container's start time, in Unix nanoseconds.
+async fn stub_started_ns(engine: &Docker, name: &str) -> Result<u64, String> {
+    let inspected = engine
+        .inspect_container(name, None::<InspectContainerOptions>)
+        .await
+        .map_err(|e| format!("inspect {name}: {e}"))?;
+    let at = inspected
+        .state
+        .and_then(|s| s.started_at)
+        .unwrap_or_default();
+    timestamp::unix_ns(&at).ok_or_else(|| format!("{name}: no start time in {at:?}"))
+}
+
+fn unix_ns_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros() as u64
 }
 
 fn started_tier(t: Tier) -> bool {
@@ -183,14 +256,73 @@ impl Pool {
         };
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+    async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         while let Some(input) = rx.recv().await {
-            if let Input::Shutdown = input {
-                self.shutdown().await;
+            let stop = match input {
+                Input::Shutdown => true,
+                // Not one replayed from before the stub's current run.
+                Input::StubDied(at) => at > self.stub_started_ns,
+                _ => false,
+            };
+            if stop {
+                self.shutdown(rx).await;
                 return;
             }
             self.handle(input);
             self.publish();
+        }
+    }
+
+    /// Workers left by a previous agent that were started before the stub's container last
+    /// started: the stub process they registered with is gone. Removed before anything else.
+    async fn drop_stale_workers(&mut self) {
+        let stub_started = match stub_started_ns(&self.engine, &self.name).await {
+            Ok(t) => t,
+            Err(why) => {
+                eprintln!("wepoq agent: stub {}: {why}", self.name);
+                return;
+            }
+        };
+        self.stub_started_ns = stub_started;
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{STUB_LABEL}={}", self.name)],
+        )]);
+        let Ok(listed) = self
+            .engine
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+        else {
+            return;
+        };
+        for c in listed {
+            let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+            let Some(id) = c.id else { continue };
+            if !matches!(state.as_str(), "running" | "paused") {
+                continue;
+            }
+            let Ok(inspected) = self
+                .engine
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+            else {
+                continue;
+            };
+            let started = inspected
+                .state
+                .and_then(|s| s.started_at)
+                .and_then(|t| timestamp::unix_ns(&t));
+            if started.is_some_and(|t| t < stub_started) {
+                eprintln!(
+                    "wepoq agent: stub {}: removing worker {id}, started before the stub restarted",
+                    self.name
+                );
+                let _ = container::remove(&self.engine, &id).await;
+            }
         }
     }
 
@@ -211,21 +343,16 @@ impl Pool {
         match input {
             Input::Connected(generation, out) => {
                 if self.served_before {
-                    // A new connection in the same agent's life is a restarted stub: it knows
-                    // none of the started workers, which would only hold resources.
-                    let started: Vec<String> = self
-                        .workers
-                        .iter()
-                        .filter(|(_, w)| started_tier(w.tier))
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    for id in started {
-                        self.remove(&id, None);
-                    }
+                    // A new connection in the same agent's life: a restarted stub, or the
+                    // same one reconnecting. Its container's start time tells.
+                    self.check_stub_start();
                 }
                 self.served_before = true;
                 self.conn = Some((generation, out));
             }
+            Input::StubStarted => self.check_stub_start(),
+            Input::StubDied(_) => {}
+            Input::Died { worker, why } => self.ended(&worker, why),
             Input::Disconnected(generation) => {
                 if self.conn.as_ref().is_some_and(|(g, _)| *g == generation) {
                     self.conn = None;
@@ -328,7 +455,10 @@ impl Pool {
                         let t = Instant::now();
                         let r = e.unpause_container(&c).await;
                         m.unpause_latency.observe(t.elapsed());
-                        Done::Resumed(r.map_err(|e| format!("unpause: {e}")))
+                        Done::Resumed {
+                            result: r.map_err(|e| format!("unpause: {e}")),
+                            unpause_us: us(t.elapsed()),
+                        }
                     });
                 }
                 Some(w) if w.tier == Tier::Warm => self.reply(to, Reply::ok),
@@ -341,11 +471,12 @@ impl Pool {
         }
     }
 
-    fn job<F, Fut>(&self, worker: String, reply: Option<(u64, u64)>, f: F)
+    fn job<F, Fut>(&mut self, worker: String, reply: Option<(u64, u64)>, f: F)
     where
         F: FnOnce(Docker, Arc<Metrics>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Done> + Send,
     {
+        self.jobs += 1;
         let (engine, metrics, inputs) = (
             self.engine.clone(),
             self.metrics.clone(),
@@ -420,6 +551,7 @@ impl Pool {
                         tier: Tier::Starting,
                         since: Instant::now(),
                         started: None,
+                        started_ns: 0,
                     },
                 );
                 (id, None, Some(body))
@@ -430,19 +562,23 @@ impl Pool {
         }
         let name = format!("{}-{worker}", self.name);
         self.job(worker, to, move |e, m| async move {
-            let container = match (existing, body) {
-                (Some(c), _) => c,
+            let asked_ns = unix_ns_now();
+            let (container, create_us) = match (existing, body) {
+                (Some(c), _) => (c, None),
                 (None, Some(body)) => {
                     let t = Instant::now();
                     match container::create(&e, &name, body).await {
                         Ok(c) => {
                             m.create_latency.observe(t.elapsed());
-                            c
+                            (c, Some(us(t.elapsed())))
                         }
                         Err(why) => {
                             return Done::Started {
                                 container: None,
                                 result: Err(why),
+                                asked_ns,
+                                create_us: None,
+                                start_us: 0,
                             };
                         }
                     }
@@ -455,6 +591,9 @@ impl Pool {
             Done::Started {
                 container: Some(container),
                 result,
+                asked_ns,
+                create_us,
+                start_us: us(t.elapsed()),
             }
         });
         self.replenish();
@@ -490,6 +629,7 @@ impl Pool {
                     tier: Tier::Creating,
                     since: Instant::now(),
                     started: None,
+                    started_ns: 0,
                 },
             );
             let name = format!("{}-{worker}", self.name);
@@ -533,6 +673,7 @@ impl Pool {
     }
 
     fn done(&mut self, job: Job) {
+        self.jobs -= 1;
         let Job {
             worker,
             reply,
@@ -556,18 +697,29 @@ impl Pool {
                 self.workers.remove(&worker);
                 self.fail(format!("cannot create a worker: {why}"));
             }
-            Done::Started { container, result } => {
+            Done::Started {
+                container,
+                result,
+                asked_ns,
+                create_us,
+                start_us,
+            } => {
                 let ok = result.is_ok();
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.container = container.or(w.container.take());
                     if ok && w.tier == Tier::Starting {
                         w.tier = Tier::Warm;
                         w.started = Some(Instant::now());
+                        w.started_ns = asked_ns;
                         w.since = Instant::now();
                     }
                 }
                 match result {
-                    Ok(()) => self.reply(reply, |id| Reply::spawned(id, worker.clone())),
+                    Ok(()) => self.reply(reply, |id| Reply {
+                        create_us,
+                        start_us: Some(start_us),
+                        ..Reply::spawned(id, worker.clone())
+                    }),
                     Err(why) => {
                         self.metrics.count_error("docker");
                         self.remove(&worker, None);
@@ -576,25 +728,26 @@ impl Pool {
                     }
                 }
             }
-            Done::Paused(result) | Done::Resumed(result) => {
-                let ok = result.is_ok();
-                if let Some(w) = self.workers.get_mut(&worker) {
-                    w.tier = match (w.tier, ok) {
-                        (Tier::Pausing, true) => Tier::Paused,
-                        (Tier::Pausing, false) => Tier::Warm,
-                        (Tier::Resuming, true) => Tier::Warm,
-                        (Tier::Resuming, false) => Tier::Paused,
-                        (t, _) => t,
-                    };
-                }
-                match result {
-                    Ok(()) => self.reply(reply, Reply::ok),
-                    Err(why) => {
-                        self.metrics.count_error("docker");
-                        self.reply(reply, |id| Reply::error(id, why));
+            Done::StubInspected(Ok(at)) => {
+                if at > self.stub_started_ns {
+                    let known = self.stub_started_ns;
+                    self.stub_started_ns = at;
+                    if known != 0 {
+                        self.drop_workers_started_before(at);
                     }
                 }
             }
+            Done::StubInspected(Err(why)) => {
+                self.metrics.count_error("docker");
+                eprintln!("wepoq agent: stub {}: {why}", self.name);
+            }
+            Done::Resumed { result, unpause_us } => {
+                self.thawed_or_frozen(&worker, reply, result, |id| Reply {
+                    unpause_us: Some(unpause_us),
+                    ..Reply::ok(id)
+                })
+            }
+            Done::Paused(result) => self.thawed_or_frozen(&worker, reply, result, Reply::ok),
             Done::Removed(result) => {
                 let was = self.workers.remove(&worker);
                 match result {
@@ -611,6 +764,88 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// A pause or unpause came back: the worker's tier follows, the stub gets `ok`.
+    fn thawed_or_frozen(
+        &mut self,
+        worker: &str,
+        reply: Option<(u64, u64)>,
+        result: Result<(), String>,
+        ok: impl FnOnce(u64) -> Reply,
+    ) {
+        let done = result.is_ok();
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.tier = match (w.tier, done) {
+                (Tier::Pausing, true) => Tier::Paused,
+                (Tier::Pausing, false) => Tier::Warm,
+                (Tier::Resuming, true) => Tier::Warm,
+                (Tier::Resuming, false) => Tier::Paused,
+                (t, _) => t,
+            };
+        }
+        match result {
+            Ok(()) => self.reply(reply, ok),
+            Err(why) => {
+                self.metrics.count_error("docker");
+                self.reply(reply, |id| Reply::error(id, why));
+            }
+        }
+    }
+
+    /// Asks Docker when the stub's container started; a newer start than the pool knows
+    /// is a restarted stub (see [`Pool::drop_workers_started_before`]).
+    fn check_stub_start(&mut self) {
+        let name = self.name.clone();
+        self.job(String::new(), None, move |e, _| async move {
+            Done::StubInspected(stub_started_ns(&e, &name).await)
+        });
+    }
+
+    /// The stub restarted at `at`: the workers started before hold a socket to its previous
+    /// process (or sit paused for it) and the new one knows none of them. Removed; the new
+    /// stub asks for fresh ones.
+    fn drop_workers_started_before(&mut self, at: u64) {
+        let stale: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| started_tier(w.tier) && w.started_ns < at)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !stale.is_empty() {
+            eprintln!(
+                "wepoq agent: stub {} restarted: removing {} worker(s) of its previous process",
+                self.name,
+                stale.len()
+            );
+        }
+        for id in stale {
+            self.remove(&id, None);
+        }
+    }
+
+    /// A worker's container ended (event or listing): reported to the stub and removed; one
+    /// that ended right after its start counts against the image.
+    fn ended(&mut self, worker: &str, why: String) {
+        let Some(w) = self.workers.get_mut(worker) else {
+            return;
+        };
+        if !matches!(
+            w.tier,
+            Tier::Warm | Tier::Paused | Tier::Pausing | Tier::Resuming
+        ) {
+            // Starting: the listing after the start catches it. Removing: ours.
+            return;
+        }
+        let started = w.started.take(); // reported now, not again when removed
+        if started.is_some_and(|s| s.elapsed() < CRASH_WINDOW) {
+            self.fail(format!("worker {worker} {why} right after its start"));
+        }
+        self.metrics.count_error("worker_exited");
+        if started.is_some() {
+            self.exited(worker, why);
+        }
+        self.remove(worker, None);
     }
 
     fn take_listing(&mut self, at: Instant, found: Vec<Found>) {
@@ -634,23 +869,16 @@ impl Pool {
                             tier,
                             since: Instant::now(),
                             started: (tier != Tier::Stem).then(Instant::now),
+                            // Started before this pool; a stale one was removed at its start.
+                            started_ns: 0,
                         },
                     );
                     if tier == Tier::Removing {
                         self.remove(&f.worker, None);
                     }
                 }
-                Some((Tier::Warm | Tier::Paused, started)) if ended => {
-                    let why = f.status.to_lowercase();
-                    if started.is_some_and(|s| s.elapsed() < CRASH_WINDOW) {
-                        self.fail(format!("worker {} {why} right after its start", f.worker));
-                    }
-                    self.metrics.count_error("worker_exited");
-                    self.exited(&f.worker, why);
-                    if let Some(w) = self.workers.get_mut(&f.worker) {
-                        w.started = None; // reported already
-                    }
-                    self.remove(&f.worker, None);
+                Some((Tier::Warm | Tier::Paused, _)) if ended => {
+                    self.ended(&f.worker, f.status.to_lowercase());
                 }
                 // A stem cell found started: a previous agent's spawn that finished after it
                 // stopped, for a request the stub saw fail. Nobody uses it: removed.
@@ -718,15 +946,31 @@ impl Pool {
         });
     }
 
-    /// The stub is gone: every worker goes too, then the socket.
-    async fn shutdown(&mut self) {
+    /// The stub is gone: every worker goes too, and whatever a Docker job still in flight
+    /// makes (a stem cell being created as the stub went was once left behind).
+    async fn shutdown(&mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         for (_, w) in self.workers.drain() {
             if let Some(c) = w.container {
                 let _ = container::remove(&self.engine, &c).await;
             }
         }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_JOBS;
+        while self.jobs > 0 {
+            let Ok(Some(input)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                break;
+            };
+            let Input::Job(job) = input else { continue };
+            self.jobs -= 1;
+            let made = match job.done {
+                Done::Created(Ok(c)) => Some(c),
+                Done::Started { container, .. } => container,
+                _ => None,
+            };
+            if let Some(c) = made {
+                let _ = container::remove(&self.engine, &c).await;
+            }
+        }
         self.metrics.set_pool(&self.name, None);
-        let _ = std::fs::remove_file(self.dir.join(wepoq_runtime::control_proto::CONTROL_SOCKET));
         eprintln!("wepoq agent: stub {} gone, its workers removed", self.name);
     }
 }
