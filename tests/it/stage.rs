@@ -201,9 +201,18 @@ impl Stage {
     }
 
     /// The MAC of the container's OVN interface, as the container itself sees it.
+    /// The agent follows the same container's start and may still be finishing its own
+    /// (idempotent) attach when apply returns, so the interface is given a few seconds.
     pub fn vif_mac(&self, endpoint: &str) -> String {
         let name = &self.unit(endpoint).name;
-        docker(&["exec", name, "/wepoq-runtime", "probe", "mac", "wq0"]).unwrap_or_default()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match docker(&["exec", name, "/wepoq-runtime", "probe", "mac", "wq0"]) {
+                Ok(mac) if !mac.trim().is_empty() => return mac.trim().to_owned(),
+                other if Instant::now() > deadline => return other.unwrap_or_default(),
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 
     pub fn ovs_ports(&self) -> BTreeSet<String> {
