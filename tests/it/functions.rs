@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use wepoq_reconciler::sandbox::containers::{Containers, docker};
+use wepoq_reconciler::sandbox::containers::{Containers, docker, proc_status};
 
 use crate::stage::Stage;
 
@@ -73,16 +73,6 @@ fn worker_container(id: &str) -> String {
     let found = docker(&["ps", "-aq", "--no-trunc", "--filter", &filter]).unwrap();
     assert!(!found.is_empty(), "no worker container {id}");
     found.lines().next().unwrap().to_owned()
-}
-
-fn proc_status(pid: &str, field: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-        .trim()
-        .to_owned()
 }
 
 /// Waits for `f`, failing with `what` after `within`.

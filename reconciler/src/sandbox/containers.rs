@@ -296,3 +296,15 @@ impl Lab {
             .unwrap_or_default()
     }
 }
+
+/// A field of `/proc/PID/status` (`CapEff`, `NoNewPrivs`, `Uid`), as tests read a
+/// container's process from the host.
+pub fn proc_status(pid: &str, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+        .trim()
+        .to_owned()
+}

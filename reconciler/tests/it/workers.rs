@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use wepoq_reconciler::agent::Metrics;
 use wepoq_reconciler::agent::workers::{self, WorkersConfig};
-use wepoq_reconciler::sandbox::containers::{Containers, TEST_LABEL, docker};
+use wepoq_reconciler::sandbox::containers::{Containers, TEST_LABEL, docker, proc_status};
 use wepoq_reconciler::sandbox::{Component, require};
 
 struct Lab {
@@ -184,16 +184,6 @@ fn label(precreate: u32) -> serde_json::Value {
     })
 }
 
-fn proc_field(pid: &str, field: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-        .trim()
-        .to_owned()
-}
-
 #[test]
 fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
     if require(Component::Docker).is_none() {
@@ -237,9 +227,9 @@ fn a_hardened_worker_container_serves_pauses_wakes_and_scales_to_zero() {
     let running = lab.in_state("running");
     assert_eq!(running.len(), 1, "{:?}", lab.workers());
     let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &running[0]]).unwrap();
-    assert_eq!(proc_field(&pid, "CapEff"), "0000000000000000");
-    assert_eq!(proc_field(&pid, "NoNewPrivs"), "1");
-    assert!(proc_field(&pid, "Uid").starts_with("65534"), "not root");
+    assert_eq!(proc_status(&pid, "CapEff"), "0000000000000000");
+    assert_eq!(proc_status(&pid, "NoNewPrivs"), "1");
+    assert!(proc_status(&pid, "Uid").starts_with("65534"), "not root");
     let netdev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
     let ifaces: Vec<&str> = netdev
         .lines()
