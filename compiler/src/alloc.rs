@@ -14,6 +14,7 @@ use crate::diagnostic::Diagnostic;
 use crate::lock::{self, Lock, Mac, mac_for};
 use crate::model::{Namespace, SideKind};
 use crate::source::Span;
+use crate::tags;
 
 pub const GATEWAY_OFFSET: u32 = 1;
 pub const VIP_OFFSET: u32 = 2;
@@ -35,6 +36,8 @@ pub struct SideAllocation {
 pub struct Allocation {
     /// Side name (`svr.result.ovn-vote.ns`) to its subnet and endpoints.
     pub sides: HashMap<String, SideAllocation>,
+    /// Each external client's port name to its VLAN tag on its gateway's trunk.
+    pub tags: HashMap<String, u16>,
     /// The lockfile that records this allocation.
     pub lock_text: String,
 }
@@ -324,6 +327,18 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
         }
         placed.push((ports, addrs, slots));
     }
+    let external: Vec<tags::ExternalSide<'_>> = ns
+        .sides()
+        .zip(&placed)
+        .filter_map(|((_, service, kind), (ports, _, _))| {
+            Some(tags::ExternalSide {
+                gateway: service.side(kind).gateway.as_deref()?,
+                ports,
+                span: service.span,
+            })
+        })
+        .collect();
+    let tags = tags::allocate(&external, lock, &mut diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
         return (None, diagnostics);
     }
@@ -358,7 +373,7 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
                 endpoints: side
                     .endpoints
                     .iter()
-                    .map(|(p, ip, mac)| (p.as_str(), *ip, *mac))
+                    .map(|(p, ip, mac)| (p.as_str(), *ip, *mac, tags.get(p).copied()))
                     .collect(),
             }
         })
@@ -367,6 +382,7 @@ pub fn allocate(ns: &Namespace, lock: &Lock) -> (Option<Allocation>, Vec<Diagnos
     (
         Some(Allocation {
             sides: allocated,
+            tags,
             lock_text,
         }),
         diagnostics,

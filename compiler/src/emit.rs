@@ -43,6 +43,33 @@ pub struct Endpoint {
     pub gateway: Ipv4Addr,
     pub service: String,
     pub side: &'static str,
+    /// An external client: the child port of its gateway's trunk that carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<TrunkChild>,
+}
+
+/// How an external client reaches the cluster: frames with `tag` on the trunk port `trunk`
+/// that the agent of `gateway` binds on its chassis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrunkChild {
+    pub gateway: String,
+    pub trunk: String,
+    pub tag: u16,
+}
+
+/// The marker on a gateway's trunk port: `external_ids:wepoq-trunk=<gateway>`. The agent
+/// started with `--gateway <gateway>` binds the ports that carry it.
+pub const TRUNK_KEY: &str = "wepoq-trunk";
+
+/// The trunk port of `gateway` in namespace `ns`: `trunk.gw.ns`.
+pub fn trunk_port_name(gateway: &str, ns: &str) -> String {
+    format!("trunk.{gateway}.{ns}")
+}
+
+/// A logical switch port's `parent_name` and `tag_request`: empty except on a trunk's child.
+fn with_parent(row: Row, child: Option<&TrunkChild>) -> Row {
+    row.with("parent_name", Value::set(child.map(|c| c.trunk.clone())))
+        .with("tag_request", Value::set(child.map(|c| i64::from(c.tag))))
 }
 
 /// What runs on a server endpoint: wepoq's stub plus a warm pool of workers.
@@ -172,7 +199,16 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
             let mac = format_mac(mac);
             let fqdn = format!("{port}.{}", ns.domain);
             let address = format!("{mac} {ip}");
-            e.rows.push(
+            let external = service
+                .side(*kind)
+                .gateway
+                .as_ref()
+                .map(|gateway| TrunkChild {
+                    gateway: gateway.clone(),
+                    trunk: trunk_port_name(gateway, &ns.name),
+                    tag: alloc.tags[&port],
+                });
+            e.rows.push(with_parent(
                 Row::new(Table::LogicalSwitchPort, port.clone())
                     .with("name", Value::str(port.clone()))
                     .with("addresses", Value::set([address.clone()]))
@@ -189,7 +225,8 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                             ],
                         ),
                     ),
-            );
+                external.as_ref(),
+            ));
             dns_records
                 .entry(*id)
                 .or_default()
@@ -203,6 +240,7 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                 gateway,
                 service: service_path.clone(),
                 side: kind.as_str(),
+                external,
             });
             let mut container = service.side(*kind).container.clone();
             if let (SideKind::Svr, Some(rt)) = (kind, &service.runtime) {
@@ -240,7 +278,7 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                 )
                 .with("external_ids", e.ids(&lrp, &[])),
         );
-        e.rows.push(
+        e.rows.push(with_parent(
             Row::new(Table::LogicalSwitchPort, rtr.clone())
                 .with("name", Value::str(rtr.clone()))
                 .with("type", Value::str("router"))
@@ -248,7 +286,8 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
                 .with("port_security", Value::set::<&str>([]))
                 .with("options", Value::map([("router-port", lrp.clone())]))
                 .with("external_ids", e.ids(&rtr, &[])),
-        );
+            None,
+        ));
         router_ports.push(lrp);
         switch_ports.push(rtr);
 
@@ -426,6 +465,8 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
         }
     }
 
+    emit_trunks(&mut e);
+
     let router = e.router_name();
     e.rows.push(
         Row::new(Table::LogicalRouter, router.clone())
@@ -453,6 +494,49 @@ pub fn emit(ns: &Namespace, alloc: &Allocation) -> Emitted {
         runtime,
         containers,
     }
+}
+
+/// Each gateway that external clients use gets a trunk port, alone on the namespace's
+/// switch `trunk.<ns>`: the port is only what binds the trunk to the gateway's chassis; its
+/// children live on their sides' switches (ACLs, DNS and load balancers as for any client).
+fn emit_trunks(e: &mut Emitter<'_>) {
+    let gateways: std::collections::BTreeSet<&str> =
+        e.ns.sides()
+            .filter_map(|(_, service, kind)| service.side(kind).gateway.as_deref())
+            .collect();
+    if gateways.is_empty() {
+        return;
+    }
+    let mut ports = Vec::new();
+    for gateway in gateways {
+        let port = trunk_port_name(gateway, &e.ns.name);
+        e.rows.push(with_parent(
+            Row::new(Table::LogicalSwitchPort, port.clone())
+                .with("name", Value::str(port.clone()))
+                .with("type", Value::str(""))
+                .with("addresses", Value::set::<&str>([]))
+                .with("port_security", Value::set::<&str>([]))
+                .with("options", Value::map::<&str, &str>([]))
+                .with(
+                    "external_ids",
+                    e.ids(&port, &[(TRUNK_KEY, gateway.to_string())]),
+                ),
+            None,
+        ));
+        ports.push(port);
+    }
+    let switch = format!("trunk.{}", e.ns.name);
+    e.rows.push(
+        Row::new(Table::LogicalSwitch, switch.clone())
+            .with("name", Value::str(switch.clone()))
+            .with("ports", Value::refs(Table::LogicalSwitchPort, ports))
+            .with(
+                "load_balancer",
+                Value::refs(Table::LoadBalancer, Vec::new()),
+            )
+            .with("dns_records", Value::refs(Table::Dns, Vec::new()))
+            .with("external_ids", e.ids(&switch, &[])),
+    );
 }
 
 fn acl(

@@ -30,6 +30,7 @@ pub mod source;
 pub mod spec;
 pub mod stub_unit;
 pub mod suggest;
+pub mod tags;
 pub mod yaml;
 pub mod zone;
 

@@ -7,7 +7,12 @@
 //! version 1
 //! subnet svr.result.ovn-vote.ns 10.64.0.32/28
 //! endpoint s1.svr.result.ovn-vote.ns 10.64.0.35 0a:58:0a:40:00:23
+//! endpoint c1.cli.vote.ovn-vote.ns 10.64.0.131 0a:58:0a:40:00:83
+//! tag c1.cli.vote.ovn-vote.ns 1
 //! ```
+//!
+//! A `tag` line follows the endpoint of an external client: its VLAN tag on its gateway's
+//! logical trunk, sticky like its address (a client host keeps its credential's tag).
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -36,10 +41,21 @@ pub struct LockedEndpoint {
     pub mac_span: Span,
 }
 
+/// The VLAN tags of the 802.1Q header: 0 and 4095 are reserved.
+pub const TAGS: std::ops::RangeInclusive<u16> = 1..=4094;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockedTag {
+    pub port: String,
+    pub tag: u16,
+    pub span: Span,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Lock {
     pub subnets: Vec<LockedSubnet>,
     pub endpoints: Vec<LockedEndpoint>,
+    pub tags: Vec<LockedTag>,
 }
 
 pub fn format_mac(mac: &Mac) -> String {
@@ -148,21 +164,34 @@ pub fn parse(file: FileId, text: &str) -> (Lock, Vec<Diagnostic>) {
                     )),
                 }
             }
+            [("tag", _), (port, _), (tag, span)] => match tag.parse::<u16>() {
+                Ok(tag) if TAGS.contains(&tag) => lock.tags.push(LockedTag {
+                    port: port.to_string(),
+                    tag,
+                    span: *span,
+                }),
+                _ => diagnostics.push(bad(
+                    "not a VLAN tag",
+                    *span,
+                    "expected `tag PORT N` with N from 1 to 4094",
+                )),
+            },
             _ => diagnostics.push(bad(
                 "unrecognised line",
                 line_span,
-                "lines are `version N`, `subnet SIDE CIDR` or `endpoint PORT ADDRESS MAC`",
+                "lines are `version N`, `subnet SIDE CIDR`, `endpoint PORT ADDRESS MAC` or `tag PORT N`",
             )),
         }
     }
     (lock, diagnostics)
 }
 
-/// One subnet with its endpoints, as the allocator hands them to `render`.
+/// One subnet with its endpoints (and their trunk tags), as the allocator hands them to
+/// `render`.
 pub struct RenderedSide<'a> {
     pub side: &'a str,
     pub net: Ipv4Net,
-    pub endpoints: Vec<(&'a str, u32, Mac)>,
+    pub endpoints: Vec<(&'a str, u32, Mac, Option<u16>)>,
 }
 
 /// Renders the lockfile: subnets in address order, each followed by its endpoints in address
@@ -186,13 +215,16 @@ pub fn render(namespace_fqdn: &str, mut sides: Vec<RenderedSide<'_>>) -> String 
     for mut side in sides {
         let _ = writeln!(out, "subnet {} {}", side.side, side.net);
         side.endpoints.sort_by_key(|e| e.1);
-        for (port, ip, mac) in side.endpoints {
+        for (port, ip, mac, tag) in side.endpoints {
             let _ = writeln!(
                 out,
                 "endpoint {port} {} {}",
                 Ipv4Addr::from(ip),
                 format_mac(&mac)
             );
+            if let Some(tag) = tag {
+                let _ = writeln!(out, "tag {port} {tag}");
+            }
         }
     }
     out
@@ -211,11 +243,13 @@ mod tests {
             vec![RenderedSide {
                 side: "svr.a.ns",
                 net,
-                endpoints: vec![("s1.svr.a.ns", ip, mac_for(ip))],
+                endpoints: vec![("c1.cli.a.ns", ip, mac_for(ip), Some(7))],
             }],
         );
         let (lock, diags) = parse(FileId(0), &text);
         assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(lock.tags[0].port, "c1.cli.a.ns");
+        assert_eq!(lock.tags[0].tag, 7);
         assert_eq!(lock.subnets[0].net, net);
         assert_eq!(lock.endpoints[0].ip, ip);
         assert_eq!(format_mac(&lock.endpoints[0].mac), "0a:58:0a:40:00:13");
@@ -223,9 +257,10 @@ mod tests {
 
     #[test]
     fn bad_lines_point_at_the_field() {
-        let text = "version 1\nendpoint s1.x 10.0.0.300 0a:58:00:00:00:01\nbogus\n";
+        let text = "version 1\nendpoint s1.x 10.0.0.300 0a:58:00:00:00:01\nbogus\ntag c1.x 4095\n";
         let (_, diags) = parse(FileId(0), text);
-        assert_eq!(diags.len(), 2);
+        assert_eq!(diags.len(), 3);
         assert_eq!(&text[diags[0].labels[0].span.range()], "10.0.0.300");
+        assert_eq!(&text[diags[2].labels[0].span.range()], "4095");
     }
 }

@@ -250,11 +250,14 @@ fn lower_services(
             calls: Vec::new(),
             container: None,
             peers: false,
+            external: false,
+            gateway: None,
         });
         let cli_container = cli
             .container
             .as_ref()
             .map(|c| lower_container(l, c, &svc_path.join("cli").join("container")));
+        let cli_gateway = lower_external(l, &cli, &svc_path.join("cli"));
         for (i, target) in cli.calls.iter().enumerate() {
             calls.push(RawCall {
                 caller: index,
@@ -273,6 +276,7 @@ fn lower_services(
                 calls: Vec::new(),
                 container: svr_container,
                 peers: svc.svr.peers,
+                gateway: None,
             },
             cli: Side {
                 kind: SideKind::Cli,
@@ -280,11 +284,52 @@ fn lower_services(
                 calls: Vec::new(),
                 container: cli_container,
                 peers: cli.peers,
+                gateway: cli_gateway,
             },
             runtime,
             span,
         });
     }
+}
+
+/// The default gateway of external client sides.
+pub const DEFAULT_GATEWAY: &str = "gw";
+
+/// An external client side's gateway (`None` for a side on the cluster), checked: a gateway
+/// name only with `external`, and no container (its endpoints run on other hosts).
+fn lower_external(l: &mut Lowering<'_>, cli: &spec::Client, path: &Path) -> Option<String> {
+    if let Some(name) = &cli.gateway {
+        l.check_label(name, l.span(&path.join("gateway")), "gateway");
+        if !cli.external {
+            l.diagnostics.push(
+                Diagnostic::error(
+                    "wepoq::external::gateway_without_external",
+                    "`gateway` names the trunk of external clients, but this side is not external",
+                )
+                .label_opt(l.span(&path.join("gateway")), "a gateway here")
+                .help("add `external: true` to connect these clients from other hosts, or remove `gateway`"),
+            );
+        }
+    }
+    if !cli.external {
+        return None;
+    }
+    if cli.container.is_some() {
+        l.diagnostics.push(
+            Diagnostic::error(
+                "wepoq::external::with_container",
+                "external clients run on their own hosts, so wepoq cannot run them as containers",
+            )
+            .label_opt(l.key_span(&path.join("external")), "external")
+            .label_opt(l.key_span(&path.join("container")), "but a container here")
+            .help("remove `container` (each client host runs `wepoq connect`), or `external` to run the clients on the cluster"),
+        );
+    }
+    Some(
+        cli.gateway
+            .clone()
+            .unwrap_or_else(|| DEFAULT_GATEWAY.to_string()),
+    )
 }
 
 fn lower_ports(l: &mut Lowering<'_>, ports: &[String], path: &Path) -> Vec<Port> {

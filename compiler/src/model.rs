@@ -127,6 +127,8 @@ pub struct Side {
     pub container: Option<Container>,
     /// The side's endpoints reach each other.
     pub peers: bool,
+    /// An external client side: the gateway whose logical trunk carries its endpoints.
+    pub gateway: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

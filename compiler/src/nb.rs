@@ -124,6 +124,12 @@ pub enum Atom {
     Ref(RowKey),
 }
 
+impl From<i64> for Atom {
+    fn from(i: i64) -> Atom {
+        Atom::Integer(i)
+    }
+}
+
 impl From<&str> for Atom {
     fn from(s: &str) -> Atom {
         Atom::String(s.to_string())
@@ -359,12 +365,15 @@ impl Table {
                 "name",
                 "ports",
             ],
+            // `tag` is northd's (copied from `tag_request`), not wepoq's.
             Table::LogicalSwitchPort => &[
                 "addresses",
                 "external_ids",
                 "name",
                 "options",
+                "parent_name",
                 "port_security",
+                "tag_request",
                 "type",
             ],
             Table::LoadBalancer => &["external_ids", "name", "protocol", "vips"],

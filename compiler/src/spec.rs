@@ -105,6 +105,15 @@ pub struct Client {
     /// logical port; absent when the endpoints are started elsewhere (they join by label).
     #[serde(default)]
     pub container: Option<Container>,
+    /// The clients connect from hosts outside the cluster (`wepoq connect`): each endpoint is
+    /// a child port, with its own VLAN tag, of the logical trunk port of a gateway, whose
+    /// agent carries the client's frames from its host over an encrypted tunnel.
+    #[serde(default)]
+    pub external: bool,
+    /// The gateway whose logical trunk carries these external clients (a DNS label; the
+    /// host agent started with `--gateway NAME` serves it). Default `gw`.
+    #[serde(default)]
+    pub gateway: Option<String>,
 }
 
 /// A long-lived container per endpoint of a side: wepoq creates it, gives it the endpoint's
