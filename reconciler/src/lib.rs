@@ -5,6 +5,7 @@ pub mod attach;
 pub mod cached;
 pub mod convert;
 pub mod docker;
+pub mod gateway;
 pub mod observe;
 pub mod ovsdb;
 pub mod reconcile;
