@@ -15,6 +15,7 @@
 
 mod converge;
 mod dispatcher;
+pub mod gateway;
 pub mod metrics;
 mod watch;
 pub mod workers;
@@ -48,6 +49,9 @@ pub struct AgentConfig {
     pub only_label: Option<String>,
     /// Container workers for stubs (`None`: attachment only).
     pub workers: Option<workers::WorkersConfig>,
+    /// This host is a gateway for external clients: keep br-wepoq and the trunk veths
+    /// (see [`crate::gateway`]).
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 /// Why the agent could not start (once running, it never stops on errors).
@@ -112,6 +116,17 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    run_with_gateway(cfg, metrics, shutdown, |_| {}).await
+}
+
+/// [`run`], and with `cfg.gateway` set, `on_gateway` gets the handle that puts client
+/// netdevs on br-wepoq (called once, after the first connect to OVS).
+pub async fn run_with_gateway(
+    cfg: AgentConfig,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+    on_gateway: impl FnOnce(gateway::GatewayHandle),
+) -> Result<(), AgentError> {
     let nb_error = |source| AgentError::Nb {
         at: cfg.nb.clone(),
         source,
@@ -121,6 +136,14 @@ pub async fn run(
         .await
         .map_err(nb_error)?;
     let attacher = Attacher::connect(cfg.attach.clone()).await?;
+    let gateway = match &cfg.gateway {
+        Some(gw) => {
+            let running = gateway::start(&cfg.attach, gw.clone(), nb.clone()).await?;
+            on_gateway(running.handle.clone());
+            Some(running)
+        }
+        None => None,
+    };
     metrics
         .ovs_up
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -162,6 +185,9 @@ pub async fn run(
     ticker.abort();
     if let Some(p) = pools {
         p.abort();
+    }
+    if let Some(g) = gateway {
+        g.task.abort();
     }
     Ok(())
 }

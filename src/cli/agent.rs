@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 use wepoq_reconciler::agent::{self, AgentConfig, Metrics};
+use wepoq_reconciler::gateway::GatewayConfig;
 use wepoq_reconciler::ovsdb::Timeouts;
 use wepoq_runtime::stub::admin;
 
@@ -39,6 +40,30 @@ pub struct AgentArgs {
     /// (runtime label "shim": "systemd" or "inetd")
     #[arg(long, value_name = "PATH")]
     pub shim_binary: Option<std::path::PathBuf>,
+    /// Be gateway NAME for external clients: keep the OVS bridge --gateway-bridge with a
+    /// veth to each trunk port marked wepoq-trunk=NAME in the NB
+    #[arg(long, value_name = "NAME")]
+    pub gateway: Option<String>,
+    /// The bridge external clients' netdevs join as access ports (with --gateway)
+    #[arg(long, value_name = "BRIDGE", default_value = "br-wepoq", requires = "gateway")]
+    pub gateway_bridge: String,
+    /// How often the gateway compares the NB and OVS (with --gateway)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = live::parse_duration, requires = "gateway")]
+    pub gateway_interval: Duration,
+    /// An access port the gateway keeps on its bridge: the existing netdev NETDEV (in OVS's
+    /// network namespace) carries external client FQDN, with the tag the NB gives it
+    /// (repeatable; for clients on a plain link, and tests; tunnels hand theirs in)
+    #[arg(long, value_name = "NETDEV=FQDN", value_parser = netdev_for_client, requires = "gateway")]
+    pub gateway_access: Vec<(String, String)>,
+}
+
+fn netdev_for_client(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((netdev, fqdn)) if !netdev.is_empty() && !fqdn.is_empty() => {
+            Ok((netdev.to_owned(), fqdn.to_owned()))
+        }
+        _ => Err(format!("`{text}` is not NETDEV=FQDN")),
+    }
 }
 
 pub fn run(args: &AgentArgs) -> ExitCode {
@@ -70,6 +95,11 @@ pub fn run(args: &AgentArgs) -> ExitCode {
             run_dir: args.attach.run_dir.clone(),
             shim_binary: args.shim_binary.clone(),
             only_label: args.only_label.clone(),
+        }),
+        gateway: args.gateway.clone().map(|name| GatewayConfig {
+            name,
+            bridge: args.gateway_bridge.clone(),
+            interval: args.gateway_interval,
         }),
     };
     live::runtime().block_on(async {
@@ -107,7 +137,18 @@ pub fn run(args: &AgentArgs) -> ExitCode {
             }
         };
         eprintln!("wepoq agent: started");
-        match agent::run(cfg, metrics, shutdown).await {
+        let access = args.gateway_access.clone();
+        let on_gateway = move |gateway: agent::gateway::GatewayHandle| {
+            for (netdev, fqdn) in access {
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = gateway.ensure_access_port(&netdev, &fqdn).await {
+                        eprintln!("wepoq agent: gateway access port {netdev} for {fqdn}: {e}");
+                    }
+                });
+            }
+        };
+        match agent::run_with_gateway(cfg, metrics, shutdown, on_gateway).await {
             Ok(()) => {
                 eprintln!("wepoq agent: stopped (attachments left in place)");
                 ExitCode::SUCCESS
