@@ -159,21 +159,28 @@ impl Gateway {
             .await?;
 
         let mut wanted: BTreeMap<String, WantedPort> = BTreeMap::new();
+        // Netdevs made just now: a port of that name is on the old one.
+        let mut fresh = std::collections::BTreeSet::new();
         for trunk in &trunks {
             let (on_int, on_wepoq) = trunk_ifnames(&trunk.port);
-            self.ensure_veth(&on_int, &on_wepoq).await?;
+            let (int_index, wepoq_index, remade) = self.ensure_veth(&on_int, &on_wepoq).await?;
+            if remade {
+                fresh.extend([on_int.clone(), on_wepoq.clone()]);
+            }
             let role = format!("trunk:{}", trunk.port);
             wanted.insert(on_int, WantedPort {
                 bridge: self.integration.clone(),
                 tag: None,
                 role: role.clone(),
                 iface_id: Some(trunk.port.clone()),
+                ifindex: int_index,
             });
             wanted.insert(on_wepoq, WantedPort {
                 bridge: self.cfg.bridge.clone(),
                 tag: None,
                 role,
                 iface_id: None,
+                ifindex: wepoq_index,
             });
         }
         let access = self.access.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -183,12 +190,13 @@ impl Gateway {
             if self.host.link_index(netdev).await?.is_none() {
                 continue;
             }
-            self.host.bring_up_offloadless(netdev).await?;
+            let ifindex = self.host.bring_up_offloadless(netdev).await?;
             wanted.insert(netdev.clone(), WantedPort {
                 bridge: self.cfg.bridge.clone(),
                 tag: Some(tag),
                 role: format!("client:{fqdn}"),
                 iface_id: None,
+                ifindex,
             });
         }
 
@@ -198,12 +206,19 @@ impl Gateway {
             ..SyncReport::default()
         };
         let owned = self.bridges.owned().await?;
+        let mut kept = std::collections::BTreeSet::new();
         for port in &owned {
             match wanted.get(&port.name) {
-                Some(w) if w.bridge == port.bridge && w.role == port.role => {
+                Some(w)
+                    if w.bridge == port.bridge
+                        && w.role == port.role
+                        && port.ifindex == Some(w.ifindex)
+                        && !fresh.contains(&port.name) =>
+                {
                     if let (Some(tag), true) = (w.tag, w.tag != port.tag) {
                         self.bridges.retag(&port.name, tag).await?;
                     }
+                    kept.insert(port.name.clone());
                 }
                 _ => {
                     self.bridges.remove(&port.name).await?;
@@ -211,11 +226,11 @@ impl Gateway {
                 }
             }
         }
+        if report.removed.iter().any(|name| wanted.contains_key(name)) {
+            self.bridges.applied().await?;
+        }
         for (name, want) in &wanted {
-            let present = owned
-                .iter()
-                .any(|p| &p.name == name && p.bridge == want.bridge && p.role == want.role);
-            if !present {
+            if !kept.contains(name) {
                 self.bridges.add(name, want).await?;
                 report.added.push(name.clone());
             }
@@ -233,10 +248,12 @@ impl Gateway {
         Ok(report)
     }
 
-    async fn ensure_veth(&self, on_int: &str, on_wepoq: &str) -> Result<(), AttachError> {
+    /// The pair's ifindexes (on br-int, on br-wepoq) and whether it was made just now.
+    async fn ensure_veth(&self, on_int: &str, on_wepoq: &str) -> Result<(u32, u32, bool), AttachError> {
         let have_int = self.host.link_index(on_int).await?;
         let have_wepoq = self.host.link_index(on_wepoq).await?;
-        if have_int.is_none() || have_wepoq.is_none() {
+        let remade = have_int.is_none() || have_wepoq.is_none();
+        if remade {
             // Half a pair (one end deleted by hand) cannot be repaired: make it again.
             for index in [have_int, have_wepoq].into_iter().flatten() {
                 self.host.delete_link(index).await?;
@@ -248,8 +265,8 @@ impl Gateway {
                 .add_veth(on_int, on_wepoq, &mac, &self.host_ns)
                 .await?;
         }
-        self.host.bring_up_offloadless(on_int).await?;
-        self.host.bring_up_offloadless(on_wepoq).await?;
-        Ok(())
+        let int_index = self.host.bring_up_offloadless(on_int).await?;
+        let wepoq_index = self.host.bring_up_offloadless(on_wepoq).await?;
+        Ok((int_index, wepoq_index, remade))
     }
 }

@@ -15,6 +15,7 @@
 //! the same thing with `eval "$(scripts/ovn-sandbox up /tmp/sb)"` (docs/ovn-sandbox.md).
 
 pub mod containers;
+pub mod external;
 pub mod spec_edit;
 
 use std::io::{self, Write};

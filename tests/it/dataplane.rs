@@ -202,15 +202,31 @@ impl World {
     }
 
     fn of_example(tag: &str, name: &str) -> Option<World> {
+        World::of_variant(tag, name, |spec| spec.to_owned())
+    }
+
+    /// The example `name` with its spec edited by `edit` (after its containers are left
+    /// out); when the edit needs new lock entries (e.g. external clients' tags), the lock
+    /// the compiler writes is kept, so addresses already locked stay.
+    fn of_variant(tag: &str, name: &str, edit: impl Fn(&str) -> String) -> Option<World> {
         let started = Instant::now();
         let sb = Sandbox::data_plane_or_skip()?;
         let dir = temp_dir(tag);
         // Endpoints here are network namespaces the test wires itself: the example's
         // containers (tests/it/containers.rs runs those) are left out, addresses unchanged.
         let example = repo().join("examples").join(name);
-        let spec = std::fs::read_to_string(example.join("wepoq.yaml")).unwrap();
-        std::fs::write(dir.join("wepoq.yaml"), without_containers(&spec)).unwrap();
-        std::fs::copy(example.join("wepoq.lock"), dir.join("wepoq.lock")).unwrap();
+        let spec = edit(&without_containers(
+            &std::fs::read_to_string(example.join("wepoq.yaml")).unwrap(),
+        ));
+        std::fs::write(dir.join("wepoq.yaml"), &spec).unwrap();
+        let lock = std::fs::read_to_string(example.join("wepoq.lock")).unwrap();
+        let lock = match compile_text(&spec, Some(&lock)) {
+            Ok(c) if c.namespaces.len() == 1 && c.namespaces[0].lock_changed => {
+                c.namespaces[0].lock_text.clone()
+            }
+            _ => lock,
+        };
+        std::fs::write(dir.join("wepoq.lock"), lock).unwrap();
         for (file, body) in [("server.py", SERVER), ("client.py", CLIENT)] {
             std::fs::write(sb.dir().join(file), body).unwrap();
         }
@@ -973,3 +989,5 @@ fn roominator_room_players_are_peers_and_only_peers() {
     w.assert_blocked(&r1c1, w.ip(&r2c1), 7100, "a player of another room");
     w.step("peers reach each other and nobody else");
 }
+
+mod gateway;

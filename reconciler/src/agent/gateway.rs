@@ -33,21 +33,23 @@ impl GatewayHandle {
         client_fqdn: &str,
     ) -> Result<SyncReport, AttachError> {
         let _one = self.one_at_a_time.lock().await;
-        self.gateway
-            .ensure_access_port(&self.nb, netdev, client_fqdn)
-            .await
+        logged(
+            self.gateway
+                .ensure_access_port(&self.nb, netdev, client_fqdn)
+                .await,
+        )
     }
 
     /// Takes `netdev` off br-wepoq (the netdev itself is left to whoever made it).
     pub async fn remove_access_port(&self, netdev: &str) -> Result<SyncReport, AttachError> {
         let _one = self.one_at_a_time.lock().await;
-        self.gateway.remove_access_port(&self.nb, netdev).await
+        logged(self.gateway.remove_access_port(&self.nb, netdev).await)
     }
 
     /// Makes br-wepoq what the NB and the handed-in access ports ask for, now.
     pub async fn sync(&self) -> Result<SyncReport, AttachError> {
         let _one = self.one_at_a_time.lock().await;
-        self.gateway.sync(&self.nb).await
+        logged(self.gateway.sync(&self.nb).await)
     }
 
     /// Client FQDN → tag, as of the last sync.
@@ -58,6 +60,19 @@ impl GatewayHandle {
     pub fn config(&self) -> &GatewayConfig {
         self.gateway.config()
     }
+}
+
+/// Says what a sync changed (nothing when it changed nothing).
+fn logged(result: Result<SyncReport, AttachError>) -> Result<SyncReport, AttachError> {
+    if let Ok(report) = &result {
+        for name in &report.added {
+            eprintln!("wepoq agent: gateway added port {name}");
+        }
+        for name in &report.removed {
+            eprintln!("wepoq agent: gateway removed port {name}");
+        }
+    }
+    result
 }
 
 /// The running gateway loop and the handle to it.
@@ -87,15 +102,7 @@ pub async fn start(
         loop {
             every.tick().await;
             match looping.sync().await {
-                Ok(report) => {
-                    for name in &report.added {
-                        eprintln!("wepoq agent: gateway added port {name}");
-                    }
-                    for name in &report.removed {
-                        eprintln!("wepoq agent: gateway removed port {name}");
-                    }
-                    last_error = None;
-                }
+                Ok(_) => last_error = None,
                 Err(e) => {
                     // Once per distinct error, not every interval.
                     let text = e.to_string();

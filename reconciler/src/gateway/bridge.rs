@@ -12,6 +12,8 @@ pub const OWNER_KEY: &str = "wepoq.net/owner";
 pub const OWNER_VALUE: &str = "gateway";
 /// What a port is for: `trunk:<LSP>` or `client:<FQDN>`.
 pub const ROLE_KEY: &str = "wepoq.net/gateway-port";
+/// On the Interface: the ifindex of the netdev it was added for.
+pub const IFINDEX_KEY: &str = "wepoq.net/ifindex";
 
 /// One of wepoq's gateway ports as the database holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,10 @@ pub struct OwnedPort {
     pub bridge: String,
     pub tag: Option<u16>,
     pub role: String,
+    /// The netdev's ifindex when the port was added ([`IFINDEX_KEY`]). A netdev deleted
+    /// and made again under the same name has a new one, and ovs-vswitchd (userspace
+    /// datapath) keeps reading the old socket: such a port must be removed and added again.
+    pub ifindex: Option<u32>,
 }
 
 /// A port as it must be.
@@ -30,6 +36,8 @@ pub struct WantedPort {
     pub role: String,
     /// `iface-id` (the trunk LSP) for the br-int end of a trunk veth.
     pub iface_id: Option<String>,
+    /// The netdev's ifindex now.
+    pub ifindex: u32,
 }
 
 pub struct Bridges {
@@ -125,8 +133,24 @@ impl Bridges {
                     &["_uuid", "name", "tag", "external_ids"],
                 ),
                 Operation::select_columns("Bridge", vec![], &["name", "ports"]),
+                Operation::select_columns(
+                    "Interface",
+                    vec![Condition::includes(
+                        "external_ids",
+                        Value::map([(OWNER_KEY, OWNER_VALUE)]),
+                    )],
+                    &["name", "external_ids"],
+                ),
             ])
             .await?;
+        let ifindex_of: BTreeMap<String, u32> = results[2]
+            .rows()
+            .iter()
+            .filter_map(|r| {
+                let index = r.get("external_ids")?.get(IFINDEX_KEY)?.as_str()?.parse().ok()?;
+                Some((r.str("name")?.to_owned(), index))
+            })
+            .collect();
         let mut bridge_of: BTreeMap<Uuid, String> = BTreeMap::new();
         for b in results[1].rows() {
             let name = b.str("name").unwrap_or_default().to_owned();
@@ -144,8 +168,10 @@ impl Bridges {
                 if role == "bridge" {
                     return None;
                 }
+                let name = r.str("name")?.to_owned();
                 Some(OwnedPort {
-                    name: r.str("name")?.to_owned(),
+                    ifindex: ifindex_of.get(&name).copied(),
+                    name,
                     bridge: bridge_of.get(r.uuid()?).cloned().unwrap_or_default(),
                     tag: r
                         .get("tag")
@@ -189,6 +215,7 @@ impl Bridges {
         if let Some(id) = &want.iface_id {
             iface_ids.push(("iface-id", id.clone()));
         }
+        iface_ids.push((IFINDEX_KEY, want.ifindex.to_string()));
         let mut port = Row::new()
             .with("name", name)
             .with("interfaces", Value::named_uuid("iface"))
@@ -212,6 +239,34 @@ impl Bridges {
             ),
         ];
         self.transact(&ops).await?;
+        Ok(())
+    }
+
+    /// Waits (up to 5 s) until ovs-vswitchd has applied every change made so far. A port
+    /// removed and added again under one name before it looked would keep the old netdev
+    /// open: it compares ports by name.
+    pub async fn applied(&self) -> Result<(), AttachError> {
+        let bumped = self
+            .transact(&[
+                Operation::mutate("Open_vSwitch", vec![], vec![Mutation::add("next_cfg", 1)]),
+                Operation::select_columns("Open_vSwitch", vec![], &["next_cfg"]),
+            ])
+            .await?;
+        let Some(next) = bumped[1].rows().first().and_then(|r| r.get("next_cfg")).and_then(Value::as_i64)
+        else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let found = self
+                .transact(&[Operation::select_columns("Open_vSwitch", vec![], &["cur_cfg"])])
+                .await?;
+            let cur = found[0].rows().first().and_then(|r| r.get("cur_cfg")).and_then(Value::as_i64);
+            if cur.is_some_and(|c| c >= next) {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 
