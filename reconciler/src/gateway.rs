@@ -85,7 +85,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// Connects to the local OVS database and opens netlink where ovs-vswitchd's ports live.
-    pub async fn connect(attach: &AttachConfig, cfg: GatewayConfig) -> Result<Gateway, AttachError> {
+    pub async fn connect(
+        attach: &AttachConfig,
+        cfg: GatewayConfig,
+    ) -> Result<Gateway, AttachError> {
         let timeouts = Timeouts {
             connect: Duration::from_secs(5),
             request: Duration::from_secs(10),
@@ -133,7 +136,12 @@ impl Gateway {
 
     /// Puts the existing netdev `netdev` on br-wepoq for client `fqdn` (with its tag from
     /// the NB); kept until [`Gateway::remove_access_port`]. Idempotent.
-    pub async fn ensure_access_port(&self, nb: &ovsdb::Client, netdev: &str, fqdn: &str) -> Result<SyncReport, AttachError> {
+    pub async fn ensure_access_port(
+        &self,
+        nb: &ovsdb::Client,
+        netdev: &str,
+        fqdn: &str,
+    ) -> Result<SyncReport, AttachError> {
         self.access
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -141,7 +149,11 @@ impl Gateway {
         self.sync(nb).await
     }
 
-    pub async fn remove_access_port(&self, nb: &ovsdb::Client, netdev: &str) -> Result<SyncReport, AttachError> {
+    pub async fn remove_access_port(
+        &self,
+        nb: &ovsdb::Client,
+        netdev: &str,
+    ) -> Result<SyncReport, AttachError> {
         self.access
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -168,22 +180,32 @@ impl Gateway {
                 fresh.extend([on_int.clone(), on_wepoq.clone()]);
             }
             let role = format!("trunk:{}", trunk.port);
-            wanted.insert(on_int, WantedPort {
-                bridge: self.integration.clone(),
-                tag: None,
-                role: role.clone(),
-                iface_id: Some(trunk.port.clone()),
-                ifindex: int_index,
-            });
-            wanted.insert(on_wepoq, WantedPort {
-                bridge: self.cfg.bridge.clone(),
-                tag: None,
-                role,
-                iface_id: None,
-                ifindex: wepoq_index,
-            });
+            wanted.insert(
+                on_int,
+                WantedPort {
+                    bridge: self.integration.clone(),
+                    tag: None,
+                    role: role.clone(),
+                    iface_id: Some(trunk.port.clone()),
+                    ifindex: int_index,
+                },
+            );
+            wanted.insert(
+                on_wepoq,
+                WantedPort {
+                    bridge: self.cfg.bridge.clone(),
+                    tag: None,
+                    role,
+                    iface_id: None,
+                    ifindex: wepoq_index,
+                },
+            );
         }
-        let access = self.access.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let access = self
+            .access
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for (netdev, fqdn) in &access {
             // A client the NB no longer names, or whose netdev is gone, gets no port.
             let Some(&tag) = tags.get(fqdn) else { continue };
@@ -191,13 +213,16 @@ impl Gateway {
                 continue;
             }
             let ifindex = self.host.bring_up_offloadless(netdev).await?;
-            wanted.insert(netdev.clone(), WantedPort {
-                bridge: self.cfg.bridge.clone(),
-                tag: Some(tag),
-                role: format!("client:{fqdn}"),
-                iface_id: None,
-                ifindex,
-            });
+            wanted.insert(
+                netdev.clone(),
+                WantedPort {
+                    bridge: self.cfg.bridge.clone(),
+                    tag: Some(tag),
+                    role: format!("client:{fqdn}"),
+                    iface_id: None,
+                    ifindex,
+                },
+            );
         }
 
         let mut report = SyncReport {
@@ -249,7 +274,11 @@ impl Gateway {
     }
 
     /// The pair's ifindexes (on br-int, on br-wepoq) and whether it was made just now.
-    async fn ensure_veth(&self, on_int: &str, on_wepoq: &str) -> Result<(u32, u32, bool), AttachError> {
+    async fn ensure_veth(
+        &self,
+        on_int: &str,
+        on_wepoq: &str,
+    ) -> Result<(u32, u32, bool), AttachError> {
         let have_int = self.host.link_index(on_int).await?;
         let have_wepoq = self.host.link_index(on_wepoq).await?;
         let remade = have_int.is_none() || have_wepoq.is_none();
@@ -268,5 +297,19 @@ impl Gateway {
         let int_index = self.host.bring_up_offloadless(on_int).await?;
         let wepoq_index = self.host.bring_up_offloadless(on_wepoq).await?;
         Ok((int_index, wepoq_index, remade))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netdev_names_fit_the_kernel_limit_and_are_stable() {
+        let (i, w) = trunk_ifnames("trunk.a-very-long-gateway-name.some-namespace.ns");
+        assert!(i.len() <= 15 && w.len() <= 15, "{i} {w}");
+        assert_eq!(trunk_ifnames("trunk.gw.ns"), trunk_ifnames("trunk.gw.ns"));
+        assert_ne!(trunk_ifnames("trunk.gw.ns").0, trunk_ifnames("trunk.gw2.ns").0);
+        assert!(access_ifname("c1.cli.result.ovn-vote.ns.wepoq.net").len() <= 15);
     }
 }

@@ -45,7 +45,12 @@ pub struct AgentArgs {
     #[arg(long, value_name = "NAME")]
     pub gateway: Option<String>,
     /// The bridge external clients' netdevs join as access ports (with --gateway)
-    #[arg(long, value_name = "BRIDGE", default_value = "br-wepoq", requires = "gateway")]
+    #[arg(
+        long,
+        value_name = "BRIDGE",
+        default_value = "br-wepoq",
+        requires = "gateway"
+    )]
     pub gateway_bridge: String,
     /// How often the gateway compares the NB and OVS (with --gateway)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = live::parse_duration, requires = "gateway")]

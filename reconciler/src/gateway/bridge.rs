@@ -68,15 +68,18 @@ impl Bridges {
     /// datapath type of `like` (br-int), so both sit in one datapath.
     pub async fn ensure_bridge(&self, bridge: &str, like: &str) -> Result<(), AttachError> {
         let found = self
-            .transact(&[Operation::select_columns(
-                "Bridge",
-                vec![Condition::eq("name", bridge)],
-                &["_uuid"],
-            ), Operation::select_columns(
-                "Bridge",
-                vec![Condition::eq("name", like)],
-                &["datapath_type"],
-            )])
+            .transact(&[
+                Operation::select_columns(
+                    "Bridge",
+                    vec![Condition::eq("name", bridge)],
+                    &["_uuid"],
+                ),
+                Operation::select_columns(
+                    "Bridge",
+                    vec![Condition::eq("name", like)],
+                    &["datapath_type"],
+                ),
+            ])
             .await?;
         if !found[0].rows().is_empty() {
             return Ok(());
@@ -147,7 +150,12 @@ impl Bridges {
             .rows()
             .iter()
             .filter_map(|r| {
-                let index = r.get("external_ids")?.get(IFINDEX_KEY)?.as_str()?.parse().ok()?;
+                let index = r
+                    .get("external_ids")?
+                    .get(IFINDEX_KEY)?
+                    .as_str()?
+                    .parse()
+                    .ok()?;
                 Some((r.str("name")?.to_owned(), index))
             })
             .collect();
@@ -188,11 +196,7 @@ impl Bridges {
     pub async fn add(&self, name: &str, want: &WantedPort) -> Result<(), AttachError> {
         let found = self
             .transact(&[
-                Operation::select_columns(
-                    "Port",
-                    vec![Condition::eq("name", name)],
-                    &["_uuid"],
-                ),
+                Operation::select_columns("Port", vec![Condition::eq("name", name)], &["_uuid"]),
                 Operation::select_columns(
                     "Bridge",
                     vec![Condition::eq("name", want.bridge.as_str())],
@@ -211,7 +215,10 @@ impl Bridges {
             .and_then(Row::uuid)
             .cloned()
             .ok_or_else(|| AttachError::NoBridge(want.bridge.clone()))?;
-        let mut iface_ids = vec![(OWNER_KEY, OWNER_VALUE.to_owned()), (ROLE_KEY, want.role.clone())];
+        let mut iface_ids = vec![
+            (OWNER_KEY, OWNER_VALUE.to_owned()),
+            (ROLE_KEY, want.role.clone()),
+        ];
         if let Some(id) = &want.iface_id {
             iface_ids.push(("iface-id", id.clone()));
         }
@@ -252,16 +259,28 @@ impl Bridges {
                 Operation::select_columns("Open_vSwitch", vec![], &["next_cfg"]),
             ])
             .await?;
-        let Some(next) = bumped[1].rows().first().and_then(|r| r.get("next_cfg")).and_then(Value::as_i64)
+        let Some(next) = bumped[1]
+            .rows()
+            .first()
+            .and_then(|r| r.get("next_cfg"))
+            .and_then(Value::as_i64)
         else {
             return Ok(());
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while std::time::Instant::now() < deadline {
             let found = self
-                .transact(&[Operation::select_columns("Open_vSwitch", vec![], &["cur_cfg"])])
+                .transact(&[Operation::select_columns(
+                    "Open_vSwitch",
+                    vec![],
+                    &["cur_cfg"],
+                )])
                 .await?;
-            let cur = found[0].rows().first().and_then(|r| r.get("cur_cfg")).and_then(Value::as_i64);
+            let cur = found[0]
+                .rows()
+                .first()
+                .and_then(|r| r.get("cur_cfg"))
+                .and_then(Value::as_i64);
             if cur.is_some_and(|c| c >= next) {
                 return Ok(());
             }

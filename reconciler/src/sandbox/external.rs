@@ -52,7 +52,10 @@ impl Sandbox {
     /// Runs `ovs-vsctl --db=unix:DIR/vs.sock ARGS` and returns its stdout.
     pub fn vsctl(&self, args: &[&str]) -> io::Result<String> {
         let out = Command::new("ovs-vsctl")
-            .arg(format!("--db=unix:{}", self.dir().join("vs.sock").display()))
+            .arg(format!(
+                "--db=unix:{}",
+                self.dir().join("vs.sock").display()
+            ))
             .arg("--timeout=20")
             .args(args)
             .output()?;

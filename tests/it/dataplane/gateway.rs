@@ -97,9 +97,8 @@ fn external_host(w: &mut World, client: &str, plug: bool) -> (ExternalHost, Trun
         .external
         .clone()
         .unwrap_or_else(|| panic!("{client} is not an external client"));
-    let host = w
-        .sb
-        .add_external_host(
+    let host =
+        w.sb.add_external_host(
             client,
             &e.mac,
             &format!("{}/{}", e.ip, e.prefix),
@@ -136,18 +135,29 @@ fn external_clients_through_the_gateway_trunk() {
     let trunk = t1.trunk.clone();
     let (on_int, on_wepoq) = trunk_ifnames(&trunk);
     let mut agent = Agent::start(&w, &[(h1.netdev.clone(), fqdn("c1.cli.result"))]);
-    wait_until("br-wepoq with the trunk veth and c1's access port", Duration::from_secs(20), || {
-        let ports = ports_of(&w, BRIDGE);
-        ports.contains(&on_wepoq) && ports.contains(&h1.netdev)
-    });
-    assert!(ports_of(&w, "br-int").contains(&on_int), "{on_int} is not on br-int");
+    wait_until(
+        "br-wepoq with the trunk veth and c1's access port",
+        Duration::from_secs(20),
+        || {
+            let ports = ports_of(&w, BRIDGE);
+            ports.contains(&on_wepoq) && ports.contains(&h1.netdev)
+        },
+    );
+    assert!(
+        ports_of(&w, "br-int").contains(&on_int),
+        "{on_int} is not on br-int"
+    );
     assert_eq!(
-        w.sb.vsctl(&["get", "Port", &h1.netdev, "tag"]).unwrap().trim(),
+        w.sb.vsctl(&["get", "Port", &h1.netdev, "tag"])
+            .unwrap()
+            .trim(),
         t1.tag.to_string(),
         "c1's access port carries c1's tag"
     );
     assert_eq!(
-        w.sb.vsctl(&["get", "Bridge", BRIDGE, "fail_mode"]).unwrap().trim(),
+        w.sb.vsctl(&["get", "Bridge", BRIDGE, "fail_mode"])
+            .unwrap()
+            .trim(),
         "standalone"
     );
     let (_h2, t2) = external_host(&mut w, &c2, true);
@@ -165,7 +175,11 @@ fn external_clients_through_the_gateway_trunk() {
     let name = fqdn("vip.svr.result");
     for c in [&c1, &c2] {
         let gw = w.compiled.endpoint(c).gateway;
-        assert_eq!(w.dig(c, gw, &name), result_vip.to_string(), "dig @{gw} {name} from {c}");
+        assert_eq!(
+            w.dig(c, gw, &name),
+            result_vip.to_string(),
+            "dig @{gw} {name} from {c}"
+        );
         let got = w.reaches(c, result_vip, 80);
         assert!(servers.contains(&got), "{c} through the VIP got {got:?}");
     }
@@ -179,10 +193,18 @@ fn external_clients_through_the_gateway_trunk() {
         !undeclared.contains(&db_vip.to_string()),
         "an external client resolved db: {undeclared:?}"
     );
-    w.assert_blocked(&c1, db_vip, 5432, "an external client calling an undeclared service");
+    w.assert_blocked(
+        &c1,
+        db_vip,
+        5432,
+        "an external client calling an undeclared service",
+    );
 
     // c2 claims c1's MAC, then c1's address, on its own tag: port security drops it.
-    let (e1, e2) = (w.compiled.endpoint(&c1).clone(), w.compiled.endpoint(&c2).clone());
+    let (e1, e2) = (
+        w.compiled.endpoint(&c1).clone(),
+        w.compiled.endpoint(&c2).clone(),
+    );
     let ip_link = |c: &str, args: &[&str]| {
         let mut argv = vec!["ip"];
         argv.extend(args);
@@ -199,12 +221,30 @@ fn external_clients_through_the_gateway_trunk() {
     );
     ip_link(&c2, &["addr", "del", &cidr2, "dev", "eth0"]);
     ip_link(&c2, &["addr", "add", &cidr1, "dev", "eth0"]);
-    ip_link(&c2, &["route", "replace", "default", "via", &e2.gateway.to_string()]);
+    ip_link(
+        &c2,
+        &[
+            "route",
+            "replace",
+            "default",
+            "via",
+            &e2.gateway.to_string(),
+        ],
+    );
     ip_link(&c2, &["neigh", "flush", "all"]);
     w.assert_blocked(&c2, result_vip, 80, "c2 with c1's address");
     ip_link(&c2, &["addr", "del", &cidr1, "dev", "eth0"]);
     ip_link(&c2, &["addr", "add", &cidr2, "dev", "eth0"]);
-    ip_link(&c2, &["route", "replace", "default", "via", &e2.gateway.to_string()]);
+    ip_link(
+        &c2,
+        &[
+            "route",
+            "replace",
+            "default",
+            "via",
+            &e2.gateway.to_string(),
+        ],
+    );
     // c1 was never disturbed, and c2 is back once it is itself again.
     w.reaches(&c1, result_vip, 80);
     w.reaches(&c2, result_vip, 80);
@@ -216,9 +256,19 @@ fn external_clients_through_the_gateway_trunk() {
     w.sb.ip_in_ovs_netns(&["link", "del", &on_int]).unwrap();
     let stale = "wqcstale0";
     w.sb.vsctl(&[
-        "add-port", BRIDGE, stale, "tag=99", "--",
-        "set", "Interface", stale, "type=internal", "--",
-        "set", "Port", stale,
+        "add-port",
+        BRIDGE,
+        stale,
+        "tag=99",
+        "--",
+        "set",
+        "Interface",
+        stale,
+        "type=internal",
+        "--",
+        "set",
+        "Port",
+        stale,
         &format!("external_ids:\"{OWNER_KEY}\"={OWNER_VALUE}"),
         &format!("external_ids:\"{ROLE_KEY}\"=\"client:gone.example\""),
     ])
@@ -226,17 +276,36 @@ fn external_clients_through_the_gateway_trunk() {
     // A foreign port (not marked) must survive the re-sync.
     let foreign = "wqforeign0";
     w.sb.vsctl(&[
-        "add-port", BRIDGE, foreign, "--", "set", "Interface", foreign, "type=internal",
+        "add-port",
+        BRIDGE,
+        foreign,
+        "--",
+        "set",
+        "Interface",
+        foreign,
+        "type=internal",
     ])
     .unwrap();
     let _agent = Agent::start(&w, &[(h1.netdev.clone(), fqdn("c1.cli.result"))]);
-    wait_until("the restarted agent's re-sync", Duration::from_secs(20), || {
-        let ports = ports_of(&w, BRIDGE);
-        link_exists(&w, &on_int) && link_exists(&w, &on_wepoq) && !ports.contains(&stale.to_owned())
-    });
+    wait_until(
+        "the restarted agent's re-sync",
+        Duration::from_secs(20),
+        || {
+            let ports = ports_of(&w, BRIDGE);
+            link_exists(&w, &on_int)
+                && link_exists(&w, &on_wepoq)
+                && !ports.contains(&stale.to_owned())
+        },
+    );
     let ports = ports_of(&w, BRIDGE);
-    assert!(ports.contains(&foreign.to_owned()), "a foreign port was removed: {ports:?}");
-    assert!(ports.contains(&h1.netdev), "c1's access port is gone: {ports:?}");
+    assert!(
+        ports.contains(&foreign.to_owned()),
+        "a foreign port was removed: {ports:?}"
+    );
+    assert!(
+        ports.contains(&h1.netdev),
+        "c1's access port is gone: {ports:?}"
+    );
     w.sb.wait_port_up(&trunk, Duration::from_secs(30)).unwrap();
     w.sync();
     for c in [&c1, &c2] {
@@ -246,7 +315,12 @@ fn external_clients_through_the_gateway_trunk() {
 
     // A tag changed in the NB: the agent retags c1's access port, and c1 still gets through.
     let retag = if t1.tag == 4000 { 4001 } else { 4000 };
-    w.nbctl(&["set", "Logical_Switch_Port", &c1, &format!("tag_request={retag}")]);
+    w.nbctl(&[
+        "set",
+        "Logical_Switch_Port",
+        &c1,
+        &format!("tag_request={retag}"),
+    ]);
     wait_until("c1's access port retagged", Duration::from_secs(20), || {
         w.sb.vsctl(&["get", "Port", &h1.netdev, "tag"])
             .is_ok_and(|t| t.trim() == retag.to_string())
