@@ -56,6 +56,7 @@ fn child_agent_main() {
         parallel: 8,
         only_label: Some(env("WEPOQ_BENCH_ONLY")),
         workers: None,
+        gateway: None,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,6 +15,7 @@
 
 mod converge;
 mod dispatcher;
+pub mod gateway;
 pub mod metrics;
 mod watch;
 pub mod workers;
@@ -48,6 +49,8 @@ pub struct AgentConfig {
     pub only_label: Option<String>,
     /// Container workers for stubs (`None`: attachment only).
     pub workers: Option<workers::WorkersConfig>,
+    /// This host is a gateway for external clients (`--gateway NAME`).
+    pub gateway: Option<gateway::GatewayAgentConfig>,
 }
 
 /// Why the agent could not start (once running, it never stops on errors).
@@ -61,6 +64,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Attach(#[from] AttachError),
+    #[error("{0}")]
+    Gateway(String),
 }
 
 /// Something the dispatcher reacts to.
@@ -121,6 +126,13 @@ pub async fn run(
         .await
         .map_err(nb_error)?;
     let attacher = Attacher::connect(cfg.attach.clone()).await?;
+    let gateway = match &cfg.gateway {
+        Some(g) => Some(tokio::spawn(gateway::run(
+            gateway::start(g, &cfg.attach).await.map_err(AgentError::Gateway)?,
+            nb.clone(),
+        ))),
+        None => None,
+    };
     metrics
         .ovs_up
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -162,6 +174,9 @@ pub async fn run(
     ticker.abort();
     if let Some(p) = pools {
         p.abort();
+    }
+    if let Some(g) = gateway {
+        g.abort();
     }
     Ok(())
 }

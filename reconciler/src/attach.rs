@@ -19,7 +19,7 @@
 //! [`CONTAINER_KEY`]=container id. Ports without the mark are never changed or removed.
 
 mod ethtool;
-mod netns;
+pub(crate) mod netns;
 mod ovs;
 mod resolve;
 
@@ -194,12 +194,12 @@ impl AttachError {
         }
     }
 
-    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AttachError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AttachError {
         let what = what.into();
         move |source| AttachError::Io { what, source }
     }
 
-    fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> AttachError {
+    pub(crate) fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> AttachError {
         let what = what.into();
         move |source| AttachError::Netlink { what, source }
     }

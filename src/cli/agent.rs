@@ -39,6 +39,20 @@ pub struct AgentArgs {
     /// (runtime label "shim": "systemd" or "inetd")
     #[arg(long, value_name = "PATH")]
     pub shim_binary: Option<std::path::PathBuf>,
+    /// This host is gateway NAME for external clients: it binds the trunk ports marked
+    /// `wepoq-trunk=NAME` and keeps --gateway-bridge
+    #[arg(long, value_name = "NAME")]
+    pub gateway: Option<String>,
+    /// The bridge of external clients' access ports
+    #[arg(long, default_value = "br-wepoq", value_name = "BRIDGE")]
+    pub gateway_bridge: String,
+    /// How often the gateway compares the NB with its bridge
+    #[arg(long, default_value = "2s", value_parser = live::parse_duration)]
+    pub gateway_interval: Duration,
+    /// Serve external clients' tunnels (WireGuard, UDP) on this address; keys in
+    /// $WEPOQ_TUNNEL_STORE (default /var/lib/wepoq/tunnel)
+    #[arg(long, value_name = "IP:PORT", requires = "gateway")]
+    pub tunnel_listen: Option<SocketAddr>,
 }
 
 pub fn run(args: &AgentArgs) -> ExitCode {
@@ -70,6 +84,15 @@ pub fn run(args: &AgentArgs) -> ExitCode {
             run_dir: args.attach.run_dir.clone(),
             shim_binary: args.shim_binary.clone(),
             only_label: args.only_label.clone(),
+        }),
+        gateway: args.gateway.as_ref().map(|name| agent::gateway::GatewayAgentConfig {
+            gateway: wepoq_reconciler::gateway::GatewayConfig {
+                name: name.clone(),
+                bridge: args.gateway_bridge.clone(),
+                interval: args.gateway_interval,
+            },
+            tunnel_listen: args.tunnel_listen,
+            store: wepoq_reconciler::tunnel::store::Store::from_env(),
         }),
     };
     live::runtime().block_on(async {

@@ -31,6 +31,16 @@ impl Netns {
         Ok(Netns { file, inode })
     }
 
+    /// A namespace already open (e.g. a private one a thread unshared).
+    pub fn from_file(file: File) -> std::io::Result<Netns> {
+        let inode = file.metadata()?.ino();
+        Ok(Netns { file, inode })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
     /// The namespace process `pid` is in (`/proc/PID/ns/net`).
     pub fn of_pid(pid: u32) -> std::io::Result<Netns> {
         Netns::open(Path::new(&format!("/proc/{pid}/ns/net")))
@@ -46,7 +56,7 @@ impl Netns {
 
 /// A netlink handle and an ioctl socket in one namespace.
 pub(crate) struct NsLink {
-    handle: Handle,
+    pub handle: Handle,
     ioctl: OwnedFd,
     connection: JoinHandle<()>,
 }

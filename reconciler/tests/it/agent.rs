@@ -43,6 +43,7 @@ fn start_agent(sb: &Sandbox, c: &Containers) -> Running {
         // Tests run side by side on one Docker engine: each agent sees its own containers.
         only_label: Some(format!("{TEST_LABEL}={}", c.tag)),
         workers: None,
+        gateway: None,
     };
     let metrics = Arc::new(Metrics::default());
     let m = metrics.clone();
