@@ -48,15 +48,19 @@ impl TunnelGateway {
     /// Binds the UDP port, makes the private namespace and its TUN, and starts the engine.
     pub async fn start(cfg: TunnelGatewayConfig) -> Result<(Arc<TunnelGateway>, mpsc::UnboundedReceiver<TunnelEvent>), String> {
         let secret = cfg.store.gateway_secret()?;
-        let socket = UdpSocket::bind(cfg.listen).map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
+        let host_ns = Netns::open(&cfg.host_netns.clone().unwrap_or_else(|| "/proc/self/ns/net".into()))
+            .map_err(|e| format!("host namespace: {e}"))?;
+        // The chassis' own network stack: where clients reach it and where OVS runs.
+        let listen_at = cfg.listen;
+        let socket = host_ns
+            .run_inside(move || UdpSocket::bind(listen_at))
+            .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
         let listen = socket.local_addr().map_err(|e| e.to_string())?;
         let (private_ns, tun_file) = tun::private_namespace_with_tun("wqg0").map_err(|e| format!("tunnel namespace: {e}"))?;
         let private = NsLink::open(Some(&private_ns)).await.map_err(|e| format!("netlink in the tunnel namespace: {e}"))?;
         links::configure_tun(&private, "wqg0", engine::GATEWAY_INNER, &[engine::CLIENTS_INNER])
             .await
             .map_err(|e| e.to_string())?;
-        let host_ns = Netns::open(&cfg.host_netns.clone().unwrap_or_else(|| "/proc/self/ns/net".into()))
-            .map_err(|e| format!("host namespace: {e}"))?;
         let host = NsLink::open(cfg.host_netns.as_ref().map(|_| &host_ns))
             .await
             .map_err(|e| format!("netlink in the host namespace: {e}"))?;
