@@ -6,6 +6,7 @@ mod attacher;
 mod check;
 mod containers;
 mod destroy;
+mod external;
 mod graph;
 mod live;
 mod load;
@@ -46,6 +47,11 @@ enum Command {
     Graph(graph::GraphArgs),
     /// Keep this host's labelled containers attached to OVN (one agent per host)
     Agent(agent::AgentArgs),
+    /// Issue or revoke external clients' credentials (on a gateway host)
+    #[command(subcommand)]
+    Credentials(external::CredentialsCommand),
+    /// Join this host to a namespace as an external client endpoint, through a gateway
+    Connect(external::ConnectArgs),
     #[command(flatten)]
     Runtime(wepoq_runtime::cli::RuntimeCommand),
 }
@@ -74,6 +80,8 @@ pub fn main() -> ExitCode {
         Command::Zone(args) => zone::run(&args),
         Command::Graph(args) => graph::run(&args),
         Command::Agent(args) => agent::run(&args),
+        Command::Credentials(command) => external::credentials(&command),
+        Command::Connect(args) => external::connect(&args),
         Command::Runtime(command) => wepoq_runtime::cli::run(command),
     }
 }

@@ -49,9 +49,8 @@ pub struct AgentConfig {
     pub only_label: Option<String>,
     /// Container workers for stubs (`None`: attachment only).
     pub workers: Option<workers::WorkersConfig>,
-    /// This host is a gateway for external clients: keep br-wepoq and the trunk veths
-    /// (see [`crate::gateway`]).
-    pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// This host is a gateway for external clients (`--gateway NAME`).
+    pub gateway: Option<gateway::GatewayAgentConfig>,
 }
 
 /// Why the agent could not start (once running, it never stops on errors).
@@ -65,6 +64,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Attach(#[from] AttachError),
+    #[error("{0}")]
+    Gateway(String),
 }
 
 /// Something the dispatcher reacts to.
@@ -116,17 +117,6 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    run_with_gateway(cfg, metrics, shutdown, |_| {}).await
-}
-
-/// [`run`], and with `cfg.gateway` set, `on_gateway` gets the handle that puts client
-/// netdevs on br-wepoq (called once, after the first connect to OVS).
-pub async fn run_with_gateway(
-    cfg: AgentConfig,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()>,
-    on_gateway: impl FnOnce(gateway::GatewayHandle),
-) -> Result<(), AgentError> {
     let nb_error = |source| AgentError::Nb {
         at: cfg.nb.clone(),
         source,
@@ -137,11 +127,10 @@ pub async fn run_with_gateway(
         .map_err(nb_error)?;
     let attacher = Attacher::connect(cfg.attach.clone()).await?;
     let gateway = match &cfg.gateway {
-        Some(gw) => {
-            let running = gateway::start(&cfg.attach, gw.clone(), nb.clone()).await?;
-            on_gateway(running.handle.clone());
-            Some(running)
-        }
+        Some(g) => Some(tokio::spawn(gateway::run(
+            gateway::start(g, &cfg.attach).await.map_err(AgentError::Gateway)?,
+            nb.clone(),
+        ))),
         None => None,
     };
     metrics
@@ -187,7 +176,7 @@ pub async fn run_with_gateway(
         p.abort();
     }
     if let Some(g) = gateway {
-        g.task.abort();
+        g.abort();
     }
     Ok(())
 }

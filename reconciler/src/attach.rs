@@ -199,7 +199,7 @@ impl AttachError {
         move |source| AttachError::Io { what, source }
     }
 
-    fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> AttachError {
+    pub(crate) fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> AttachError {
         let what = what.into();
         move |source| AttachError::Netlink { what, source }
     }

@@ -12,3 +12,4 @@ pub mod reconcile;
 pub mod row_cache;
 pub mod sandbox;
 pub mod transaction;
+pub mod tunnel;

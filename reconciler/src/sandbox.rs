@@ -14,12 +14,12 @@
 //! The script is the single place that knows how to start and stop OVN, so a human gets
 //! the same thing with `eval "$(scripts/ovn-sandbox up /tmp/sb)"` (docs/ovn-sandbox.md).
 
+pub mod access_host;
 pub mod containers;
-pub mod external;
 pub mod spec_edit;
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -447,6 +447,20 @@ impl Sandbox {
             lsp: lsp.to_owned(),
             netns,
         })
+    }
+
+    /// An external host: a namespace that reaches the chassis (ovs-vswitchd's namespace)
+    /// only through a routed veth, with no OVN on it. Returns it (as an [`Endpoint`] with no
+    /// logical port), its address and the chassis' address on that link.
+    pub fn add_external_host(&self) -> io::Result<(Endpoint, Ipv4Addr, Ipv4Addr)> {
+        let out = self.run_script(&["external"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        let bad = || io::Error::other(format!("ovn-sandbox external printed {text:?}"));
+        let netns = words.next().ok_or_else(bad)?.to_owned();
+        let host = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+        let chassis = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+        Ok((Endpoint { lsp: String::new(), netns }, host, chassis))
     }
 
     /// Runs `argv` inside the endpoint's namespace and waits for it.

@@ -11,7 +11,6 @@ use std::time::Duration;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 use wepoq_reconciler::agent::{self, AgentConfig, Metrics};
-use wepoq_reconciler::gateway::GatewayConfig;
 use wepoq_reconciler::ovsdb::Timeouts;
 use wepoq_runtime::stub::admin;
 
@@ -40,24 +39,23 @@ pub struct AgentArgs {
     /// (runtime label "shim": "systemd" or "inetd")
     #[arg(long, value_name = "PATH")]
     pub shim_binary: Option<std::path::PathBuf>,
-    /// Be gateway NAME for external clients: keep the OVS bridge --gateway-bridge with a
-    /// veth to each trunk port marked wepoq-trunk=NAME in the NB
+    /// This host is gateway NAME for external clients: it binds the trunk ports marked
+    /// `wepoq-trunk=NAME` and keeps --gateway-bridge
     #[arg(long, value_name = "NAME")]
     pub gateway: Option<String>,
-    /// The bridge external clients' netdevs join as access ports (with --gateway)
-    #[arg(
-        long,
-        value_name = "BRIDGE",
-        default_value = "br-wepoq",
-        requires = "gateway"
-    )]
+    /// The bridge of external clients' access ports
+    #[arg(long, default_value = "br-wepoq", value_name = "BRIDGE")]
     pub gateway_bridge: String,
-    /// How often the gateway compares the NB and OVS (with --gateway)
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = live::parse_duration, requires = "gateway")]
+    /// How often the gateway compares the NB with its bridge
+    #[arg(long, default_value = "2s", value_parser = live::parse_duration)]
     pub gateway_interval: Duration,
+    /// Serve external clients' tunnels (WireGuard, UDP) on this address; keys in
+    /// $WEPOQ_TUNNEL_STORE (default /var/lib/wepoq/tunnel)
+    #[arg(long, value_name = "IP:PORT", requires = "gateway")]
+    pub tunnel_listen: Option<SocketAddr>,
     /// An access port the gateway keeps on its bridge: the existing netdev NETDEV (in OVS's
     /// network namespace) carries external client FQDN, with the tag the NB gives it
-    /// (repeatable; for clients on a plain link, and tests; tunnels hand theirs in)
+    /// (repeatable; clients on a plain link rather than a tunnel, and tests)
     #[arg(long, value_name = "NETDEV=FQDN", value_parser = netdev_for_client, requires = "gateway")]
     pub gateway_access: Vec<(String, String)>,
 }
@@ -101,10 +99,15 @@ pub fn run(args: &AgentArgs) -> ExitCode {
             shim_binary: args.shim_binary.clone(),
             only_label: args.only_label.clone(),
         }),
-        gateway: args.gateway.clone().map(|name| GatewayConfig {
-            name,
-            bridge: args.gateway_bridge.clone(),
-            interval: args.gateway_interval,
+        gateway: args.gateway.as_ref().map(|name| agent::gateway::GatewayAgentConfig {
+            gateway: wepoq_reconciler::gateway::GatewayConfig {
+                name: name.clone(),
+                bridge: args.gateway_bridge.clone(),
+                interval: args.gateway_interval,
+            },
+            tunnel_listen: args.tunnel_listen,
+            store: wepoq_reconciler::tunnel::store::Store::from_env(),
+            static_access: args.gateway_access.clone(),
         }),
     };
     live::runtime().block_on(async {
@@ -142,18 +145,7 @@ pub fn run(args: &AgentArgs) -> ExitCode {
             }
         };
         eprintln!("wepoq agent: started");
-        let access = args.gateway_access.clone();
-        let on_gateway = move |gateway: agent::gateway::GatewayHandle| {
-            for (netdev, fqdn) in access {
-                let gateway = gateway.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = gateway.ensure_access_port(&netdev, &fqdn).await {
-                        eprintln!("wepoq agent: gateway access port {netdev} for {fqdn}: {e}");
-                    }
-                });
-            }
-        };
-        match agent::run_with_gateway(cfg, metrics, shutdown, on_gateway).await {
+        match agent::run(cfg, metrics, shutdown).await {
             Ok(()) => {
                 eprintln!("wepoq agent: stopped (attachments left in place)");
                 ExitCode::SUCCESS

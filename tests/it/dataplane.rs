@@ -29,7 +29,7 @@ const DOMAIN: &str = "wepoq.net";
 /// One data-plane sandbox at a time, across the tests of this module.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> MutexGuard<'static, ()> {
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -5,6 +5,7 @@ mod cases;
 mod cli;
 mod containers;
 mod dataplane;
+mod external;
 mod functions;
 mod fuzz_smoke;
 mod live;

@@ -1,118 +1,116 @@
-//! The agent's gateway loop: on a host started with `--gateway NAME` it syncs br-wepoq
-//! (see [`crate::gateway`]) at start and then every `interval`, so an NB change (a client
-//! added, a tag changed, a trunk gone) or a veth removed by hand is repaired within one
-//! interval. Access ports (one netdev per connected external client) are handed in through
-//! a [`GatewayHandle`]; every sync, periodic or prompted, runs one at a time.
+//! The agent on a gateway chassis (`--gateway NAME`): keeps br-wepoq and the trunk veths in
+//! line with the NB ([`crate::gateway::Gateway::sync`], every `interval` and after each
+//! tunnel event), and with `--tunnel-listen` runs the tunnel gateway whose client netdevs
+//! become access ports. Errors are logged and retried at the next sync; nothing stops it.
 
-use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
-use crate::attach::{AttachConfig, AttachError};
-use crate::gateway::{Gateway, GatewayConfig, SyncReport};
+use crate::attach::AttachConfig;
+use crate::gateway::{Gateway, GatewayConfig};
 use crate::ovsdb;
+use crate::tunnel::gateway::{TunnelEvent, TunnelGateway, TunnelGatewayConfig};
+use crate::tunnel::store::Store;
 
-/// What the agent (or a tunnel) uses to put client netdevs on br-wepoq. Cheap to clone.
-#[derive(Clone)]
-pub struct GatewayHandle {
-    gateway: Arc<Gateway>,
-    nb: ovsdb::Client,
-    /// Syncs read then write OVS: two at once would both add a missing port.
-    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+#[derive(Debug, Clone)]
+pub struct GatewayAgentConfig {
+    pub gateway: GatewayConfig,
+    /// Serve external clients' tunnels on this UDP address.
+    pub tunnel_listen: Option<SocketAddr>,
+    pub store: Store,
+    /// Access ports that are always there (netdev in OVS's namespace → client FQDN): clients
+    /// on a plain link rather than a tunnel, and tests.
+    pub static_access: Vec<(String, String)>,
 }
 
-impl GatewayHandle {
-    /// Puts the existing netdev `netdev` (in ovs-vswitchd's namespace) on br-wepoq as the
-    /// access port of client `client_fqdn`, with the tag the NB gives that client; changed
-    /// tags follow the NB at every sync. Idempotent. A client the NB does not name gets no
-    /// port (its frames could reach no child port anyway).
-    pub async fn ensure_access_port(
-        &self,
-        netdev: &str,
-        client_fqdn: &str,
-    ) -> Result<SyncReport, AttachError> {
-        let _one = self.one_at_a_time.lock().await;
-        logged(
-            self.gateway
-                .ensure_access_port(&self.nb, netdev, client_fqdn)
-                .await,
-        )
-    }
-
-    /// Takes `netdev` off br-wepoq (the netdev itself is left to whoever made it).
-    pub async fn remove_access_port(&self, netdev: &str) -> Result<SyncReport, AttachError> {
-        let _one = self.one_at_a_time.lock().await;
-        logged(self.gateway.remove_access_port(&self.nb, netdev).await)
-    }
-
-    /// Makes br-wepoq what the NB and the handed-in access ports ask for, now.
-    pub async fn sync(&self) -> Result<SyncReport, AttachError> {
-        let _one = self.one_at_a_time.lock().await;
-        logged(self.gateway.sync(&self.nb).await)
-    }
-
-    /// Client FQDN → tag, as of the last sync.
-    pub fn client_tags(&self) -> BTreeMap<String, u16> {
-        self.gateway.client_tags()
-    }
-
-    pub fn config(&self) -> &GatewayConfig {
-        self.gateway.config()
-    }
+/// What `run` needs started first (so a port that cannot be bound fails the agent's start).
+pub struct Started {
+    gateway: Gateway,
+    static_access: Vec<(String, String)>,
+    tunnel: Option<(Arc<TunnelGateway>, mpsc::UnboundedReceiver<TunnelEvent>)>,
 }
 
-/// Says what a sync changed (nothing when it changed nothing).
-fn logged(result: Result<SyncReport, AttachError>) -> Result<SyncReport, AttachError> {
-    if let Ok(report) = &result {
-        for name in &report.added {
-            eprintln!("wepoq agent: gateway added port {name}");
+pub async fn start(cfg: &GatewayAgentConfig, attach: &AttachConfig) -> Result<Started, String> {
+    let gateway = Gateway::connect(attach, cfg.gateway.clone())
+        .await
+        .map_err(|e| format!("gateway {}: {e}", cfg.gateway.name))?;
+    let tunnel = match cfg.tunnel_listen {
+        Some(listen) => {
+            let started = TunnelGateway::start(TunnelGatewayConfig {
+                listen,
+                store: cfg.store.clone(),
+                host_netns: attach.ovs_netns.clone(),
+            })
+            .await
+            .map_err(|e| format!("tunnel: {e}"))?;
+            eprintln!(
+                "wepoq agent: gateway {} serves external clients' tunnels on udp {}",
+                cfg.gateway.name,
+                started.0.listen_addr()
+            );
+            Some(started)
         }
-        for name in &report.removed {
-            eprintln!("wepoq agent: gateway removed port {name}");
-        }
-    }
-    result
-}
-
-/// The running gateway loop and the handle to it.
-pub struct Running {
-    pub handle: GatewayHandle,
-    pub task: JoinHandle<()>,
-}
-
-/// Connects to OVS and starts syncing. Fails only when OVS cannot be reached; sync errors
-/// are logged and retried at the next interval.
-pub async fn start(
-    attach: &AttachConfig,
-    cfg: GatewayConfig,
-    nb: ovsdb::Client,
-) -> Result<Running, AttachError> {
-    let interval = cfg.interval;
-    let handle = GatewayHandle {
-        gateway: Arc::new(Gateway::connect(attach, cfg).await?),
-        nb,
-        one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
+        None => None,
     };
-    let looping = handle.clone();
-    let task = tokio::spawn(async move {
-        let mut every = tokio::time::interval(interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_error: Option<String> = None;
-        loop {
-            every.tick().await;
-            match looping.sync().await {
-                Ok(_) => last_error = None,
-                Err(e) => {
-                    // Once per distinct error, not every interval.
-                    let text = e.to_string();
-                    if last_error.as_deref() != Some(&text) {
-                        eprintln!("wepoq agent: gateway sync failed: {text}");
-                    }
-                    last_error = Some(text);
+    Ok(Started {
+        gateway,
+        static_access: cfg.static_access.clone(),
+        tunnel,
+    })
+}
+
+pub async fn run(started: Started, nb: ovsdb::Client) {
+    let Started {
+        gateway,
+        static_access,
+        tunnel,
+    } = started;
+    // Kept by the gateway from now on (each sync adds them once their netdev and their
+    // client in the NB exist); an error here is the first sync's, retried below.
+    for (netdev, fqdn) in &static_access {
+        if let Err(e) = gateway.ensure_access_port(&nb, netdev, fqdn).await {
+            eprintln!("wepoq agent: gateway access port {netdev} for {fqdn}: {e} (retrying)");
+        }
+    }
+    let (tunnel, mut events) = match tunnel {
+        Some((t, e)) => (Some(t), Some(e)),
+        None => (None, None),
+    };
+    let mut every = tokio::time::interval(gateway.config().interval);
+    let mut last_error = String::new();
+    loop {
+        let result = tokio::select! {
+            _ = every.tick() => gateway.sync(&nb).await,
+            Some(event) = async { match events.as_mut() { Some(e) => e.recv().await, None => None } } => {
+                eprintln!("wepoq agent: gateway: {event:?}");
+                match event {
+                    TunnelEvent::Up { netdev, fqdn, .. } => gateway.ensure_access_port(&nb, &netdev, &fqdn).await,
+                    TunnelEvent::Down { netdev, .. } => gateway.remove_access_port(&nb, &netdev).await,
+                }
+            }
+        };
+        match result {
+            Ok(report) => {
+                if !report.added.is_empty() || !report.removed.is_empty() {
+                    eprintln!(
+                        "wepoq agent: gateway {}: {} trunk(s), {} client(s); added {:?}, removed {:?}",
+                        gateway.config().name, report.trunks, report.clients, report.added, report.removed
+                    );
+                }
+                last_error.clear();
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if text != last_error {
+                    eprintln!("wepoq agent: gateway {}: {text} (retrying)", gateway.config().name);
+                    last_error = text;
                 }
             }
         }
-    });
-    Ok(Running { handle, task })
+        if let Some(t) = &tunnel {
+            t.set_clients(gateway.client_tags());
+        }
+    }
 }

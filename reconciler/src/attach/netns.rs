@@ -31,6 +31,32 @@ impl Netns {
         Ok(Netns { file, inode })
     }
 
+    /// A namespace already open (e.g. a private one a thread unshared).
+    pub fn from_file(file: File) -> std::io::Result<Netns> {
+        let inode = file.metadata()?.ino();
+        Ok(Netns { file, inode })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Runs `f` on a short-lived thread inside this namespace (sockets it makes stay here).
+    pub fn run_inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let fd = self.file.try_clone()?;
+        std::thread::Builder::new()
+            .name("wepoq-netns".into())
+            .spawn(move || {
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                f()
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("netns thread panicked"))?
+    }
+
     /// The namespace process `pid` is in (`/proc/PID/ns/net`).
     pub fn of_pid(pid: u32) -> std::io::Result<Netns> {
         Netns::open(Path::new(&format!("/proc/{pid}/ns/net")))
@@ -46,7 +72,7 @@ impl Netns {
 
 /// A netlink handle and an ioctl socket in one namespace.
 pub(crate) struct NsLink {
-    handle: Handle,
+    pub handle: Handle,
     ioctl: OwnedFd,
     connection: JoinHandle<()>,
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use wepoq_compiler::emit::TrunkChild;
 use wepoq_reconciler::gateway::{OWNER_KEY, OWNER_VALUE, ROLE_KEY, trunk_ifnames};
-use wepoq_reconciler::sandbox::external::ExternalHost;
+use wepoq_reconciler::sandbox::access_host::AccessHost;
 use wepoq_reconciler::sandbox::spec_edit::with_external_clients;
 
 use super::{World, fqdn, port, serial};
@@ -91,14 +91,14 @@ fn link_exists(w: &World, name: &str) -> bool {
 
 /// Puts an external host in a namespace with `client`'s compiled MAC and address; its
 /// netdev is plugged into br-wepoq with the client's tag when `plug` is set.
-fn external_host(w: &mut World, client: &str, plug: bool) -> (ExternalHost, TrunkChild) {
+fn external_host(w: &mut World, client: &str, plug: bool) -> (AccessHost, TrunkChild) {
     let e = w.compiled.endpoint(client).clone();
     let child = e
         .external
         .clone()
         .unwrap_or_else(|| panic!("{client} is not an external client"));
     let host =
-        w.sb.add_external_host(
+        w.sb.add_access_host(
             client,
             &e.mac,
             &format!("{}/{}", e.ip, e.prefix),

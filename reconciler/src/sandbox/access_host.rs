@@ -9,7 +9,7 @@ use super::{Endpoint, Sandbox, checked};
 
 /// An external client's host: its namespace (with `eth0`) and the netdev on the OVS side.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExternalHost {
+pub struct AccessHost {
     pub endpoint: Endpoint,
     /// The veth end in ovs-vswitchd's namespace, on no bridge unless `plug` was given.
     pub netdev: String,
@@ -19,16 +19,16 @@ impl Sandbox {
     /// A namespace named after `name` with `eth0` (`mac`, `ip_cidr`, default route via
     /// `gateway`); its peer stays in OVS's namespace, on no bridge, unless `plug` =
     /// (bridge, tag) plugs it there as an access port (a port wepoq does not own).
-    pub fn add_external_host(
+    pub fn add_access_host(
         &self,
         name: &str,
         mac: &str,
         ip_cidr: &str,
         gateway: &str,
         plug: Option<(&str, u16)>,
-    ) -> io::Result<ExternalHost> {
+    ) -> io::Result<AccessHost> {
         let tag = plug.map(|(_, t)| t.to_string());
-        let mut args = vec!["external", name, mac, ip_cidr, gateway];
+        let mut args = vec!["access-host", name, mac, ip_cidr, gateway];
         if let (Some((bridge, _)), Some(tag)) = (plug, tag.as_deref()) {
             args.extend([bridge, tag]);
         }
@@ -37,10 +37,10 @@ impl Sandbox {
         let mut words = text.split_whitespace();
         let (Some(netns), Some(netdev)) = (words.next(), words.next()) else {
             return Err(io::Error::other(format!(
-                "ovn-sandbox external printed {text:?}"
+                "ovn-sandbox access-host printed {text:?}"
             )));
         };
-        Ok(ExternalHost {
+        Ok(AccessHost {
             endpoint: Endpoint {
                 lsp: name.to_owned(),
                 netns: netns.to_owned(),

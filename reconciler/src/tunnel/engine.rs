@@ -1,0 +1,374 @@
+//! The packet engine of one tunnel end: WireGuard (boringtun's `Tunn`, one per peer) between
+//! the TUN device of the private namespace and the UDP socket on the routed network.
+//!
+//! Three plain threads, no async runtime on the packet path: one moves datagrams from the
+//! socket into the TUN (decrypt, then the inner filter), one moves packets from the TUN to
+//! the socket (encrypt), one drives WireGuard's timers (handshake retries, keepalives,
+//! rekeying) every 100 ms and reports peers whose session came up or went away.
+//!
+//! Peers are found the way WireGuard's own implementations find them: a handshake
+//! initiation by the initiator's static key (decrypted with ours), every other message by
+//! its receiver index, whose upper 24 bits are the peer's index (here its tag).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+use super::inner;
+
+/// The gateway's inner address; a client's is [`client_inner`] of its tag.
+pub const GATEWAY_INNER: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+/// Every client's inner address is in 100.65.0.0/16.
+pub const CLIENTS_INNER: (Ipv4Addr, u8) = (Ipv4Addr::new(100, 65, 0, 0), 16);
+const KEEPALIVE_SECONDS: u16 = 5;
+/// A client that heard nothing for this long starts a new handshake (the gateway restarted,
+/// or the path changed): keepalives come every 5 s while all is well.
+const SILENCE: Duration = Duration::from_secs(11);
+const BUFFER: usize = 65_536;
+const POLL: Duration = Duration::from_millis(200);
+
+pub fn client_inner(tag: u16) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(CLIENTS_INNER.0) | u32::from(tag))
+}
+
+/// One WireGuard peer: a client (at the gateway) or the gateway (at a client).
+pub struct Peer {
+    pub fqdn: String,
+    pub tag: u16,
+    /// Where its packets come from inside the tunnel (what the inner filter checks).
+    pub inner: Ipv4Addr,
+    pub public: [u8; 32],
+    tunn: Mutex<Tunn>,
+    endpoint: Mutex<Option<SocketAddr>>,
+    last_rx: Mutex<Instant>,
+    last_forced: Mutex<Instant>,
+    up: AtomicBool,
+}
+
+impl Peer {
+    pub fn new(fqdn: &str, tag: u16, inner: Ipv4Addr, public: PublicKey, secret: &StaticSecret, endpoint: Option<SocketAddr>) -> Peer {
+        let tunn = Tunn::new(
+            secret.clone(),
+            public,
+            None,
+            Some(KEEPALIVE_SECONDS),
+            u32::from(tag),
+            None,
+        );
+        let long_ago = Instant::now() - Duration::from_secs(60);
+        Peer {
+            fqdn: fqdn.to_owned(),
+            tag,
+            inner,
+            public: *public.as_bytes(),
+            tunn: Mutex::new(tunn),
+            endpoint: Mutex::new(endpoint),
+            last_rx: Mutex::new(long_ago),
+            last_forced: Mutex::new(long_ago),
+            up: AtomicBool::new(false),
+        }
+    }
+
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        *lock(&self.endpoint)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A peer's session came up or went away (seen by the timer thread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Up { fqdn: String, tag: u16 },
+    Down { fqdn: String, tag: u16 },
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    /// Datagrams from no known peer (unknown key or index, or not WireGuard at all).
+    pub refused: AtomicU64,
+    /// Decrypted packets the inner filter dropped.
+    pub filtered: AtomicU64,
+}
+
+#[derive(Default)]
+struct Peers {
+    by_tag: HashMap<u16, Arc<Peer>>,
+    by_key: HashMap<[u8; 32], u16>,
+}
+
+pub struct Engine {
+    socket: UdpSocket,
+    tun: File,
+    secret: StaticSecret,
+    public: PublicKey,
+    peers: RwLock<Peers>,
+    stop: AtomicBool,
+    /// At a client: the one peer takes every packet, and keeps its handshake fresh.
+    is_client: bool,
+    pub counters: Counters,
+    on_change: Box<dyn Fn(Change) + Send + Sync>,
+}
+
+impl Engine {
+    pub fn new(
+        socket: UdpSocket,
+        tun: File,
+        secret: StaticSecret,
+        is_client: bool,
+        on_change: Box<dyn Fn(Change) + Send + Sync>,
+    ) -> std::io::Result<Arc<Engine>> {
+        socket.set_read_timeout(Some(POLL))?;
+        let public = PublicKey::from(&secret);
+        Ok(Arc::new(Engine {
+            socket,
+            tun,
+            secret,
+            public,
+            peers: RwLock::new(Peers::default()),
+            stop: AtomicBool::new(false),
+            is_client,
+            counters: Counters::default(),
+            on_change,
+        }))
+    }
+
+    pub fn secret(&self) -> &StaticSecret {
+        &self.secret
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Adds `peer` (replacing one of the same tag).
+    pub fn add_peer(&self, peer: Peer) {
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = peers.by_tag.remove(&peer.tag) {
+            peers.by_key.remove(&old.public);
+        }
+        peers.by_key.insert(peer.public, peer.tag);
+        peers.by_tag.insert(peer.tag, Arc::new(peer));
+    }
+
+    /// Removes the peer with `tag`; reports it down if it was up.
+    pub fn remove_peer(&self, tag: u16) {
+        let removed = {
+            let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+            let old = peers.by_tag.remove(&tag);
+            if let Some(old) = &old {
+                peers.by_key.remove(&old.public);
+            }
+            old
+        };
+        if let Some(old) = removed
+            && old.up.swap(false, Ordering::SeqCst)
+        {
+            (self.on_change)(Change::Down { fqdn: old.fqdn.clone(), tag });
+        }
+    }
+
+    /// (FQDN, tag, public key) of every peer.
+    pub fn peer_list(&self) -> Vec<(String, u16, [u8; 32])> {
+        let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+        peers.by_tag.values().map(|p| (p.fqdn.clone(), p.tag, p.public)).collect()
+    }
+
+    fn by_tag(&self, tag: u16) -> Option<Arc<Peer>> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).by_tag.get(&tag).cloned()
+    }
+
+    fn by_key(&self, key: &[u8; 32]) -> Option<Arc<Peer>> {
+        let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+        peers.by_key.get(key).and_then(|t| peers.by_tag.get(t)).cloned()
+    }
+
+    fn only_peer(&self) -> Option<Arc<Peer>> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).by_tag.values().next().cloned()
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts the three threads; they end after [`Engine::stop`].
+    pub fn spawn(self: &Arc<Engine>) -> std::io::Result<Vec<JoinHandle<()>>> {
+        let mut threads = Vec::new();
+        for (name, run) in [
+            ("wepoq-tunnel-rx", Engine::network_to_tun as fn(&Engine)),
+            ("wepoq-tunnel-tx", Engine::tun_to_network),
+            ("wepoq-tunnel-timers", Engine::timers),
+        ] {
+            let engine = self.clone();
+            threads.push(std::thread::Builder::new().name(name.into()).spawn(move || run(&engine))?);
+        }
+        Ok(threads)
+    }
+
+    fn send(&self, packet: &[u8], to: Option<SocketAddr>) {
+        if let Some(to) = to {
+            // A lost datagram is WireGuard's to recover (it is UDP); nothing to do here.
+            let _ = self.socket.send_to(packet, to);
+        }
+    }
+
+    fn peer_of(&self, datagram: &[u8]) -> Option<Arc<Peer>> {
+        match Tunn::parse_incoming_packet(datagram).ok()? {
+            Packet::HandshakeInit(init) => {
+                let half = parse_handshake_anon(&self.secret, &self.public, &init).ok()?;
+                self.by_key(&half.peer_static_public)
+            }
+            Packet::HandshakeResponse(p) => self.by_tag(u16::try_from(p.receiver_idx >> 8).ok()?),
+            Packet::PacketCookieReply(p) => self.by_tag(u16::try_from(p.receiver_idx >> 8).ok()?),
+            Packet::PacketData(p) => self.by_tag(u16::try_from(p.receiver_idx >> 8).ok()?),
+        }
+    }
+
+    fn network_to_tun(&self) {
+        let mut datagram = vec![0u8; BUFFER];
+        let mut out = vec![0u8; BUFFER];
+        let mut tun = &self.tun;
+        while !self.stop.load(Ordering::Relaxed) {
+            let (n, from) = match self.socket.recv_from(&mut datagram) {
+                Ok(got) => got,
+                Err(_) => continue,
+            };
+            let Some(peer) = self.peer_of(&datagram[..n]) else {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let mut tunn = lock(&peer.tunn);
+            let mut authentic = true;
+            match tunn.decapsulate(Some(from.ip()), &datagram[..n], &mut out) {
+                TunnResult::WriteToNetwork(reply) => {
+                    let _ = self.socket.send_to(reply, from);
+                    // Packets queued while the handshake was on go out now.
+                    while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], &mut out) {
+                        let _ = self.socket.send_to(queued, from);
+                    }
+                }
+                TunnResult::WriteToTunnelV4(packet, src) => {
+                    if src == peer.inner && inner::check(packet, peer.inner, u32::from(peer.tag)).is_ok() {
+                        let _ = tun.write(packet);
+                        self.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.counters.filtered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                TunnResult::WriteToTunnelV6(..) => {
+                    self.counters.filtered.fetch_add(1, Ordering::Relaxed);
+                }
+                TunnResult::Done => {}
+                TunnResult::Err(_) => {
+                    authentic = false;
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(tunn);
+            if authentic {
+                *lock(&peer.last_rx) = Instant::now();
+                if !self.is_client {
+                    // Roaming: a client is wherever its last authentic datagram came from.
+                    *lock(&peer.endpoint) = Some(from);
+                }
+            }
+        }
+    }
+
+    fn tun_to_network(&self) {
+        let mut packet = vec![0u8; BUFFER];
+        let mut out = vec![0u8; BUFFER];
+        let mut tun = &self.tun;
+        let mut fds = [libc::pollfd { fd: self.tun.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        while !self.stop.load(Ordering::Relaxed) {
+            // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, POLL.as_millis() as i32) };
+            if ready <= 0 {
+                continue;
+            }
+            let n = match tun.read(&mut packet) {
+                Ok(n) if n >= 20 => n,
+                _ => continue,
+            };
+            let peer = if self.is_client {
+                self.only_peer()
+            } else {
+                let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+                u16::try_from(u32::from(dst) & 0xffff).ok().and_then(|t| self.by_tag(t))
+            };
+            let Some(peer) = peer else { continue };
+            let endpoint = peer.endpoint();
+            let mut tunn = lock(&peer.tunn);
+            if let TunnResult::WriteToNetwork(datagram) = tunn.encapsulate(&packet[..n], &mut out) {
+                self.send(datagram, endpoint);
+                self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn timers(&self) {
+        let mut out = vec![0u8; BUFFER];
+        while !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            let peers: Vec<Arc<Peer>> = self
+                .peers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .by_tag
+                .values()
+                .cloned()
+                .collect();
+            for peer in peers {
+                let endpoint = peer.endpoint();
+                let mut tunn = lock(&peer.tunn);
+                match tunn.update_timers(&mut out) {
+                    TunnResult::WriteToNetwork(datagram) => self.send(datagram, endpoint),
+                    _ => {}
+                }
+                if self.is_client {
+                    let silent = lock(&peer.last_rx).elapsed() > SILENCE;
+                    let mut forced = lock(&peer.last_forced);
+                    if silent && forced.elapsed() > Duration::from_secs(5) {
+                        *forced = Instant::now();
+                        if let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut out, true) {
+                            self.send(init, endpoint);
+                        }
+                    }
+                }
+                let established = tunn.time_since_last_handshake().is_some();
+                drop(tunn);
+                if established != peer.up.load(Ordering::SeqCst) {
+                    peer.up.store(established, Ordering::SeqCst);
+                    let (fqdn, tag) = (peer.fqdn.clone(), peer.tag);
+                    (self.on_change)(if established {
+                        Change::Up { fqdn, tag }
+                    } else {
+                        Change::Down { fqdn, tag }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The address a datagram socket for `endpoint`'s family binds to (any port).
+pub fn unspecified_for(endpoint: SocketAddr) -> SocketAddr {
+    match endpoint.ip() {
+        IpAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    }
+}
