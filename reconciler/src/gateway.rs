@@ -309,7 +309,10 @@ mod tests {
         let (i, w) = trunk_ifnames("trunk.a-very-long-gateway-name.some-namespace.ns");
         assert!(i.len() <= 15 && w.len() <= 15, "{i} {w}");
         assert_eq!(trunk_ifnames("trunk.gw.ns"), trunk_ifnames("trunk.gw.ns"));
-        assert_ne!(trunk_ifnames("trunk.gw.ns").0, trunk_ifnames("trunk.gw2.ns").0);
+        assert_ne!(
+            trunk_ifnames("trunk.gw.ns").0,
+            trunk_ifnames("trunk.gw2.ns").0
+        );
         assert!(access_ifname("c1.cli.result.ovn-vote.ns.wepoq.net").len() <= 15);
     }
 }
