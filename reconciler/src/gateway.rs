@@ -85,7 +85,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// Connects to the local OVS database and opens netlink where ovs-vswitchd's ports live.
-    pub async fn connect(attach: &AttachConfig, cfg: GatewayConfig) -> Result<Gateway, AttachError> {
+    pub async fn connect(
+        attach: &AttachConfig,
+        cfg: GatewayConfig,
+    ) -> Result<Gateway, AttachError> {
         let timeouts = Timeouts {
             connect: Duration::from_secs(5),
             request: Duration::from_secs(10),
@@ -133,7 +136,12 @@ impl Gateway {
 
     /// Puts the existing netdev `netdev` on br-wepoq for client `fqdn` (with its tag from
     /// the NB); kept until [`Gateway::remove_access_port`]. Idempotent.
-    pub async fn ensure_access_port(&self, nb: &ovsdb::Client, netdev: &str, fqdn: &str) -> Result<SyncReport, AttachError> {
+    pub async fn ensure_access_port(
+        &self,
+        nb: &ovsdb::Client,
+        netdev: &str,
+        fqdn: &str,
+    ) -> Result<SyncReport, AttachError> {
         self.access
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -141,7 +149,11 @@ impl Gateway {
         self.sync(nb).await
     }
 
-    pub async fn remove_access_port(&self, nb: &ovsdb::Client, netdev: &str) -> Result<SyncReport, AttachError> {
+    pub async fn remove_access_port(
+        &self,
+        nb: &ovsdb::Client,
+        netdev: &str,
+    ) -> Result<SyncReport, AttachError> {
         self.access
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -163,20 +175,30 @@ impl Gateway {
             let (on_int, on_wepoq) = trunk_ifnames(&trunk.port);
             self.ensure_veth(&on_int, &on_wepoq).await?;
             let role = format!("trunk:{}", trunk.port);
-            wanted.insert(on_int, WantedPort {
-                bridge: self.integration.clone(),
-                tag: None,
-                role: role.clone(),
-                iface_id: Some(trunk.port.clone()),
-            });
-            wanted.insert(on_wepoq, WantedPort {
-                bridge: self.cfg.bridge.clone(),
-                tag: None,
-                role,
-                iface_id: None,
-            });
+            wanted.insert(
+                on_int,
+                WantedPort {
+                    bridge: self.integration.clone(),
+                    tag: None,
+                    role: role.clone(),
+                    iface_id: Some(trunk.port.clone()),
+                },
+            );
+            wanted.insert(
+                on_wepoq,
+                WantedPort {
+                    bridge: self.cfg.bridge.clone(),
+                    tag: None,
+                    role,
+                    iface_id: None,
+                },
+            );
         }
-        let access = self.access.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let access = self
+            .access
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for (netdev, fqdn) in &access {
             // A client the NB no longer names, or whose netdev is gone, gets no port.
             let Some(&tag) = tags.get(fqdn) else { continue };
@@ -184,12 +206,15 @@ impl Gateway {
                 continue;
             }
             self.host.bring_up_offloadless(netdev).await?;
-            wanted.insert(netdev.clone(), WantedPort {
-                bridge: self.cfg.bridge.clone(),
-                tag: Some(tag),
-                role: format!("client:{fqdn}"),
-                iface_id: None,
-            });
+            wanted.insert(
+                netdev.clone(),
+                WantedPort {
+                    bridge: self.cfg.bridge.clone(),
+                    tag: Some(tag),
+                    role: format!("client:{fqdn}"),
+                    iface_id: None,
+                },
+            );
         }
 
         let mut report = SyncReport {

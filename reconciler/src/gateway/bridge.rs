@@ -60,15 +60,18 @@ impl Bridges {
     /// datapath type of `like` (br-int), so both sit in one datapath.
     pub async fn ensure_bridge(&self, bridge: &str, like: &str) -> Result<(), AttachError> {
         let found = self
-            .transact(&[Operation::select_columns(
-                "Bridge",
-                vec![Condition::eq("name", bridge)],
-                &["_uuid"],
-            ), Operation::select_columns(
-                "Bridge",
-                vec![Condition::eq("name", like)],
-                &["datapath_type"],
-            )])
+            .transact(&[
+                Operation::select_columns(
+                    "Bridge",
+                    vec![Condition::eq("name", bridge)],
+                    &["_uuid"],
+                ),
+                Operation::select_columns(
+                    "Bridge",
+                    vec![Condition::eq("name", like)],
+                    &["datapath_type"],
+                ),
+            ])
             .await?;
         if !found[0].rows().is_empty() {
             return Ok(());
@@ -162,11 +165,7 @@ impl Bridges {
     pub async fn add(&self, name: &str, want: &WantedPort) -> Result<(), AttachError> {
         let found = self
             .transact(&[
-                Operation::select_columns(
-                    "Port",
-                    vec![Condition::eq("name", name)],
-                    &["_uuid"],
-                ),
+                Operation::select_columns("Port", vec![Condition::eq("name", name)], &["_uuid"]),
                 Operation::select_columns(
                     "Bridge",
                     vec![Condition::eq("name", want.bridge.as_str())],
@@ -185,7 +184,10 @@ impl Bridges {
             .and_then(Row::uuid)
             .cloned()
             .ok_or_else(|| AttachError::NoBridge(want.bridge.clone()))?;
-        let mut iface_ids = vec![(OWNER_KEY, OWNER_VALUE.to_owned()), (ROLE_KEY, want.role.clone())];
+        let mut iface_ids = vec![
+            (OWNER_KEY, OWNER_VALUE.to_owned()),
+            (ROLE_KEY, want.role.clone()),
+        ];
         if let Some(id) = &want.iface_id {
             iface_ids.push(("iface-id", id.clone()));
         }

@@ -58,7 +58,11 @@ pub async fn external_clients(
     let mut trunks: Vec<Trunk> = found
         .into_iter()
         .flatten()
-        .filter_map(|r| Some(Trunk { port: r.str("name")?.to_owned() }))
+        .filter_map(|r| {
+            Some(Trunk {
+                port: r.str("name")?.to_owned(),
+            })
+        })
         .collect();
     trunks.sort();
     if trunks.is_empty() {
@@ -85,7 +89,11 @@ pub async fn external_clients(
 }
 
 fn child(trunk: &str, row: &Row) -> Option<ExternalClient> {
-    let fqdn = row.get("external_ids")?.get("wepoq-name")?.as_str()?.to_owned();
+    let fqdn = row
+        .get("external_ids")?
+        .get("wepoq-name")?
+        .as_str()?
+        .to_owned();
     let tag = row
         .get("tag")
         .and_then(Value::as_i64)
