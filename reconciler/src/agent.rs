@@ -128,7 +128,9 @@ pub async fn run(
     let attacher = Attacher::connect(cfg.attach.clone()).await?;
     let gateway = match &cfg.gateway {
         Some(g) => Some(tokio::spawn(gateway::run(
-            gateway::start(g, &cfg.attach).await.map_err(AgentError::Gateway)?,
+            gateway::start(g, &cfg.attach)
+                .await
+                .map_err(AgentError::Gateway)?,
             nb.clone(),
         ))),
         None => None,

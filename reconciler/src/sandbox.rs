@@ -460,7 +460,14 @@ impl Sandbox {
         let netns = words.next().ok_or_else(bad)?.to_owned();
         let host = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
         let chassis = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
-        Ok((Endpoint { lsp: String::new(), netns }, host, chassis))
+        Ok((
+            Endpoint {
+                lsp: String::new(),
+                netns,
+            },
+            host,
+            chassis,
+        ))
     }
 
     /// Runs `argv` inside the endpoint's namespace and waits for it.

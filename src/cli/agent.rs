@@ -99,16 +99,19 @@ pub fn run(args: &AgentArgs) -> ExitCode {
             shim_binary: args.shim_binary.clone(),
             only_label: args.only_label.clone(),
         }),
-        gateway: args.gateway.as_ref().map(|name| agent::gateway::GatewayAgentConfig {
-            gateway: wepoq_reconciler::gateway::GatewayConfig {
-                name: name.clone(),
-                bridge: args.gateway_bridge.clone(),
-                interval: args.gateway_interval,
-            },
-            tunnel_listen: args.tunnel_listen,
-            store: wepoq_reconciler::tunnel::store::Store::from_env(),
-            static_access: args.gateway_access.clone(),
-        }),
+        gateway: args
+            .gateway
+            .as_ref()
+            .map(|name| agent::gateway::GatewayAgentConfig {
+                gateway: wepoq_reconciler::gateway::GatewayConfig {
+                    name: name.clone(),
+                    bridge: args.gateway_bridge.clone(),
+                    interval: args.gateway_interval,
+                },
+                tunnel_listen: args.tunnel_listen,
+                store: wepoq_reconciler::tunnel::store::Store::from_env(),
+                static_access: args.gateway_access.clone(),
+            }),
     };
     live::runtime().block_on(async {
         let metrics = Arc::new(Metrics::default());

@@ -90,9 +90,9 @@ pub fn credentials(command: &CredentialsCommand) -> ExitCode {
 }
 
 async fn nb_client(db: &DbArgs) -> Result<ovsdb::Client, String> {
-    let text = db
-        .remotes_text()
-        .ok_or("the NB is needed to look the client up: pass --db URL or set WEPOQ_DB (or OVN_NB_DB)")?;
+    let text = db.remotes_text().ok_or(
+        "the NB is needed to look the client up: pass --db URL or set WEPOQ_DB (or OVN_NB_DB)",
+    )?;
     let remotes = Remotes::parse(&text).map_err(|e| e.to_string())?;
     let tls = db.tls(&remotes).map_err(|e| e.to_string())?;
     let timeouts = Timeouts {
@@ -118,7 +118,10 @@ async fn tag_of(nb: &ovsdb::Client, port: &str, fqdn: &str) -> Result<u16, Strin
         )
         .await
         .map_err(|e| e.to_string())?;
-    let row = results.first().and_then(|r| r.rows().first().cloned()).ok_or_else(|| format!("{port} vanished"))?;
+    let row = results
+        .first()
+        .and_then(|r| r.rows().first().cloned())
+        .ok_or_else(|| format!("{port} vanished"))?;
     if row.get("parent_name").and_then(Value::as_str).is_none() {
         return Err(format!(
             "{fqdn} is not an external client: its side needs `external: true` (it has no trunk to connect through)"
@@ -133,7 +136,10 @@ async fn tag_of(nb: &ovsdb::Client, port: &str, fqdn: &str) -> Result<u16, Strin
 
 async fn issue(args: &IssueArgs) -> Result<(), String> {
     if args.out.exists() && !args.force {
-        return Err(format!("{} exists: pass --force to replace it (the old credential stops working)", args.out.display()));
+        return Err(format!(
+            "{} exists: pass --force to replace it (the old credential stops working)",
+            args.out.display()
+        ));
     }
     let nb = nb_client(&args.db).await?;
     let vif = resolve_vif(&nb, &args.fqdn)
@@ -156,7 +162,8 @@ async fn issue(args: &IssueArgs) -> Result<(), String> {
         gateway: vif.gateway,
         routes: vif.routes,
     };
-    write_secret(&args.out, &credential.render(), args.force).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    write_secret(&args.out, &credential.render(), args.force)
+        .map_err(|e| format!("{}: {e}", args.out.display()))?;
     store.authorize(&args.fqdn, &keys::public_of(&credential.private_key))?;
     println!(
         "issued {} (tag {tag}) to {} (mode 0600); the client host runs:\n  wepoq connect {} --credential {}",
@@ -171,8 +178,9 @@ async fn issue(args: &IssueArgs) -> Result<(), String> {
 pub fn connect(args: &ConnectArgs) -> ExitCode {
     let credential = match read_secret(&args.credential)
         .map_err(|e| e.to_string())
-        .and_then(|text| Credential::parse(&text).map_err(|e| format!("{}: {e}", args.credential.display())))
-    {
+        .and_then(|text| {
+            Credential::parse(&text).map_err(|e| format!("{}: {e}", args.credential.display()))
+        }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -180,7 +188,12 @@ pub fn connect(args: &ConnectArgs) -> ExitCode {
         }
     };
     if credential.fqdn != args.fqdn {
-        eprintln!("error: {} is the credential of {}, not {}", args.credential.display(), credential.fqdn, args.fqdn);
+        eprintln!(
+            "error: {} is the credential of {}, not {}",
+            args.credential.display(),
+            credential.fqdn,
+            args.fqdn
+        );
         return ExitCode::FAILURE;
     }
     live::runtime().block_on(async {

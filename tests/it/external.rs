@@ -30,7 +30,7 @@ import sys, urllib.request
 try:
     print(urllib.request.urlopen("http://%s:%s/" % (sys.argv[1], sys.argv[2]), timeout=float(sys.argv[3])).read().decode().strip())
 except Exception as e:
-    print("ERR", type(e).__name__)
+    print("ERR", type(e).__name__, e)
 "#;
 
 struct Lab {
@@ -54,7 +54,10 @@ impl Drop for Lab {
         }
         if std::thread::panicking() {
             for log in ["agent.log", "agent2.log"] {
-                eprintln!("== {log}\n{}", std::fs::read_to_string(self.dir.join(log)).unwrap_or_default());
+                eprintln!(
+                    "== {log}\n{}",
+                    std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
+                );
             }
         }
     }
@@ -66,11 +69,17 @@ fn text(bytes: &[u8]) -> String {
 
 impl Lab {
     fn step(&self, what: &str) {
-        eprintln!("[external {:>6.2}s] {what}", self.started.elapsed().as_secs_f64());
+        eprintln!(
+            "[external {:>6.2}s] {what}",
+            self.started.elapsed().as_secs_f64()
+        );
     }
 
     fn endpoint(&self, port: &str) -> &Compiled {
-        self.endpoints.iter().find(|e| e.port == port).unwrap_or_else(|| panic!("no endpoint {port}"))
+        self.endpoints
+            .iter()
+            .find(|e| e.port == port)
+            .unwrap_or_else(|| panic!("no endpoint {port}"))
     }
 
     fn wepoq(&self) -> Command {
@@ -85,7 +94,15 @@ impl Lab {
         let log = std::fs::File::create(self.dir.join(log)).unwrap();
         let child = self
             .wepoq()
-            .args(["agent", "--db", &self.sb.nb_unix_url(), "--gateway", "gw", "--gateway-interval", "500ms"])
+            .args([
+                "agent",
+                "--db",
+                &self.sb.nb_unix_url(),
+                "--gateway",
+                "gw",
+                "--gateway-interval",
+                "500ms",
+            ])
             .args(["--tunnel-listen", &format!("0.0.0.0:{TUNNEL_PORT}")])
             .args(["--ovs-db", &self.sb.ovs_db_url()])
             .arg("--ovs-netns")
@@ -93,7 +110,10 @@ impl Lab {
             .arg("--run-dir")
             .arg(self.dir.join("run"))
             // No container of this test exists: the agent attaches none of anyone else's.
-            .args(["--only-label", &format!("wepoq.net/test=external-{}", std::process::id())])
+            .args([
+                "--only-label",
+                &format!("wepoq.net/test=external-{}", std::process::id()),
+            ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -111,20 +131,38 @@ impl Lab {
     fn issue(&self, fqdn: &str, chassis: Ipv4Addr, out: &Path) {
         let got = self
             .wepoq()
-            .args(["credentials", "issue", fqdn, "--endpoint", &format!("{chassis}:{TUNNEL_PORT}")])
+            .args([
+                "credentials",
+                "issue",
+                fqdn,
+                "--endpoint",
+                &format!("{chassis}:{TUNNEL_PORT}"),
+            ])
             .arg("--out")
             .arg(out)
             .args(["--db", &self.sb.nb_unix_url()])
             .output()
             .unwrap();
-        assert!(got.status.success(), "issue {fqdn}: {}{}", text(&got.stdout), text(&got.stderr));
+        assert!(
+            got.status.success(),
+            "issue {fqdn}: {}{}",
+            text(&got.stdout),
+            text(&got.stderr)
+        );
     }
 
     /// `wepoq connect` inside `host`, in the background; its output goes to `<name>.log`.
     fn connect(&mut self, name: &str, host: &Endpoint, fqdn: &str, credential: &Path) {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &host.netns, env!("CARGO_BIN_EXE_wepoq"), "connect", fqdn])
+            .args([
+                "netns",
+                "exec",
+                &host.netns,
+                env!("CARGO_BIN_EXE_wepoq"),
+                "connect",
+                fqdn,
+            ])
             .arg("--credential")
             .arg(credential)
             .stdin(Stdio::null())
@@ -136,7 +174,11 @@ impl Lab {
     }
 
     fn disconnect(&mut self, name: &str) {
-        let i = self.connections.iter().position(|(n, _)| n == name).unwrap();
+        let i = self
+            .connections
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap();
         let (_, mut child) = self.connections.remove(i);
         // SIGTERM: the clean way out (the interface and resolver are put back).
         let _ = Command::new("kill").arg(child.id().to_string()).status();
@@ -154,30 +196,62 @@ impl Lab {
 
     fn get(&self, host: &Endpoint, ip: Ipv4Addr, port: u16, timeout: &str) -> String {
         let script = self.dir.join("get.py");
-        self.exec(host, &["python3", script.to_str().unwrap(), &ip.to_string(), &port.to_string(), timeout])
+        self.exec(
+            host,
+            &[
+                "python3",
+                script.to_str().unwrap(),
+                &ip.to_string(),
+                &port.to_string(),
+                timeout,
+            ],
+        )
     }
 
     fn dig(&self, host: &Endpoint, server: Ipv4Addr, name: &str) -> String {
         // OVN's DNS answers plain queries only (no EDNS).
-        self.exec(host, &["dig", "+noedns", "+short", "+time=1", "+tries=2", &format!("@{server}"), name])
+        self.exec(
+            host,
+            &[
+                "dig",
+                "+noedns",
+                "+short",
+                "+time=1",
+                "+tries=2",
+                &format!("@{server}"),
+                name,
+            ],
+        )
     }
 
     /// Polls until `host` gets an answer from the VIP (within `limit`); the time it took.
-    fn until_reached(&self, host: &Endpoint, vip: Ipv4Addr, limit: Duration, what: &str) -> Duration {
+    fn until_reached(
+        &self,
+        host: &Endpoint,
+        vip: Ipv4Addr,
+        limit: Duration,
+        what: &str,
+    ) -> Duration {
         let start = Instant::now();
         loop {
             let got = self.get(host, vip, 80, "1");
             if got.starts_with('s') {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < limit, "{what}: no answer from {vip} within {limit:?} (last: {got})");
+            assert!(
+                start.elapsed() < limit,
+                "{what}: no answer from {vip} within {limit:?} (last: {got})"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     fn assert_unreached(&self, host: &Endpoint, ip: Ipv4Addr, port: u16, what: &str) {
         let got = self.get(host, ip, port, "1.5");
-        assert!(got.starts_with("ERR"), "{what}: reached {ip}:{port} and got {got:?}");
+        assert!(
+            got.starts_with("ERR"),
+            "{what}: reached {ip}:{port} and got {got:?}"
+        );
     }
 }
 
@@ -194,7 +268,14 @@ fn lab() -> Option<Lab> {
     std::fs::write(dir.join("get.py"), GET).unwrap();
     let mut compiled = compile_text(&spec, Some(&lock)).unwrap_or_else(|d| panic!("{d:?}"));
     let endpoints = compiled.namespaces.remove(0).endpoints;
-    Some(Lab { sb, dir, endpoints, agent: None, connections: Vec::new(), started })
+    Some(Lab {
+        sb,
+        dir,
+        endpoints,
+        agent: None,
+        connections: Vec::new(),
+        started,
+    })
 }
 
 #[test]
@@ -204,55 +285,148 @@ fn external_clients_through_the_gateway_tunnel() {
     lab.step("sandbox up");
 
     // The NB, then result's three servers (each answers its own name over HTTP).
-    let out = lab.wepoq().args(["apply", "--db", &lab.sb.nb_unix_url(), "--auto-approve"]).output().unwrap();
-    assert!(out.status.success(), "apply: {}{}", text(&out.stdout), text(&out.stderr));
+    let out = lab
+        .wepoq()
+        .args(["apply", "--db", &lab.sb.nb_unix_url(), "--auto-approve"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "apply: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let viewer = lab.endpoint("c3.cli.result.ovn-vote.ns").clone();
     let other = lab.endpoint("c1.cli.result.ovn-vote.ns").clone();
-    let trunk = viewer.external.clone().expect("result's clients are external");
-    assert_eq!((trunk.trunk.as_str(), trunk.gateway.as_str()), ("trunk.gw.ns", "gw"));
+    let trunk = viewer
+        .external
+        .clone()
+        .expect("result's clients are external");
+    assert_eq!(
+        (trunk.trunk.as_str(), trunk.gateway.as_str()),
+        ("trunk.gw.ns", "gw")
+    );
     for n in 1..=3 {
         let port = format!("s{n}.svr.result.ovn-vote.ns");
         let e = lab.endpoint(&port).clone();
-        let ns = lab.sb.add_endpoint(&port, &e.mac, &format!("{}/{}", e.ip, e.prefix), &e.gateway.to_string()).unwrap();
-        let www = lab.dir.join(format!("www{n}"));
-        std::fs::create_dir_all(&www).unwrap();
-        std::fs::write(www.join("index.html"), format!("s{n}\n")).unwrap();
-        lab.sb.spawn(&ns, &["python3", "-m", "http.server", "80", "--bind", &e.ip.to_string(), "--directory", www.to_str().unwrap()]).unwrap();
+        let ns = lab
+            .sb
+            .add_endpoint(
+                &port,
+                &e.mac,
+                &format!("{}/{}", e.ip, e.prefix),
+                &e.gateway.to_string(),
+            )
+            .unwrap();
+        // wepoq's probe answers HTTP with its host name: s1, s2, s3 (own UTS namespaces).
+        let serve = format!(
+            "hostname s{n} && exec {} probe serve --port 80",
+            env!("CARGO_BIN_EXE_wepoq")
+        );
+        lab.sb
+            .spawn(&ns, &["unshare", "--uts", "sh", "-c", &serve])
+            .unwrap();
         lab.sb.wait_port_up(&port, Duration::from_secs(30)).unwrap();
+        // Each server answers on its own address before any client is timed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lab.get(&ns, e.ip, 80, "1").starts_with('s') {
+            assert!(Instant::now() < deadline, "{port}'s server never answered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
-    let vip: Ipv4Addr = lab.sb.nbctl(&["get", "Load_Balancer", "lb.tcp.result.ovn-vote.ns", "vips"]).unwrap()
-        .split('"').nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
-    let db_vip: Ipv4Addr = lab.sb.nbctl(&["get", "Load_Balancer", "lb.tcp.db.ovn-vote.ns", "vips"]).unwrap()
-        .split('"').nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
+    lab.step("result's servers answer");
+    let vip: Ipv4Addr = lab
+        .sb
+        .nbctl(&["get", "Load_Balancer", "lb.tcp.result.ovn-vote.ns", "vips"])
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let db_vip: Ipv4Addr = lab
+        .sb
+        .nbctl(&["get", "Load_Balancer", "lb.tcp.db.ovn-vote.ns", "vips"])
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
 
     // The gateway agent binds the trunk port on this chassis.
     lab.start_agent("agent.log");
-    lab.sb.wait_port_up(&trunk.trunk, Duration::from_secs(30)).unwrap();
+    lab.sb
+        .wait_port_up(&trunk.trunk, Duration::from_secs(30))
+        .unwrap();
     lab.step("trunk bound by the gateway agent");
+    for port in ["c1.cli.result.ovn-vote.ns", "c3.cli.result.ovn-vote.ns"] {
+        lab.sb.wait_port_up(port, Duration::from_secs(30)).unwrap();
+    }
+    lab.step("its children bound (ovn-controller)");
 
     // 1. A viewer joins from its own host and reaches result through OVN.
     let (host1, _, chassis1) = lab.sb.add_external_host().unwrap();
     let credential = lab.dir.join("c3.credential");
     lab.issue(VIEWER, chassis1, &credential);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&credential).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&credential).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let secret = std::fs::read_to_string(&credential).unwrap();
-    let key_line = secret.lines().find(|l| l.starts_with("private-key")).unwrap();
+    let key_line = secret
+        .lines()
+        .find(|l| l.starts_with("private-key"))
+        .unwrap();
     let private_key = key_line.split('=').nth(1).unwrap().trim().to_owned();
-    assert_eq!(lab.get(&host1, vip, 80, "1").split_whitespace().next(), Some("ERR"), "reached before connecting");
+    assert_eq!(
+        lab.get(&host1, vip, 80, "1").split_whitespace().next(),
+        Some("ERR"),
+        "reached before connecting"
+    );
     let connect_started = Instant::now();
     lab.connect("viewer", &host1, VIEWER, &credential);
     let took = lab.until_reached(&host1, vip, Duration::from_secs(20), "connect");
-    lab.step(&format!("viewer connected; first answer {:.0} ms after `wepoq connect` ({:.0} ms of polling)", connect_started.elapsed().as_secs_f64() * 1e3, took.as_secs_f64() * 1e3));
-    assert!(lab.log("viewer").contains(&format!("{VIEWER} is {} {}/", viewer.mac, viewer.ip)), "{}", lab.log("viewer"));
-    assert_eq!(lab.dig(&host1, viewer.gateway, VIP_NAME), vip.to_string(), "OVN's DNS answers the viewer");
+    lab.step(&format!(
+        "viewer connected; first answer {:.0} ms after `wepoq connect` ({:.0} ms of polling)",
+        connect_started.elapsed().as_secs_f64() * 1e3,
+        took.as_secs_f64() * 1e3
+    ));
+    eprintln!("{}", lab.log("viewer"));
+    assert!(
+        lab.log("viewer")
+            .contains(&format!("{VIEWER} is {} {}/", viewer.mac, viewer.ip)),
+        "{}",
+        lab.log("viewer")
+    );
+    assert_eq!(
+        lab.dig(&host1, viewer.gateway, VIP_NAME),
+        vip.to_string(),
+        "OVN's DNS answers the viewer"
+    );
     let mut answered = BTreeSet::new();
     for _ in 0..30 {
         answered.insert(lab.get(&host1, vip, 80, "2"));
     }
-    assert!(answered.len() >= 2 && answered.iter().all(|a| a.starts_with('s')), "the VIP balances: {answered:?}");
+    assert!(
+        answered.len() >= 2 && answered.iter().all(|a| a.starts_with('s')),
+        "the VIP balances: {answered:?}"
+    );
     // Nothing else opens: db is not declared for result's clients (neither its name nor its VIP).
-    assert_eq!(lab.dig(&host1, viewer.gateway, "vip.svr.db.ovn-vote.ns.wepoq.net"), "", "db's name resolves");
+    let db_name = lab.dig(&host1, viewer.gateway, "vip.svr.db.ovn-vote.ns.wepoq.net");
+    assert!(
+        !db_name
+            .lines()
+            .any(|l| l.trim().parse::<Ipv4Addr>().is_ok()),
+        "db's name resolves: {db_name}"
+    );
     lab.assert_unreached(&host1, db_vip, 5432, "an undeclared service");
     lab.step("DNS, VIP and balancing through the tunnel; undeclared db refused");
 
@@ -262,28 +436,92 @@ fn external_clients_through_the_gateway_tunnel() {
     let genuine = lab.dir.join("c1.credential");
     lab.issue(OTHER_VIEWER, chassis2, &genuine);
     let forged = lab.dir.join("c1.forged");
-    let fresh = wepoq_reconciler::tunnel::keys::encode(&wepoq_reconciler::tunnel::keys::generate().to_bytes());
+    let fresh = wepoq_reconciler::tunnel::keys::encode(
+        &wepoq_reconciler::tunnel::keys::generate().to_bytes(),
+    );
     let text_of_genuine = std::fs::read_to_string(&genuine).unwrap();
-    let genuine_key = text_of_genuine.lines().find(|l| l.starts_with("private-key")).unwrap().to_owned();
-    wepoq_reconciler::tunnel::write_secret(&forged, &text_of_genuine.replace(&genuine_key, &format!("private-key = {fresh}")), false).unwrap();
+    let genuine_key = text_of_genuine
+        .lines()
+        .find(|l| l.starts_with("private-key"))
+        .unwrap()
+        .to_owned();
+    wepoq_reconciler::tunnel::write_secret(
+        &forged,
+        &text_of_genuine.replace(&genuine_key, &format!("private-key = {fresh}")),
+        false,
+    )
+    .unwrap();
     lab.connect("forger", &host2, OTHER_VIEWER, &forged);
     std::thread::sleep(Duration::from_secs(3));
     lab.assert_unreached(&host2, vip, 80, "a forged credential");
-    assert!(!lab.log("forger").contains("up ("), "the forger's handshake completed:\n{}", lab.log("forger"));
+    assert!(
+        !lab.log("forger").contains("up ("),
+        "the forger's handshake completed:\n{}",
+        lab.log("forger")
+    );
     lab.disconnect("forger");
     lab.connect("other", &host2, OTHER_VIEWER, &genuine);
-    lab.until_reached(&host2, vip, Duration::from_secs(20), "the genuine credential");
+    lab.until_reached(
+        &host2,
+        vip,
+        Duration::from_secs(20),
+        "the genuine credential",
+    );
     lab.step("a forged key is refused, the genuine one admitted");
 
     // Spoofing, by a client that did authenticate: the other viewer's IP, then its MAC.
     lab.exec(&host1, &["ip", "addr", "flush", "dev", "wq0"]);
-    lab.exec(&host1, &["ip", "addr", "add", &format!("{}/{}", other.ip, other.prefix), "dev", "wq0"]);
-    lab.exec(&host1, &["ip", "route", "replace", &format!("{}/32", vip), "via", &viewer.gateway.to_string(), "dev", "wq0"]);
+    lab.exec(
+        &host1,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/{}", other.ip, other.prefix),
+            "dev",
+            "wq0",
+        ],
+    );
+    lab.exec(
+        &host1,
+        &[
+            "ip",
+            "route",
+            "replace",
+            &format!("{}/32", vip),
+            "via",
+            &viewer.gateway.to_string(),
+            "dev",
+            "wq0",
+        ],
+    );
     lab.assert_unreached(&host1, vip, 80, "c3 claiming c1's IP");
     lab.exec(&host1, &["ip", "addr", "flush", "dev", "wq0"]);
     lab.exec(&host1, &["ip", "link", "set", "wq0", "address", &other.mac]);
-    lab.exec(&host1, &["ip", "addr", "add", &format!("{}/{}", viewer.ip, viewer.prefix), "dev", "wq0"]);
-    lab.exec(&host1, &["ip", "route", "replace", &format!("{}/32", vip), "via", &viewer.gateway.to_string(), "dev", "wq0"]);
+    lab.exec(
+        &host1,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/{}", viewer.ip, viewer.prefix),
+            "dev",
+            "wq0",
+        ],
+    );
+    lab.exec(
+        &host1,
+        &[
+            "ip",
+            "route",
+            "replace",
+            &format!("{}/32", vip),
+            "via",
+            &viewer.gateway.to_string(),
+            "dev",
+            "wq0",
+        ],
+    );
     lab.assert_unreached(&host1, vip, 80, "c3 claiming c1's MAC");
     lab.until_reached(&host2, vip, Duration::from_secs(5), "c1 itself, meanwhile");
     lab.step("spoofed IP and MAC dropped by port security");
@@ -292,7 +530,10 @@ fn external_clients_through_the_gateway_tunnel() {
     //    restarted under a connected client.
     lab.disconnect("viewer");
     let gone = lab.exec(&host1, &["ip", "link", "show", "wq0"]);
-    assert!(gone.contains("does not exist"), "wq0 outlived wepoq connect: {gone}");
+    assert!(
+        gone.contains("does not exist"),
+        "wq0 outlived wepoq connect: {gone}"
+    );
     lab.connect("viewer", &host1, VIEWER, &credential);
     let t = lab.until_reached(&host1, vip, Duration::from_secs(20), "reconnect");
     lab.step(&format!("reconnected in {:.0} ms", t.as_secs_f64() * 1e3));
@@ -302,33 +543,68 @@ fn external_clients_through_the_gateway_tunnel() {
     std::thread::sleep(Duration::from_secs(2));
     lab.exec(&host1, &["ip", "link", "set", "eth0", "up"]);
     let t = lab.until_reached(&host1, vip, Duration::from_secs(30), "path back");
-    lab.step(&format!("path back: answered again after {:.1} s", t.as_secs_f64()));
+    lab.step(&format!(
+        "path back: answered again after {:.1} s",
+        t.as_secs_f64()
+    ));
 
     lab.stop_agent();
     lab.assert_unreached(&host1, vip, 80, "with the gateway agent down");
     lab.start_agent("agent2.log");
     let t = lab.until_reached(&host1, vip, Duration::from_secs(40), "agent restart");
-    lab.until_reached(&host2, vip, Duration::from_secs(40), "agent restart (second client)");
-    lab.step(&format!("agent restarted: the viewer answered again after {:.1} s, nothing done on its host", t.as_secs_f64()));
+    lab.until_reached(
+        &host2,
+        vip,
+        Duration::from_secs(40),
+        "agent restart (second client)",
+    );
+    lab.step(&format!(
+        "agent restarted: the viewer answered again after {:.1} s, nothing done on its host",
+        t.as_secs_f64()
+    ));
     let agent2 = std::fs::read_to_string(lab.dir.join("agent2.log")).unwrap();
-    assert!(agent2.contains("Up {"), "the restarted agent saw no client come up:\n{agent2}");
+    assert!(
+        agent2.contains("Up {"),
+        "the restarted agent saw no client come up:\n{agent2}"
+    );
 
     // Revocation ends a running session.
-    let out = lab.wepoq().args(["credentials", "revoke", VIEWER]).output().unwrap();
+    let out = lab
+        .wepoq()
+        .args(["credentials", "revoke", VIEWER])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     while !lab.get(&host1, vip, 80, "1").starts_with("ERR") {
-        assert!(Instant::now() < deadline, "a revoked client still gets answers");
+        assert!(
+            Instant::now() < deadline,
+            "a revoked client still gets answers"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     lab.step("revoked: refused within seconds");
 
     // The private key never appears in what wepoq prints.
-    for log in ["agent.log", "agent2.log", "viewer.log", "other.log", "forger.log"] {
+    for log in [
+        "agent.log",
+        "agent2.log",
+        "viewer.log",
+        "other.log",
+        "forger.log",
+    ] {
         let text = std::fs::read_to_string(lab.dir.join(log)).unwrap_or_default();
         assert!(!text.contains(&private_key), "{log} shows a private key");
     }
-    let plan = lab.wepoq().args(["plan", "--db", &lab.sb.nb_unix_url()]).output().unwrap();
+    let plan = lab
+        .wepoq()
+        .args(["plan", "--db", &lab.sb.nb_unix_url()])
+        .output()
+        .unwrap();
     assert!(!text(&plan.stdout).contains(&private_key));
-    assert!(!std::fs::read_to_string(lab.dir.join("wepoq.lock")).unwrap().contains(&private_key));
+    assert!(
+        !std::fs::read_to_string(lab.dir.join("wepoq.lock"))
+            .unwrap()
+            .contains(&private_key)
+    );
 }

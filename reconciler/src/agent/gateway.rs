@@ -96,7 +96,11 @@ pub async fn run(started: Started, nb: ovsdb::Client) {
                 if !report.added.is_empty() || !report.removed.is_empty() {
                     eprintln!(
                         "wepoq agent: gateway {}: {} trunk(s), {} client(s); added {:?}, removed {:?}",
-                        gateway.config().name, report.trunks, report.clients, report.added, report.removed
+                        gateway.config().name,
+                        report.trunks,
+                        report.clients,
+                        report.added,
+                        report.removed
                     );
                 }
                 last_error.clear();
@@ -104,7 +108,10 @@ pub async fn run(started: Started, nb: ovsdb::Client) {
             Err(e) => {
                 let text = e.to_string();
                 if text != last_error {
-                    eprintln!("wepoq agent: gateway {}: {text} (retrying)", gateway.config().name);
+                    eprintln!(
+                        "wepoq agent: gateway {}: {text} (retrying)",
+                        gateway.config().name
+                    );
                     last_error = text;
                 }
             }

@@ -78,12 +78,16 @@ impl Connection {
 pub async fn connect(cred: &Credential, opts: &ConnectOptions) -> Result<Connection, String> {
     let mac = links::parse_mac(&cred.mac).ok_or_else(|| format!("bad MAC {}", cred.mac))?;
     let inner = engine::client_inner(cred.tag);
-    let (private_ns, tun_file) = tun::private_namespace_with_tun("wqc0").map_err(|e| format!("tunnel namespace: {e}"))?;
-    let private = NsLink::open(Some(&private_ns)).await.map_err(|e| format!("netlink in the tunnel namespace: {e}"))?;
+    let (private_ns, tun_file) =
+        tun::private_namespace_with_tun("wqc0").map_err(|e| format!("tunnel namespace: {e}"))?;
+    let private = NsLink::open(Some(&private_ns))
+        .await
+        .map_err(|e| format!("netlink in the tunnel namespace: {e}"))?;
     links::configure_tun(&private, "wqc0", inner, &[(engine::GATEWAY_INNER, 32)])
         .await
         .map_err(|e| e.to_string())?;
-    let host_ns = Netns::open(std::path::Path::new("/proc/self/ns/net")).map_err(|e| e.to_string())?;
+    let host_ns =
+        Netns::open(std::path::Path::new("/proc/self/ns/net")).map_err(|e| e.to_string())?;
     let host = NsLink::open(None).await.map_err(|e| e.to_string())?;
     let spec = VxlanSpec {
         name: &opts.ifname,
@@ -95,25 +99,49 @@ pub async fn connect(cred: &Credential, opts: &ConnectOptions) -> Result<Connect
     let index = links::add_vxlan(&private, &host, &host_ns, &spec)
         .await
         .map_err(|e| e.to_string())?;
-    links::address_and_routes(&host, index, &opts.ifname, cred.ip, cred.prefix, cred.gateway, &cred.routes)
-        .await
-        .map_err(|e| e.to_string())?;
+    links::address_and_routes(
+        &host,
+        index,
+        &opts.ifname,
+        cred.ip,
+        cred.prefix,
+        cred.gateway,
+        &cred.routes,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let resolv = match &opts.resolv_conf {
         Some(path) => {
             let old = std::fs::read(path).ok();
-            std::fs::write(path, format!("# written by wepoq connect {}\nnameserver {}\n", cred.fqdn, cred.gateway))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::write(
+                path,
+                format!(
+                    "# written by wepoq connect {}\nnameserver {}\n",
+                    cred.fqdn, cred.gateway
+                ),
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
             Some((path.clone(), old))
         }
         None => None,
     };
 
-    let socket = UdpSocket::bind(engine::unspecified_for(cred.endpoint)).map_err(|e| e.to_string())?;
+    let socket =
+        UdpSocket::bind(engine::unspecified_for(cred.endpoint)).map_err(|e| e.to_string())?;
     let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = up.clone();
-    let engine = Engine::new(socket, tun_file, cred.private_key.clone(), true, Box::new(move |c| {
-        flag.store(matches!(c, engine::Change::Up { .. }), std::sync::atomic::Ordering::SeqCst);
-    }))
+    let engine = Engine::new(
+        socket,
+        tun_file,
+        cred.private_key.clone(),
+        true,
+        Box::new(move |c| {
+            flag.store(
+                matches!(c, engine::Change::Up { .. }),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        }),
+    )
     .map_err(|e| e.to_string())?;
     engine.add_peer(Peer::new(
         "gateway",

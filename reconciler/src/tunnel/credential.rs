@@ -103,12 +103,12 @@ impl Credential {
                 return Err(format!("line {}: `{}` given twice", n + 1, key.trim()));
             }
         }
-        let mut take = |key: &str| {
-            fields
-                .remove(key)
-                .ok_or_else(|| format!("no `{key}` line"))
-        };
-        fn field<T>((n, v): (usize, String), what: &str, r: Result<T, String>) -> Result<T, String> {
+        let mut take = |key: &str| fields.remove(key).ok_or_else(|| format!("no `{key}` line"));
+        fn field<T>(
+            (n, v): (usize, String),
+            what: &str,
+            r: Result<T, String>,
+        ) -> Result<T, String> {
             r.map_err(|e| format!("line {n} ({what} `{v}`): {e}"))
         }
         let fqdn = take("fqdn")?.1;
@@ -119,7 +119,11 @@ impl Credential {
         let f = take("gateway-key")?;
         let gateway_key = field(f.clone(), "gateway-key", keys::public_from(&f.1))?;
         let f = take("endpoint")?;
-        let endpoint = field(f.clone(), "endpoint", f.1.parse().map_err(|e| format!("{e}")))?;
+        let endpoint = field(
+            f.clone(),
+            "endpoint",
+            f.1.parse().map_err(|e| format!("{e}")),
+        )?;
         let f = take("tag")?;
         let tag = field(
             f.clone(),
@@ -130,20 +134,27 @@ impl Credential {
                 .ok_or_else(|| "not a VLAN tag (1 to 4094)".to_owned()),
         )?;
         let mac = take("mac")?.1;
-        if mac.len() != 17 || mac.split(':').any(|b| u8::from_str_radix(b, 16).is_err() || b.len() != 2) {
+        if mac.len() != 17
+            || mac
+                .split(':')
+                .any(|b| u8::from_str_radix(b, 16).is_err() || b.len() != 2)
+        {
             return Err(format!("mac `{mac}` is not six hex octets"));
         }
         let f = take("address")?;
         let (ip, prefix) = field(f.clone(), "address", parse_cidr(&f.1))?;
         let f = take("gateway")?;
-        let gateway = field(f.clone(), "gateway", f.1.parse().map_err(|e| format!("{e}")))?;
+        let gateway = field(
+            f.clone(),
+            "gateway",
+            f.1.parse().map_err(|e| format!("{e}")),
+        )?;
         let f = take("routes")?;
-        let routes = f
-            .1
-            .split_whitespace()
-            .map(parse_cidr)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("line {} (routes): {e}", f.0))?;
+        let routes =
+            f.1.split_whitespace()
+                .map(parse_cidr)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("line {} (routes): {e}", f.0))?;
         if let Some((key, (n, _))) = fields.into_iter().next() {
             return Err(format!("line {n}: unknown key `{key}`"));
         }
@@ -201,6 +212,10 @@ mod tests {
         let err = Credential::parse("fqdn = x\nbogus\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
         let text = sample().render() + "extra = 1\n";
-        assert!(Credential::parse(&text).unwrap_err().contains("unknown key"));
+        assert!(
+            Credential::parse(&text)
+                .unwrap_err()
+                .contains("unknown key")
+        );
     }
 }

@@ -33,7 +33,10 @@ pub const CLIENTS_INNER: (Ipv4Addr, u8) = (Ipv4Addr::new(100, 65, 0, 0), 16);
 const KEEPALIVE_SECONDS: u16 = 5;
 /// A client that heard nothing for this long starts a new handshake (the gateway restarted,
 /// or the path changed): keepalives come every 5 s while all is well.
-const SILENCE: Duration = Duration::from_secs(11);
+const SILENCE: Duration = Duration::from_secs(7);
+/// A gateway forgets a client's device after this long without an authentic packet.
+const GONE: Duration = Duration::from_secs(180);
+const HANDSHAKE_INITIATION: u8 = 1;
 const BUFFER: usize = 65_536;
 const POLL: Duration = Duration::from_millis(200);
 
@@ -56,7 +59,14 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(fqdn: &str, tag: u16, inner: Ipv4Addr, public: PublicKey, secret: &StaticSecret, endpoint: Option<SocketAddr>) -> Peer {
+    pub fn new(
+        fqdn: &str,
+        tag: u16,
+        inner: Ipv4Addr,
+        public: PublicKey,
+        secret: &StaticSecret,
+        endpoint: Option<SocketAddr>,
+    ) -> Peer {
         let tunn = Tunn::new(
             secret.clone(),
             public,
@@ -178,27 +188,49 @@ impl Engine {
         if let Some(old) = removed
             && old.up.swap(false, Ordering::SeqCst)
         {
-            (self.on_change)(Change::Down { fqdn: old.fqdn.clone(), tag });
+            (self.on_change)(Change::Down {
+                fqdn: old.fqdn.clone(),
+                tag,
+            });
         }
     }
 
     /// (FQDN, tag, public key) of every peer.
     pub fn peer_list(&self) -> Vec<(String, u16, [u8; 32])> {
         let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
-        peers.by_tag.values().map(|p| (p.fqdn.clone(), p.tag, p.public)).collect()
+        peers
+            .by_tag
+            .values()
+            .map(|p| (p.fqdn.clone(), p.tag, p.public))
+            .collect()
     }
 
     fn by_tag(&self, tag: u16) -> Option<Arc<Peer>> {
-        self.peers.read().unwrap_or_else(|p| p.into_inner()).by_tag.get(&tag).cloned()
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_tag
+            .get(&tag)
+            .cloned()
     }
 
     fn by_key(&self, key: &[u8; 32]) -> Option<Arc<Peer>> {
         let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
-        peers.by_key.get(key).and_then(|t| peers.by_tag.get(t)).cloned()
+        peers
+            .by_key
+            .get(key)
+            .and_then(|t| peers.by_tag.get(t))
+            .cloned()
     }
 
     fn only_peer(&self) -> Option<Arc<Peer>> {
-        self.peers.read().unwrap_or_else(|p| p.into_inner()).by_tag.values().next().cloned()
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_tag
+            .values()
+            .next()
+            .cloned()
     }
 
     pub fn stop(&self) {
@@ -214,7 +246,11 @@ impl Engine {
             ("wepoq-tunnel-timers", Engine::timers),
         ] {
             let engine = self.clone();
-            threads.push(std::thread::Builder::new().name(name.into()).spawn(move || run(&engine))?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || run(&engine))?,
+            );
         }
         Ok(threads)
     }
@@ -253,16 +289,29 @@ impl Engine {
             };
             let mut tunn = lock(&peer.tunn);
             let mut authentic = true;
+            let initiation = datagram[0] == HANDSHAKE_INITIATION;
             match tunn.decapsulate(Some(from.ip()), &datagram[..n], &mut out) {
                 TunnResult::WriteToNetwork(reply) => {
                     let _ = self.socket.send_to(reply, from);
+                    if initiation && !self.is_client && !peer.up.swap(true, Ordering::SeqCst) {
+                        // Answered: the client is connected. Its device is made now, before
+                        // its first frame arrives (which would otherwise be lost).
+                        (self.on_change)(Change::Up {
+                            fqdn: peer.fqdn.clone(),
+                            tag: peer.tag,
+                        });
+                    }
                     // Packets queued while the handshake was on go out now.
-                    while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], &mut out) {
+                    while let TunnResult::WriteToNetwork(queued) =
+                        tunn.decapsulate(None, &[], &mut out)
+                    {
                         let _ = self.socket.send_to(queued, from);
                     }
                 }
                 TunnResult::WriteToTunnelV4(packet, src) => {
-                    if src == peer.inner && inner::check(packet, peer.inner, u32::from(peer.tag)).is_ok() {
+                    if src == peer.inner
+                        && inner::check(packet, peer.inner, u32::from(peer.tag)).is_ok()
+                    {
                         let _ = tun.write(packet);
                         self.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -293,7 +342,11 @@ impl Engine {
         let mut packet = vec![0u8; BUFFER];
         let mut out = vec![0u8; BUFFER];
         let mut tun = &self.tun;
-        let mut fds = [libc::pollfd { fd: self.tun.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = [libc::pollfd {
+            fd: self.tun.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         while !self.stop.load(Ordering::Relaxed) {
             // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
             let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, POLL.as_millis() as i32) };
@@ -308,7 +361,9 @@ impl Engine {
                 self.only_peer()
             } else {
                 let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-                u16::try_from(u32::from(dst) & 0xffff).ok().and_then(|t| self.by_tag(t))
+                u16::try_from(u32::from(dst) & 0xffff)
+                    .ok()
+                    .and_then(|t| self.by_tag(t))
             };
             let Some(peer) = peer else { continue };
             let endpoint = peer.endpoint();
@@ -335,21 +390,38 @@ impl Engine {
             for peer in peers {
                 let endpoint = peer.endpoint();
                 let mut tunn = lock(&peer.tunn);
-                match tunn.update_timers(&mut out) {
-                    TunnResult::WriteToNetwork(datagram) => self.send(datagram, endpoint),
-                    _ => {}
+                if let TunnResult::WriteToNetwork(datagram) = tunn.update_timers(&mut out) {
+                    self.send(datagram, endpoint);
                 }
                 if self.is_client {
-                    let silent = lock(&peer.last_rx).elapsed() > SILENCE;
+                    // Not (or no longer) heard from: ask again, every second until a first
+                    // session (the gateway may only just have learnt of this client), then
+                    // every 5 s, WireGuard's own retry interval.
+                    let established = tunn.time_since_last_handshake().is_some();
+                    let silent = !established || lock(&peer.last_rx).elapsed() > SILENCE;
+                    let every = if established {
+                        Duration::from_secs(5)
+                    } else {
+                        Duration::from_secs(1)
+                    };
                     let mut forced = lock(&peer.last_forced);
-                    if silent && forced.elapsed() > Duration::from_secs(5) {
+                    if silent && forced.elapsed() > every {
                         *forced = Instant::now();
-                        if let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut out, true) {
+                        if let TunnResult::WriteToNetwork(init) =
+                            tunn.format_handshake_initiation(&mut out, true)
+                        {
                             self.send(init, endpoint);
                         }
                     }
                 }
-                let established = tunn.time_since_last_handshake().is_some();
+                // A client is up once its session is; at the gateway a peer is up from its
+                // answered handshake until it has been silent for REJECT_AFTER_TIME
+                // (keepalives come every 5 s).
+                let established = if self.is_client {
+                    tunn.time_since_last_handshake().is_some()
+                } else {
+                    peer.up.load(Ordering::SeqCst) && lock(&peer.last_rx).elapsed() < GONE
+                };
                 drop(tunn);
                 if established != peer.up.load(Ordering::SeqCst) {
                     peer.up.store(established, Ordering::SeqCst);

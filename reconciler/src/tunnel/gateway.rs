@@ -32,8 +32,15 @@ pub struct TunnelGatewayConfig {
 /// A client's netdev appeared or went away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TunnelEvent {
-    Up { netdev: String, fqdn: String, tag: u16 },
-    Down { netdev: String, fqdn: String },
+    Up {
+        netdev: String,
+        fqdn: String,
+        tag: u16,
+    },
+    Down {
+        netdev: String,
+        fqdn: String,
+    },
 }
 
 pub struct TunnelGateway {
@@ -46,29 +53,49 @@ pub struct TunnelGateway {
 
 impl TunnelGateway {
     /// Binds the UDP port, makes the private namespace and its TUN, and starts the engine.
-    pub async fn start(cfg: TunnelGatewayConfig) -> Result<(Arc<TunnelGateway>, mpsc::UnboundedReceiver<TunnelEvent>), String> {
+    pub async fn start(
+        cfg: TunnelGatewayConfig,
+    ) -> Result<(Arc<TunnelGateway>, mpsc::UnboundedReceiver<TunnelEvent>), String> {
         let secret = cfg.store.gateway_secret()?;
-        let host_ns = Netns::open(&cfg.host_netns.clone().unwrap_or_else(|| "/proc/self/ns/net".into()))
-            .map_err(|e| format!("host namespace: {e}"))?;
+        let host_ns = Netns::open(
+            &cfg.host_netns
+                .clone()
+                .unwrap_or_else(|| "/proc/self/ns/net".into()),
+        )
+        .map_err(|e| format!("host namespace: {e}"))?;
         // The chassis' own network stack: where clients reach it and where OVS runs.
         let listen_at = cfg.listen;
         let socket = host_ns
             .run_inside(move || UdpSocket::bind(listen_at))
             .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
         let listen = socket.local_addr().map_err(|e| e.to_string())?;
-        let (private_ns, tun_file) = tun::private_namespace_with_tun("wqg0").map_err(|e| format!("tunnel namespace: {e}"))?;
-        let private = NsLink::open(Some(&private_ns)).await.map_err(|e| format!("netlink in the tunnel namespace: {e}"))?;
-        links::configure_tun(&private, "wqg0", engine::GATEWAY_INNER, &[engine::CLIENTS_INNER])
+        let (private_ns, tun_file) = tun::private_namespace_with_tun("wqg0")
+            .map_err(|e| format!("tunnel namespace: {e}"))?;
+        let private = NsLink::open(Some(&private_ns))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("netlink in the tunnel namespace: {e}"))?;
+        links::configure_tun(
+            &private,
+            "wqg0",
+            engine::GATEWAY_INNER,
+            &[engine::CLIENTS_INNER],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let host = NsLink::open(cfg.host_netns.as_ref().map(|_| &host_ns))
             .await
             .map_err(|e| format!("netlink in the host namespace: {e}"))?;
 
         let (changes_tx, mut changes) = mpsc::unbounded_channel();
-        let engine = Engine::new(socket, tun_file, secret, false, Box::new(move |c| {
-            let _ = changes_tx.send(c);
-        }))
+        let engine = Engine::new(
+            socket,
+            tun_file,
+            secret,
+            false,
+            Box::new(move |c| {
+                let _ = changes_tx.send(c);
+            }),
+        )
         .map_err(|e| e.to_string())?;
         engine.spawn().map_err(|e| e.to_string())?;
         let gateway = Arc::new(TunnelGateway {
@@ -152,9 +179,19 @@ impl TunnelGateway {
             }
         }
         for (tag, (fqdn, key)) in wanted {
-            if !have.iter().any(|(f, t, k)| *t == tag && *f == fqdn && *k == key) {
+            if !have
+                .iter()
+                .any(|(f, t, k)| *t == tag && *f == fqdn && *k == key)
+            {
                 let public = boringtun::x25519::PublicKey::from(key);
-                self.engine.add_peer(Peer::new(&fqdn, tag, engine::client_inner(tag), public, self.engine.secret(), None));
+                self.engine.add_peer(Peer::new(
+                    &fqdn,
+                    tag,
+                    engine::client_inner(tag),
+                    public,
+                    self.engine.secret(),
+                    None,
+                ));
             }
         }
     }

@@ -78,9 +78,18 @@ mod tests {
     fn only_the_peers_own_vxlan_passes() {
         let me = Ipv4Addr::new(100, 65, 0, 3);
         assert_eq!(check(&packet([100, 65, 0, 3], 4789, 3), me, 3), Ok(()));
-        assert_eq!(check(&packet([100, 65, 0, 4], 4789, 3), me, 3), Err(Refused::WrongSource));
-        assert_eq!(check(&packet([100, 65, 0, 3], 4789, 4), me, 3), Err(Refused::WrongVni));
-        assert_eq!(check(&packet([100, 65, 0, 3], 53, 3), me, 3), Err(Refused::NotVxlan));
+        assert_eq!(
+            check(&packet([100, 65, 0, 4], 4789, 3), me, 3),
+            Err(Refused::WrongSource)
+        );
+        assert_eq!(
+            check(&packet([100, 65, 0, 3], 4789, 4), me, 3),
+            Err(Refused::WrongVni)
+        );
+        assert_eq!(
+            check(&packet([100, 65, 0, 3], 53, 3), me, 3),
+            Err(Refused::NotVxlan)
+        );
         let mut frag = packet([100, 65, 0, 3], 4789, 3);
         frag[6] = 0x20;
         assert_eq!(check(&frag, me, 3), Err(Refused::Fragment));

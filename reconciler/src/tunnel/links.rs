@@ -56,7 +56,9 @@ pub async fn configure_tun(
             .replace()
             .execute()
             .await
-            .map_err(AttachError::netlink(format!("route {net}/{prefix} via {name}")))?;
+            .map_err(AttachError::netlink(format!(
+                "route {net}/{prefix} via {name}"
+            )))?;
     }
     Ok(())
 }
@@ -117,7 +119,9 @@ pub async fn address_and_routes(
         .replace()
         .execute()
         .await
-        .map_err(AttachError::netlink(format!("address {ip}/{prefix} on {name}")))?;
+        .map_err(AttachError::netlink(format!(
+            "address {ip}/{prefix} on {name}"
+        )))?;
     for &(net, len) in routes {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(net, len)
@@ -130,7 +134,9 @@ pub async fn address_and_routes(
             .replace()
             .execute()
             .await
-            .map_err(AttachError::netlink(format!("route {net}/{len} via {gateway}")))?;
+            .map_err(AttachError::netlink(format!(
+                "route {net}/{len} via {gateway}"
+            )))?;
     }
     Ok(())
 }

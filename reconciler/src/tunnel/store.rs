@@ -45,7 +45,9 @@ impl Store {
 
     /// `$WEPOQ_TUNNEL_STORE`, else the default.
     pub fn from_env() -> Store {
-        Store::new(std::env::var_os(STORE_ENV).map_or_else(|| PathBuf::from(DEFAULT_STORE), PathBuf::from))
+        Store::new(
+            std::env::var_os(STORE_ENV).map_or_else(|| PathBuf::from(DEFAULT_STORE), PathBuf::from),
+        )
     }
 
     pub fn dir(&self) -> &Path {
@@ -66,7 +68,8 @@ impl Store {
         }
         files::private_dir(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let secret = keys::generate();
-        files::write_secret(&path, &(keys::encode(&secret.to_bytes()) + "\n"), false).map_err(err)?;
+        files::write_secret(&path, &(keys::encode(&secret.to_bytes()) + "\n"), false)
+            .map_err(err)?;
         Ok(secret)
     }
 
@@ -100,7 +103,9 @@ impl Store {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(fqdn) = name.strip_suffix(".pub") else { continue };
+            let Some(fqdn) = name.strip_suffix(".pub") else {
+                continue;
+            };
             match std::fs::read_to_string(entry.path())
                 .map_err(|e| e.to_string())
                 .and_then(|t| keys::public_from(&t))
@@ -126,11 +131,17 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::new(&dir);
         let secret = store.gateway_secret().unwrap();
-        assert_eq!(store.gateway_secret().unwrap().to_bytes(), secret.to_bytes());
+        assert_eq!(
+            store.gateway_secret().unwrap().to_bytes(),
+            secret.to_bytes()
+        );
         let public = keys::public_of(&keys::generate());
         store.authorize("c1.cli.a.ns.wepoq.net", &public).unwrap();
         assert!(store.authorize("../x", &public).is_err());
-        for path in [dir.join("gateway.key"), dir.join("clients/c1.cli.a.ns.wepoq.net.pub")] {
+        for path in [
+            dir.join("gateway.key"),
+            dir.join("clients/c1.cli.a.ns.wepoq.net.pub"),
+        ] {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", path.display());
         }

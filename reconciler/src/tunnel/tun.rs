@@ -32,7 +32,9 @@ fn open_tun(name: &str) -> std::io::Result<File> {
     };
     let bytes = name.as_bytes();
     if bytes.len() >= libc::IFNAMSIZ {
-        return Err(std::io::Error::other(format!("interface name {name} too long")));
+        return Err(std::io::Error::other(format!(
+            "interface name {name} too long"
+        )));
     }
     req.name[..bytes.len()].copy_from_slice(bytes);
     // SAFETY: TUNSETIFF reads an ifreq; `req` is one, alive for the call.
