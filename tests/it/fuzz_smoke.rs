@@ -92,3 +92,64 @@ fn mutated_inputs_never_panic() {
     }
     assert!(runs >= 200, "only {runs} runs in the time box");
 }
+
+/// The tunnel's untrusted inputs: a credential file (mutated from a real one) and decrypted
+/// packets (mutated VXLAN) must give a value or an error, never a panic; the inner filter
+/// accepts nothing from another address.
+#[test]
+fn mutated_credentials_and_inner_packets_never_panic() {
+    use std::net::Ipv4Addr;
+    use wepoq_reconciler::tunnel::credential::Credential;
+    use wepoq_reconciler::tunnel::{inner, keys};
+
+    let credential = Credential {
+        fqdn: "c3.cli.result.ovn-vote.ns.wepoq.net".into(),
+        private_key: keys::generate(),
+        gateway_key: keys::public_of(&keys::generate()),
+        endpoint: "192.0.2.1:51820".parse().unwrap(),
+        tag: 3,
+        mac: "0a:58:0a:40:00:65".into(),
+        ip: Ipv4Addr::new(10, 64, 0, 101),
+        prefix: 28,
+        gateway: Ipv4Addr::new(10, 64, 0, 97),
+        routes: vec![(Ipv4Addr::new(10, 64, 0, 0), 16)],
+    }
+    .render();
+    // A VXLAN datagram from 100.65.0.3 with VNI 3.
+    let mut packet = vec![
+        0x45, 0, 0, 58, 0, 0, 0x40, 0, 64, 17, 0, 0, 100, 65, 0, 3, 100, 64, 0, 1,
+    ];
+    packet.extend([
+        0x9c, 0x40, 0x12, 0xb5, 0, 38, 0, 0, 0x08, 0, 0, 0, 0, 0, 3, 0,
+    ]);
+    packet.extend([0u8; 22]);
+    let me = Ipv4Addr::new(100, 65, 0, 3);
+    assert!(inner::check(&packet, me, 3).is_ok());
+    let mut rng = Rng::new(0xc0ffee);
+    for _ in 0..5000 {
+        let text = mutate(&mut rng, &credential);
+        let parsed = std::panic::catch_unwind(|| Credential::parse(&text).map(|c| c.render()));
+        assert!(parsed.is_ok(), "panic on credential:\n{text}");
+        let mut p = packet.clone();
+        for _ in 0..1 + rng.below(3) {
+            if p.is_empty() {
+                break;
+            }
+            let at = rng.below(p.len() as u64) as usize;
+            match rng.below(3) {
+                0 => p[at] = rng.below(256) as u8,
+                1 => p.truncate(at),
+                _ => p.insert(at, rng.below(256) as u8),
+            }
+        }
+        let checked = std::panic::catch_unwind(|| inner::check(&p, me, 3));
+        assert!(checked.is_ok(), "panic on packet {p:?}");
+        if checked.unwrap().is_ok() {
+            assert_eq!(
+                p[12..16],
+                me.octets(),
+                "accepted from another address: {p:?}"
+            );
+        }
+    }
+}
