@@ -21,7 +21,7 @@
 mod ethtool;
 pub(crate) mod netns;
 mod ovs;
-mod resolve;
+pub(crate) mod resolve;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 use wepoq_compiler::emit::TRUNK_KEY;
 
 use crate::attach::AttachError;
-use crate::ovsdb::{self, Atom, Condition, NB_DB, OpResult, Operation, Row, Value};
+use crate::attach::resolve::select;
+use crate::ovsdb::{self, Atom, Condition, Operation, Row, Value};
 
 /// A trunk port of this gateway: the logical port a veth from `br-wepoq` binds.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,17 +26,6 @@ pub struct ExternalClient {
     pub tag: u16,
     pub mac: String,
     pub ip: Ipv4Addr,
-}
-
-async fn select(nb: &ovsdb::Client, ops: &[Operation]) -> Result<Vec<Vec<Row>>, AttachError> {
-    let results = nb.transact(NB_DB, ops).await.map_err(AttachError::Nb)?;
-    Ok(results
-        .into_iter()
-        .map(|r| match r {
-            OpResult::Select { rows } => rows,
-            _ => Vec::new(),
-        })
-        .collect())
 }
 
 /// The trunks of `gateway` and their children, each sorted.
