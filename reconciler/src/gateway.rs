@@ -3,19 +3,22 @@
 //! gateway's trunk ports there.
 //!
 //! ```text
-//!   br-int ── wqt<h>i ══veth══ wqt<h>w ── br-wepoq ── access port, tag 1 (client c1's netdev)
-//!   (iface-id = trunk.gw.ns)            (trunk: all tags) └─ access port, tag 2 (client c2's)
+//!   br-int ── wqt<h>i ══patch══ wqt<h>w ── br-wepoq ── access port, tag 1 (client c1's netdev)
+//!   (iface-id = trunk.gw.ns)             (trunk: all tags) └─ access port, tag 2 (client c2's)
 //! ```
 //!
-//! Each trunk port in the NB (`external_ids:wepoq-trunk=<gateway>`) gets a veth pair: one end
-//! on br-int bound to the trunk port, the other on br-wepoq as a trunk (untagged) port. Each
+//! Each trunk port in the NB (`external_ids:wepoq-trunk=<gateway>`) gets a pair of OVS patch
+//! ports: one end on br-int bound to the trunk port, the other on br-wepoq as a trunk
+//! (untagged) port. A patch port, not a veth: ovs-vswitchd crosses it within one pass of the
+//! datapath, where a veth costs a second receive (on the userspace datapath, about 70 µs
+//! more round trip and a sixth of the throughput; docs/external-clients.md). Each
 //! connected client's netdev (a tunnel's device, see [`crate::tunnel`], or any netdev) is an
 //! access port on br-wepoq with the client's tag, so its frames reach br-int tagged, where
 //! ovn-controller hands them to the client's child port (`parent_name` + `tag`): port
 //! security, ACLs, DNS and load balancers then treat it like any client.
 //!
 //! Level-triggered like the rest of the agent: [`Gateway::sync`] reads the NB and OVS and
-//! makes br-wepoq exactly what is wanted, so a restart (or a veth removed by hand) is
+//! makes br-wepoq exactly what is wanted, so a restart (or a port removed by hand) is
 //! repaired by the next sync. Rows are marked `wepoq.net/owner=gateway`.
 
 mod bridge;
@@ -45,7 +48,7 @@ pub struct GatewayConfig {
     pub interval: Duration,
 }
 
-/// The two veth ends of a trunk port: on br-int (`…i`) and on br-wepoq (`…w`).
+/// The two patch ports of a trunk port: on br-int (`…i`) and on br-wepoq (`…w`).
 pub fn trunk_ifnames(trunk_port: &str) -> (String, String) {
     let h = short_hash(trunk_port);
     (format!("wqt{h}i"), format!("wqt{h}w"))
@@ -76,7 +79,6 @@ pub struct Gateway {
     integration: String,
     bridges: Bridges,
     host: NsLink,
-    host_ns: Netns,
     /// Access ports handed in (netdev → client FQDN); their tags come from the NB.
     access: Mutex<BTreeMap<String, String>>,
     /// Client FQDN → tag, as of the last sync.
@@ -114,7 +116,6 @@ impl Gateway {
             integration: attach.bridge.clone(),
             bridges: Bridges::new(client, attach.ovs_db.clone()),
             host,
-            host_ns,
             access: Mutex::new(BTreeMap::new()),
             tags: Mutex::new(BTreeMap::new()),
         })
@@ -161,7 +162,7 @@ impl Gateway {
         self.sync(nb).await
     }
 
-    /// Makes br-wepoq and the trunk veths what the NB and the access ports ask for.
+    /// Makes br-wepoq and the trunk patch ports what the NB and the access ports ask for.
     pub async fn sync(&self, nb: &ovsdb::Client) -> Result<SyncReport, AttachError> {
         let (trunks, clients) = external_clients(nb, &self.cfg.name).await?;
         let tags: BTreeMap<String, u16> = clients.iter().map(|c| (c.fqdn.clone(), c.tag)).collect();
@@ -171,35 +172,26 @@ impl Gateway {
             .await?;
 
         let mut wanted: BTreeMap<String, WantedPort> = BTreeMap::new();
-        // Netdevs made just now: a port of that name is on the old one.
-        let mut fresh = std::collections::BTreeSet::new();
         for trunk in &trunks {
             let (on_int, on_wepoq) = trunk_ifnames(&trunk.port);
-            let (int_index, wepoq_index, remade) = self.ensure_veth(&on_int, &on_wepoq).await?;
-            if remade {
-                fresh.extend([on_int.clone(), on_wepoq.clone()]);
+            // An agent before patch ports made a veth pair of these names: gone with it.
+            if let Some(index) = self.host.link_index(&on_int).await? {
+                self.host.delete_link(index).await?;
             }
             let role = format!("trunk:{}", trunk.port);
+            let end = |bridge: &str, peer: &str, iface_id: Option<String>| WantedPort {
+                bridge: bridge.to_owned(),
+                tag: None,
+                role: role.clone(),
+                iface_id,
+                ifindex: None,
+                patch_peer: Some(peer.to_owned()),
+            };
             wanted.insert(
-                on_int,
-                WantedPort {
-                    bridge: self.integration.clone(),
-                    tag: None,
-                    role: role.clone(),
-                    iface_id: Some(trunk.port.clone()),
-                    ifindex: int_index,
-                },
+                on_int.clone(),
+                end(&self.integration, &on_wepoq, Some(trunk.port.clone())),
             );
-            wanted.insert(
-                on_wepoq,
-                WantedPort {
-                    bridge: self.cfg.bridge.clone(),
-                    tag: None,
-                    role,
-                    iface_id: None,
-                    ifindex: wepoq_index,
-                },
-            );
+            wanted.insert(on_wepoq.clone(), end(&self.cfg.bridge, &on_int, None));
         }
         let access = self
             .access
@@ -220,7 +212,8 @@ impl Gateway {
                     tag: Some(tag),
                     role: format!("client:{fqdn}"),
                     iface_id: None,
-                    ifindex,
+                    ifindex: Some(ifindex),
+                    patch_peer: None,
                 },
             );
         }
@@ -234,12 +227,7 @@ impl Gateway {
         let mut kept = std::collections::BTreeSet::new();
         for port in &owned {
             match wanted.get(&port.name) {
-                Some(w)
-                    if w.bridge == port.bridge
-                        && w.role == port.role
-                        && port.ifindex == Some(w.ifindex)
-                        && !fresh.contains(&port.name) =>
-                {
+                Some(w) if w.is(port) => {
                     if let (Some(tag), true) = (w.tag, w.tag != port.tag) {
                         self.bridges.retag(&port.name, tag).await?;
                     }
@@ -260,43 +248,7 @@ impl Gateway {
                 report.added.push(name.clone());
             }
         }
-        // Veths of trunks that are gone.
-        for port in &owned {
-            if port.role.starts_with("trunk:")
-                && port.name.ends_with('i')
-                && !wanted.contains_key(&port.name)
-                && let Some(index) = self.host.link_index(&port.name).await?
-            {
-                self.host.delete_link(index).await?;
-            }
-        }
         Ok(report)
-    }
-
-    /// The pair's ifindexes (on br-int, on br-wepoq) and whether it was made just now.
-    async fn ensure_veth(
-        &self,
-        on_int: &str,
-        on_wepoq: &str,
-    ) -> Result<(u32, u32, bool), AttachError> {
-        let have_int = self.host.link_index(on_int).await?;
-        let have_wepoq = self.host.link_index(on_wepoq).await?;
-        let remade = have_int.is_none() || have_wepoq.is_none();
-        if remade {
-            // Half a pair (one end deleted by hand) cannot be repaired: make it again.
-            for index in [have_int, have_wepoq].into_iter().flatten() {
-                self.host.delete_link(index).await?;
-            }
-            // Locally administered, distinct per trunk (the bytes of the name's hash).
-            let h = on_int.as_bytes();
-            let mac = [0x0a, 0x58, 0xfe, h[3], h[4], h[5]];
-            self.host
-                .add_veth(on_int, on_wepoq, &mac, &self.host_ns)
-                .await?;
-        }
-        let int_index = self.host.bring_up_offloadless(on_int).await?;
-        let wepoq_index = self.host.bring_up_offloadless(on_wepoq).await?;
-        Ok((int_index, wepoq_index, remade))
     }
 }
 

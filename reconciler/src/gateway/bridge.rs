@@ -1,5 +1,5 @@
 //! `br-wepoq` in the local Open_vSwitch database: the bridge itself, and wepoq's ports on it
-//! (and the trunk veths' ends on br-int). Every row made here carries
+//! (and the trunk patch ports' ends on br-int). Every row made here carries
 //! `external_ids:wepoq.net/owner=gateway`; rows without it are never changed or removed.
 
 use std::collections::BTreeMap;
@@ -26,6 +26,8 @@ pub struct OwnedPort {
     /// and made again under the same name has a new one, and ovs-vswitchd (userspace
     /// datapath) keeps reading the old socket: such a port must be removed and added again.
     pub ifindex: Option<u32>,
+    /// A patch port's peer (`options:peer`).
+    pub patch_peer: Option<String>,
 }
 
 /// A port as it must be.
@@ -34,10 +36,22 @@ pub struct WantedPort {
     pub bridge: String,
     pub tag: Option<u16>,
     pub role: String,
-    /// `iface-id` (the trunk LSP) for the br-int end of a trunk veth.
+    /// `iface-id` (the trunk LSP) for the br-int end of a trunk.
     pub iface_id: Option<String>,
-    /// The netdev's ifindex now.
-    pub ifindex: u32,
+    /// A netdev's ifindex now (none for a patch port).
+    pub ifindex: Option<u32>,
+    /// A patch port to this peer (a trunk's ends), rather than a netdev.
+    pub patch_peer: Option<String>,
+}
+
+impl WantedPort {
+    /// Whether `port` is this one already (same place, role, netdev or peer).
+    pub fn is(&self, port: &OwnedPort) -> bool {
+        self.bridge == port.bridge
+            && self.role == port.role
+            && self.ifindex == port.ifindex
+            && self.patch_peer == port.patch_peer
+    }
 }
 
 pub struct Bridges {
@@ -142,7 +156,7 @@ impl Bridges {
                         "external_ids",
                         Value::map([(OWNER_KEY, OWNER_VALUE)]),
                     )],
-                    &["name", "external_ids"],
+                    &["name", "external_ids", "options"],
                 ),
             ])
             .await?;
@@ -157,6 +171,14 @@ impl Bridges {
                     .parse()
                     .ok()?;
                 Some((r.str("name")?.to_owned(), index))
+            })
+            .collect();
+        let peer_of: BTreeMap<String, String> = results[2]
+            .rows()
+            .iter()
+            .filter_map(|r| {
+                let peer = r.get("options")?.get("peer")?.as_str()?;
+                Some((r.str("name")?.to_owned(), peer.to_owned()))
             })
             .collect();
         let mut bridge_of: BTreeMap<Uuid, String> = BTreeMap::new();
@@ -179,6 +201,7 @@ impl Bridges {
                 let name = r.str("name")?.to_owned();
                 Some(OwnedPort {
                     ifindex: ifindex_of.get(&name).copied(),
+                    patch_peer: peer_of.get(&name).cloned(),
                     name,
                     bridge: bridge_of.get(r.uuid()?).cloned().unwrap_or_default(),
                     tag: r
@@ -222,7 +245,17 @@ impl Bridges {
         if let Some(id) = &want.iface_id {
             iface_ids.push(("iface-id", id.clone()));
         }
-        iface_ids.push((IFINDEX_KEY, want.ifindex.to_string()));
+        if let Some(index) = want.ifindex {
+            iface_ids.push((IFINDEX_KEY, index.to_string()));
+        }
+        let mut iface = Row::new()
+            .with("name", name)
+            .with("external_ids", Value::map(iface_ids));
+        if let Some(peer) = &want.patch_peer {
+            iface = iface
+                .with("type", "patch")
+                .with("options", Value::map([("peer", peer.as_str())]));
+        }
         let mut port = Row::new()
             .with("name", name)
             .with("interfaces", Value::named_uuid("iface"))
@@ -231,13 +264,7 @@ impl Bridges {
             port = port.with("tag", i64::from(tag));
         }
         let ops = [
-            Operation::insert_named(
-                "Interface",
-                Row::new()
-                    .with("name", name)
-                    .with("external_ids", Value::map(iface_ids)),
-                "iface",
-            ),
+            Operation::insert_named("Interface", iface, "iface"),
             Operation::insert_named("Port", port, "port"),
             Operation::mutate(
                 "Bridge",

@@ -1,6 +1,6 @@
 //! External clients through a gateway's logical trunk, on the real data plane: ovn-vote with
 //! result's clients external (gateway `gw`), applied to the NB; `wepoq agent --gateway gw`
-//! makes br-wepoq and binds the trunk port `trunk.gw.ovn-vote.ns` with a veth; two external
+//! makes br-wepoq and binds the trunk port `trunk.gw.ovn-vote.ns` with a pair of patch ports; two external
 //! hosts (network namespaces) join br-wepoq as access ports with their clients' tags, one
 //! handed to the agent (`--gateway-access`), one plugged by the sandbox. Then: OVN's DNS and
 //! the VIP answer them, an undeclared service is refused, a client claiming the other's MAC or
@@ -136,7 +136,7 @@ fn external_clients_through_the_gateway_trunk() {
     let (on_int, on_wepoq) = trunk_ifnames(&trunk);
     let mut agent = Agent::start(&w, &[(h1.netdev.clone(), fqdn("c1.cli.result"))]);
     wait_until(
-        "br-wepoq with the trunk veth and c1's access port",
+        "br-wepoq with the trunk's patch port and c1's access port",
         Duration::from_secs(20),
         || {
             let ports = ports_of(&w, BRIDGE);
@@ -147,6 +147,17 @@ fn external_clients_through_the_gateway_trunk() {
         ports_of(&w, "br-int").contains(&on_int),
         "{on_int} is not on br-int"
     );
+    for (end, peer) in [(&on_int, &on_wepoq), (&on_wepoq, &on_int)] {
+        assert_eq!(
+            w.sb.vsctl(&["get", "Interface", end, "type", "options:peer"])
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["patch", peer.as_str()],
+            "{end} is a patch port to {peer}"
+        );
+        assert!(!link_exists(&w, end), "{end} is a netdev, not only a patch port");
+    }
     assert_eq!(
         w.sb.vsctl(&["get", "Port", &h1.netdev, "tag"])
             .unwrap()
@@ -250,10 +261,10 @@ fn external_clients_through_the_gateway_trunk() {
     w.reaches(&c2, result_vip, 80);
     w.step("undeclared service refused, spoofing dropped");
 
-    // Restart: while the agent is down, the trunk veth is deleted by hand and a stale port
+    // Restart: while the agent is down, the trunk's br-int end is deleted by hand and a stale port
     // of the gateway's (marked, for a client the NB does not name) is left on br-wepoq.
     agent.stop();
-    w.sb.ip_in_ovs_netns(&["link", "del", &on_int]).unwrap();
+    w.sb.vsctl(&["del-port", "br-int", &on_int]).unwrap();
     let stale = "wqcstale0";
     w.sb.vsctl(&[
         "add-port",
@@ -292,8 +303,8 @@ fn external_clients_through_the_gateway_trunk() {
         Duration::from_secs(20),
         || {
             let ports = ports_of(&w, BRIDGE);
-            link_exists(&w, &on_int)
-                && link_exists(&w, &on_wepoq)
+            ports_of(&w, "br-int").contains(&on_int)
+                && ports.contains(&on_wepoq)
                 && !ports.contains(&stale.to_owned())
         },
     );
@@ -311,7 +322,7 @@ fn external_clients_through_the_gateway_trunk() {
     for c in [&c1, &c2] {
         w.reaches(c, result_vip, 80);
     }
-    w.step("restart re-synced: veth back, stale port gone, foreign port kept");
+    w.step("restart re-synced: trunk port back, stale port gone, foreign port kept");
 
     // A tag changed in the NB: the agent retags c1's access port, and c1 still gets through.
     let retag = if t1.tag == 4000 { 4001 } else { 4000 };
