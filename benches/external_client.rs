@@ -34,6 +34,8 @@ use wepoq_reconciler::sandbox::{Component, Sandbox, require, without_blocks};
 
 const TUNNEL_PORT: u16 = 51820;
 const VIEWER: &str = "c3.cli.result.ovn-vote.ns";
+/// The anchor's copy of ovn-vote.
+const DIRECT_NS: &str = "nd";
 const FLOOR_CLIENT: &str = "c1.cli.result.ovn-vote.ns";
 /// The floor's VXLAN device on the chassis (an access port the agent keeps).
 const FLOOR_NETDEV: &str = "wqfloor";
@@ -60,34 +62,41 @@ struct Figures {
     all_mbits: Vec<f64>,
 }
 
-fn measure(name: &'static str, netns: &str, vip: SocketAddr, s: &Settings) -> Figures {
-    let samples = s.samples;
-    let rtts = in_netns(netns, move || traffic::round_trips(vip, 64, samples))
-        .unwrap_or_else(|e| panic!("{name}: round trips: {e}"));
-    let mut all_mbits = Vec::new();
-    for _ in 0..s.rounds {
-        let duration = Duration::from_secs(s.seconds);
-        all_mbits.push(
-            in_netns(netns, move || traffic::bulk(vip, duration))
-                .unwrap_or_else(|e| panic!("{name}: bulk: {e}")),
-        );
+/// Every path in turn, round after round: a slice of the round trips, then one bulk
+/// transfer each, so a slow moment of the machine falls on all of them alike.
+fn measure_in_turns<const N: usize>(
+    paths: &[(&'static str, String, SocketAddr); N],
+    s: &Settings,
+) -> [Figures; N] {
+    let mut rtts: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    let mut mbits: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    let per_round = (s.samples / s.rounds as usize).max(1);
+    for round in 0..s.rounds {
+        for (i, (name, netns, to)) in paths.iter().enumerate() {
+            let to = *to;
+            rtts[i].extend(
+                in_netns(netns, move || traffic::round_trips(to, 64, per_round))
+                    .unwrap_or_else(|e| panic!("{name}: round trips: {e}")),
+            );
+            let duration = Duration::from_secs(s.seconds);
+            let got = in_netns(netns, move || traffic::bulk(to, duration))
+                .unwrap_or_else(|e| panic!("{name}: bulk: {e}"));
+            eprintln!("  round {}: {name}: {got:.0} Mbit/s", round + 1);
+            mbits[i].push(got);
+        }
     }
-    let mut sorted = all_mbits.clone();
-    sorted.sort_by(f64::total_cmp);
-    let figures = Figures {
-        name,
-        rtt_p50: quantile(&rtts, 0.5),
-        rtt_p99: quantile(&rtts, 0.99),
-        mbits: quantile(&sorted, 0.5),
-        all_mbits,
-    };
-    eprintln!(
-        "  {name}: rtt p50 {:.0} µs, throughput {:.0} Mbit/s (rounds {:?})",
-        figures.rtt_p50,
-        figures.mbits,
-        figures.all_mbits.iter().map(|m| m.round()).collect::<Vec<_>>()
-    );
-    figures
+    std::array::from_fn(|i| {
+        rtts[i].sort_by(f64::total_cmp);
+        let mut sorted = mbits[i].clone();
+        sorted.sort_by(f64::total_cmp);
+        Figures {
+            name: paths[i].0,
+            rtt_p50: quantile(&rtts[i], 0.5),
+            rtt_p99: quantile(&rtts[i], 0.99),
+            mbits: quantile(&sorted, 0.5),
+            all_mbits: mbits[i].clone(),
+        }
+    })
 }
 
 struct Bench {
@@ -124,16 +133,6 @@ impl Bench {
         );
         assert!(out.status.success(), "{what} failed: {text}");
         text
-    }
-
-    fn apply(&self, spec: &str) {
-        std::fs::write(self.dir.join("wepoq.yaml"), spec).unwrap();
-        let db = self.sb.nb_unix_url();
-        self.run(
-            self.wepoq()
-                .args(["apply", "--db", &db, "--auto-approve"]),
-            "wepoq apply",
-        );
     }
 
     fn in_ovs_netns(&self, script: &str) {
@@ -178,14 +177,31 @@ fn find<'a>(endpoints: &'a [Endpoint], port: &str) -> &'a Endpoint {
         .unwrap_or_else(|| panic!("no endpoint {port}"))
 }
 
-fn vip(sb: &Sandbox) -> SocketAddr {
-    let vips = sb
-        .nbctl(&["get", "Load_Balancer", "lb.tcp.result.ovn-vote.ns", "vips"])
-        .unwrap();
+fn vip(sb: &Sandbox, namespace: &str) -> SocketAddr {
+    let lb = format!("lb.tcp.result.ovn-vote.{namespace}");
+    let vips = sb.nbctl(&["get", "Load_Balancer", &lb, "vips"]).unwrap();
     vips.split('"')
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("result's VIP from {vips}"))
+}
+
+/// result's three servers of `endpoints`, each serving the traffic protocol on port 80.
+fn start_servers(sb: &Sandbox, endpoints: &[Endpoint], namespace: &str) {
+    for n in 1..=3 {
+        let e = find(endpoints, &format!("s{n}.svr.result.ovn-vote.{namespace}"));
+        let ns = sb
+            .add_endpoint(
+                &e.port,
+                &e.mac,
+                &format!("{}/{}", e.ip, e.prefix),
+                &e.gateway.to_string(),
+            )
+            .unwrap();
+        let listener = in_netns(&ns.netns, || TcpListener::bind("0.0.0.0:80")).unwrap();
+        traffic::serve(listener).unwrap();
+        sb.wait_port_up(&e.port, Duration::from_secs(30)).unwrap();
+    }
 }
 
 fn main() {
@@ -203,15 +219,10 @@ fn main() {
         &std::fs::read_to_string(example.join("wepoq.yaml")).unwrap(),
         "container",
     );
-    let external = with_external_clients(&plain, "result");
     let lock = std::fs::read_to_string(example.join("wepoq.lock")).unwrap();
-    let plain_endpoints = endpoints(&plain, &lock);
-    let external_endpoints = endpoints(&external, &lock);
 
     let sb = Sandbox::data_plane().expect("a data-plane sandbox");
     let dir = sb.dir().join("external-bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("wepoq.lock"), &lock).unwrap();
     let mut b = Bench {
         sb,
         dir,
@@ -220,45 +231,66 @@ fn main() {
     let started = Instant::now();
     let step = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
 
-    // The anchor: result as the example has it, the viewer on br-int with a veth.
-    b.apply(&plain);
-    for n in 1..=3 {
-        let e = find(&plain_endpoints, &format!("s{n}.svr.result.ovn-vote.ns"));
-        let ns = b
-            .sb
-            .add_endpoint(
-                &e.port,
-                &e.mac,
-                &format!("{}/{}", e.ip, e.prefix),
-                &e.gateway.to_string(),
-            )
-            .unwrap();
-        let listener = in_netns(&ns.netns, || TcpListener::bind("0.0.0.0:80")).unwrap();
-        traffic::serve(listener).unwrap();
-        b.sb.wait_port_up(&e.port, Duration::from_secs(30)).unwrap();
+    // Two copies of ovn-vote side by side, so that every path is measured in turns, in the
+    // same seconds: namespace `nd` as the example has it (the anchor: the viewer on br-int
+    // with a veth), and `ns` with result's clients external.
+    // (Namespaces may not overlap: the copy moves to 10.66.0.0/16, its lock with it.)
+    let direct_spec = plain
+        .replace("namespace: ns\n", &format!("namespace: {DIRECT_NS}\n"))
+        .replace("network: 10.64.0.0/16", "network: 10.66.0.0/16");
+    let direct_lock = lock
+        .replace("ovn-vote.ns ", &format!("ovn-vote.{DIRECT_NS} "))
+        .replace("namespace ns.", &format!("namespace {DIRECT_NS}."))
+        .replace(" 10.64.", " 10.66.")
+        .replace(" 0a:58:0a:40:", " 0a:58:0a:42:");
+    let external = with_external_clients(&plain, "result");
+    let specs = [
+        (b.dir.join("direct"), direct_spec, direct_lock),
+        (b.dir.join("external"), external, lock),
+    ];
+    for (dir, spec, lock) in &specs {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("wepoq.yaml"), spec).unwrap();
+        std::fs::write(dir.join("wepoq.lock"), lock).unwrap();
     }
-    let vip = vip(&b.sb);
-    let viewer = find(&plain_endpoints, VIEWER);
+    let db = b.sb.nb_unix_url();
+    b.run(
+        b.wepoq()
+            .args(["apply", "--db", &db, "--auto-approve"])
+            .args(specs.iter().map(|(dir, ..)| dir.join("wepoq.yaml"))),
+        "wepoq apply",
+    );
+    // Compiled from the lockfiles apply kept: the addresses the NB has.
+    let [direct_endpoints, external_endpoints] = specs.map(|(dir, spec, _)| {
+        endpoints(
+            &spec,
+            &std::fs::read_to_string(dir.join("wepoq.lock")).unwrap(),
+        )
+    });
+    start_servers(&b.sb, &direct_endpoints, DIRECT_NS);
+    start_servers(&b.sb, &external_endpoints, "ns");
+    let direct_vip = vip(&b.sb, DIRECT_NS);
+    let vip = vip(&b.sb, "ns");
+
+    let direct_viewer = format!("c3.cli.result.ovn-vote.{DIRECT_NS}");
+    let viewer = find(&direct_endpoints, &direct_viewer);
     let direct_ns = b
         .sb
         .add_endpoint(
-            VIEWER,
+            &viewer.port,
             &viewer.mac,
             &format!("{}/{}", viewer.ip, viewer.prefix),
             &viewer.gateway.to_string(),
         )
         .unwrap();
-    b.sb.wait_port_up(VIEWER, Duration::from_secs(30)).unwrap();
+    b.sb.wait_port_up(&viewer.port, Duration::from_secs(30)).unwrap();
     in_netns(&direct_ns.netns, move || {
-        traffic::until_echo(vip, Duration::from_secs(30))
+        traffic::until_echo(direct_vip, Duration::from_secs(30))
     })
     .unwrap();
-    step(&format!("direct viewer reaches result's VIP {vip}"));
-    let direct = measure("direct (veth on br-int)", &direct_ns.netns, vip, &s);
+    step(&format!("direct viewer reaches result's VIP {direct_vip}"));
 
-    // The same viewer, external: its port becomes a child of the gateway's trunk.
-    b.sb.unplug_endpoint(VIEWER).unwrap();
-    b.apply(&external);
+    // The viewer of `ns` is external: its port is a child of the gateway's trunk.
     let floor = find(&external_endpoints, FLOOR_CLIENT);
     let floor_tag = floor.external.as_ref().expect("external").tag;
     let (floor_host, floor_ip, floor_chassis) = b.sb.add_external_host().unwrap();
@@ -337,9 +369,12 @@ fn main() {
     .unwrap_or_else(|e| panic!("wepoq connect: {e}\n{}\n{}", b.log("connect.log"), b.log("agent.log")));
     let connect_ms = connect_started.elapsed().as_secs_f64() * 1e3;
     step(&format!("wepoq connect: first answer through the VIP after {connect_ms:.0} ms"));
-    let tunnel = measure("wepoq connect (WireGuard + VXLAN)", &host.netns, vip, &s);
-    let floor = measure("plain VXLAN (floor)", &floor_host.netns, vip, &s);
-
+    let paths = [
+        ("direct (veth on br-int)", direct_ns.netns.clone(), direct_vip),
+        ("wepoq connect (WireGuard + VXLAN)", host.netns.clone(), vip),
+        ("plain VXLAN (floor)", floor_host.netns.clone(), vip),
+    ];
+    let [direct, tunnel, floor] = measure_in_turns(&paths, &s);
     println!("\nexternal client vs direct, result's VIP {vip}, 64-byte TCP round trips x{}, {} x {} s of one TCP stream", s.samples, s.rounds, s.seconds);
     println!(
         "{:<36} {:>12} {:>12} {:>14} {:>10}",
@@ -354,6 +389,10 @@ fn main() {
             f.mbits,
             f.mbits / direct.mbits * 100.0
         );
+    }
+    for f in [&direct, &tunnel, &floor] {
+        let rounds: Vec<String> = f.all_mbits.iter().map(|m| format!("{m:.0}")).collect();
+        println!("  {} Mbit/s by round: {}", f.name, rounds.join(" "));
     }
     let added = tunnel.rtt_p50 - direct.rtt_p50;
     println!(

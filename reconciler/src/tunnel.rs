@@ -9,6 +9,7 @@
 //! - [`store::Store`], [`credential::Credential`]: keys, issued and revoked by wepoq.
 //! - [`engine`]: the packet path; [`inner`]: what an authenticated client may send.
 
+mod batch;
 pub mod client;
 pub mod credential;
 pub mod engine;

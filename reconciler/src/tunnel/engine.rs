@@ -24,6 +24,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
+use super::batch::{Outgoing, Received, SLOT};
 use super::inner;
 
 /// The gateway's inner address; a client's is [`client_inner`] of its tag.
@@ -143,6 +144,15 @@ impl Engine {
         on_change: Box<dyn Fn(Change) + Send + Sync>,
     ) -> std::io::Result<Arc<Engine>> {
         socket.set_read_timeout(Some(POLL))?;
+        // The TUN is drained until it has nothing (EAGAIN), then polled: one wake-up per
+        // burst rather than per packet.
+        // SAFETY: F_GETFL/F_SETFL on a file descriptor this File owns.
+        unsafe {
+            let flags = libc::fcntl(tun.as_raw_fd(), libc::F_GETFL);
+            if flags < 0 || libc::fcntl(tun.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
         let public = PublicKey::from(&secret);
         Ok(Arc::new(Engine {
             socket,
@@ -275,72 +285,80 @@ impl Engine {
     }
 
     fn network_to_tun(&self) {
-        let mut datagram = vec![0u8; BUFFER];
+        let mut batch = Received::new();
         let mut out = vec![0u8; BUFFER];
-        let mut tun = &self.tun;
         while !self.stop.load(Ordering::Relaxed) {
-            let (n, from) = match self.socket.recv_from(&mut datagram) {
-                Ok(got) => got,
-                Err(_) => continue,
-            };
-            let Some(peer) = self.peer_of(&datagram[..n]) else {
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            let Ok(count) = batch.recv(&self.socket) else {
                 continue;
             };
-            let mut tunn = lock(&peer.tunn);
-            let mut authentic = true;
-            let initiation = datagram[0] == HANDSHAKE_INITIATION;
-            match tunn.decapsulate(Some(from.ip()), &datagram[..n], &mut out) {
-                TunnResult::WriteToNetwork(reply) => {
-                    let _ = self.socket.send_to(reply, from);
-                    if initiation && !self.is_client && !peer.up.swap(true, Ordering::SeqCst) {
-                        // Answered: the client is connected. Its device is made now, before
-                        // its first frame arrives (which would otherwise be lost).
-                        (self.on_change)(Change::Up {
-                            fqdn: peer.fqdn.clone(),
-                            tag: peer.tag,
-                        });
+            for i in 0..count {
+                match batch.get(i) {
+                    Some((datagram, from)) => self.receive(datagram, from, &mut out),
+                    None => {
+                        self.counters.refused.fetch_add(1, Ordering::Relaxed);
                     }
-                    // Packets queued while the handshake was on go out now.
-                    while let TunnResult::WriteToNetwork(queued) =
-                        tunn.decapsulate(None, &[], &mut out)
-                    {
-                        let _ = self.socket.send_to(queued, from);
-                    }
-                }
-                TunnResult::WriteToTunnelV4(packet, src) => {
-                    if src == peer.inner
-                        && inner::check(packet, peer.inner, u32::from(peer.tag)).is_ok()
-                    {
-                        let _ = tun.write(packet);
-                        self.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        self.counters.filtered.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                TunnResult::WriteToTunnelV6(..) => {
-                    self.counters.filtered.fetch_add(1, Ordering::Relaxed);
-                }
-                TunnResult::Done => {}
-                TunnResult::Err(_) => {
-                    authentic = false;
-                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            drop(tunn);
-            if authentic {
-                *lock(&peer.last_rx) = Instant::now();
-                if !self.is_client {
-                    // Roaming: a client is wherever its last authentic datagram came from.
-                    *lock(&peer.endpoint) = Some(from);
+        }
+    }
+
+    /// One datagram from the network: a handshake to answer, or a packet for the TUN.
+    fn receive(&self, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
+        let mut tun = &self.tun;
+        let Some(peer) = self.peer_of(datagram) else {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut tunn = lock(&peer.tunn);
+        let mut authentic = true;
+        let initiation = datagram[0] == HANDSHAKE_INITIATION;
+        match tunn.decapsulate(Some(from.ip()), datagram, out) {
+            TunnResult::WriteToNetwork(reply) => {
+                let _ = self.socket.send_to(reply, from);
+                if initiation && !self.is_client && !peer.up.swap(true, Ordering::SeqCst) {
+                    // Answered: the client is connected. Its device is made now, before
+                    // its first frame arrives (which would otherwise be lost).
+                    (self.on_change)(Change::Up {
+                        fqdn: peer.fqdn.clone(),
+                        tag: peer.tag,
+                    });
                 }
+                // Packets queued while the handshake was on go out now.
+                while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], out) {
+                    let _ = self.socket.send_to(queued, from);
+                }
+            }
+            TunnResult::WriteToTunnelV4(packet, src) => {
+                if src == peer.inner && inner::check(packet, peer.inner, u32::from(peer.tag)).is_ok()
+                {
+                    let _ = tun.write(packet);
+                    self.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.counters.filtered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            TunnResult::WriteToTunnelV6(..) => {
+                self.counters.filtered.fetch_add(1, Ordering::Relaxed);
+            }
+            TunnResult::Done => {}
+            TunnResult::Err(_) => {
+                authentic = false;
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(tunn);
+        if authentic {
+            *lock(&peer.last_rx) = Instant::now();
+            if !self.is_client {
+                // Roaming: a client is wherever its last authentic datagram came from.
+                *lock(&peer.endpoint) = Some(from);
             }
         }
     }
 
     fn tun_to_network(&self) {
         let mut packet = vec![0u8; BUFFER];
-        let mut out = vec![0u8; BUFFER];
+        let mut batch = Outgoing::new();
         let mut tun = &self.tun;
         let mut fds = [libc::pollfd {
             fd: self.tun.as_raw_fd(),
@@ -348,15 +366,22 @@ impl Engine {
             revents: 0,
         }];
         while !self.stop.load(Ordering::Relaxed) {
-            // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, POLL.as_millis() as i32) };
-            if ready <= 0 {
+            let n = match tun.read(&mut packet) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Drained: send the burst, then sleep until the next packet.
+                    batch.flush(&self.socket);
+                    // SAFETY: `fds` is a valid array of one pollfd for the call.
+                    unsafe { libc::poll(fds.as_mut_ptr(), 1, POLL.as_millis() as i32) };
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            // Shorter than an IPv4 header, or too long to seal into a slot (the TUN's MTU
+            // keeps packets far below): not ours to send.
+            if n < 20 || n + 32 > SLOT {
                 continue;
             }
-            let n = match tun.read(&mut packet) {
-                Ok(n) if n >= 20 => n,
-                _ => continue,
-            };
             let peer = if self.is_client {
                 self.only_peer()
             } else {
@@ -366,11 +391,18 @@ impl Engine {
                     .and_then(|t| self.by_tag(t))
             };
             let Some(peer) = peer else { continue };
-            let endpoint = peer.endpoint();
+            let Some(endpoint) = peer.endpoint() else { continue };
             let mut tunn = lock(&peer.tunn);
-            if let TunnResult::WriteToNetwork(datagram) = tunn.encapsulate(&packet[..n], &mut out) {
-                self.send(datagram, endpoint);
-                self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+            batch.push_with(|slot| match tunn.encapsulate(&packet[..n], slot) {
+                TunnResult::WriteToNetwork(datagram) => {
+                    self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+                    Some((datagram.len(), endpoint))
+                }
+                _ => None,
+            });
+            drop(tunn);
+            if batch.is_full() {
+                batch.flush(&self.socket);
             }
         }
     }

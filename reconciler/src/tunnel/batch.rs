@@ -1,0 +1,261 @@
+//! Datagrams by the batch: `recvmmsg` and `sendmmsg` over the tunnel's UDP socket. Under
+//! load the packet threads then wake and cross into the kernel once per batch rather than
+//! once per packet, which on a small machine is most of what the tunnel costs.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+
+/// Datagrams per system call.
+pub const BATCH: usize = 32;
+/// Room for one datagram: the underlay's 1500 bytes and then some (a longer one is cut and
+/// dropped: no WireGuard peer of ours sends it).
+pub const SLOT: usize = 2048;
+
+fn to_storage(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid (unspecified) value.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in6.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in (ss_family says so).
+            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 (ss_family says so).
+            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Up to [`BATCH`] received datagrams.
+pub struct Received {
+    slots: Vec<[u8; SLOT]>,
+    from: Vec<libc::sockaddr_storage>,
+    lens: Vec<usize>,
+    truncated: Vec<bool>,
+    count: usize,
+}
+
+impl Received {
+    pub fn new() -> Received {
+        Received {
+            slots: vec![[0u8; SLOT]; BATCH],
+            // SAFETY: plain data, all zeroes valid.
+            from: vec![unsafe { zeroed() }; BATCH],
+            lens: vec![0; BATCH],
+            truncated: vec![false; BATCH],
+            count: 0,
+        }
+    }
+
+    /// Waits for one datagram (the socket's read timeout applies), then takes what else is
+    /// queued, up to [`BATCH`]. Returns how many.
+    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        let mut iovs: Vec<libc::iovec> = self
+            .slots
+            .iter_mut()
+            .map(|s| libc::iovec {
+                iov_base: s.as_mut_ptr().cast(),
+                iov_len: SLOT,
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; the pointers are filled in below.
+        let mut headers: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+        for (i, h) in headers.iter_mut().enumerate() {
+            h.msg_hdr.msg_name = (&mut self.from[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `headers` holds BATCH valid mmsghdrs whose buffers (slots, addresses,
+        // iovecs) outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            self.count = 0;
+            return Err(io::Error::last_os_error());
+        }
+        self.count = n as usize;
+        for (i, h) in headers.iter().take(self.count).enumerate() {
+            self.lens[i] = h.msg_len as usize;
+            self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        }
+        Ok(self.count)
+    }
+
+    /// Datagram `i` of the last batch and its sender; `None` if it was cut short or came
+    /// from no IP address.
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.count || self.truncated[i] {
+            return None;
+        }
+        Some((&self.slots[i][..self.lens[i]], from_storage(&self.from[i])?))
+    }
+}
+
+/// Datagrams gathered to go out in one `sendmmsg`.
+pub struct Outgoing {
+    slots: Vec<[u8; SLOT]>,
+    to: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
+    lens: Vec<usize>,
+    count: usize,
+}
+
+impl Outgoing {
+    pub fn new() -> Outgoing {
+        Outgoing {
+            slots: vec![[0u8; SLOT]; BATCH],
+            to: Vec::with_capacity(BATCH),
+            lens: vec![0; BATCH],
+            count: 0,
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.count == BATCH
+    }
+
+    /// The next free slot, for `fill` to write a datagram into; it returns the datagram's
+    /// length and destination, or `None` to leave the slot free.
+    pub fn push_with(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<(usize, SocketAddr)>) {
+        if self.is_full() {
+            return;
+        }
+        if let Some((len, to)) = fill(&mut self.slots[self.count]) {
+            self.lens[self.count] = len;
+            self.to.push(to_storage(to));
+            self.count += 1;
+        }
+    }
+
+    /// Sends what was gathered. A datagram the kernel refuses is dropped: losses are
+    /// WireGuard's and TCP's to recover, as on any UDP path.
+    pub fn flush(&mut self, socket: &UdpSocket) {
+        let mut sent = 0;
+        while sent < self.count {
+            let mut iovs: Vec<libc::iovec> = (sent..self.count)
+                .map(|i| libc::iovec {
+                    iov_base: self.slots[i].as_mut_ptr().cast(),
+                    iov_len: self.lens[i],
+                })
+                .collect();
+            // SAFETY: plain data; the pointers are filled in below.
+            let mut headers: Vec<libc::mmsghdr> =
+                (sent..self.count).map(|_| unsafe { zeroed() }).collect();
+            for (k, h) in headers.iter_mut().enumerate() {
+                let (addr, len) = &mut self.to[sent + k];
+                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = *len;
+                h.msg_hdr.msg_iov = &mut iovs[k];
+                h.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: `headers` are valid mmsghdrs whose buffers outlive the call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    headers.as_mut_ptr(),
+                    headers.len() as libc::c_uint,
+                    0,
+                )
+            };
+            if n <= 0 {
+                // The first one failed (no route, buffer full): skip it, try the rest.
+                sent += 1;
+            } else {
+                sent += n as usize;
+            }
+        }
+        self.count = 0;
+        self.to.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_batch_goes_out_and_comes_back_in_order() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let to = b.local_addr().unwrap();
+        let mut out = Outgoing::new();
+        for i in 0..5u8 {
+            out.push_with(|slot| {
+                slot[..3].copy_from_slice(&[i, i, i]);
+                Some((3, to))
+            });
+        }
+        out.push_with(|_| None);
+        out.flush(&a);
+        let mut got = Received::new();
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            let n = got.recv(&b).unwrap();
+            for i in 0..n {
+                let (data, from) = got.get(i).unwrap();
+                assert_eq!(from, a.local_addr().unwrap());
+                seen.push(data.to_vec());
+            }
+        }
+        assert_eq!(seen, (0..5u8).map(|i| vec![i, i, i]).collect::<Vec<_>>());
+        // Too long for a slot: received as cut short, and refused.
+        a.send_to(&[1u8; SLOT + 10], to).unwrap();
+        assert_eq!(got.recv(&b).unwrap(), 1);
+        assert!(got.get(0).is_none());
+    }
+}
