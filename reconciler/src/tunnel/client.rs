@@ -110,6 +110,12 @@ pub async fn connect(cred: &Credential, opts: &ConnectOptions) -> Result<Connect
     )
     .await
     .map_err(|e| e.to_string())?;
+    // ARP for the router is asked again every 100 ms rather than every second: the first
+    // request can go out before the gateway has put this client's port on br-wepoq.
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv4/neigh/{}/retrans_time_ms", opts.ifname),
+        "100",
+    );
     let resolv = match &opts.resolv_conf {
         Some(path) => {
             let old = std::fs::read(path).ok();

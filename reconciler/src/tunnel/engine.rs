@@ -40,6 +40,9 @@ const GONE: Duration = Duration::from_secs(180);
 const HANDSHAKE_INITIATION: u8 = 1;
 const BUFFER: usize = 65_536;
 const POLL: Duration = Duration::from_millis(200);
+/// How often an unknown key's handshake may make the engine look for new peers: bounded, as
+/// anyone can send handshakes.
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 pub fn client_inner(tag: u16) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(CLIENTS_INNER.0) | u32::from(tag))
@@ -133,6 +136,10 @@ pub struct Engine {
     is_client: bool,
     pub counters: Counters,
     on_change: Box<dyn Fn(Change) + Send + Sync>,
+    /// Asked to look for new peers when a handshake comes from an unknown key (a client
+    /// whose credential was issued since the last look), at most every [`LOOK_AGAIN`].
+    on_unknown: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    last_look: Mutex<Instant>,
 }
 
 impl Engine {
@@ -164,7 +171,14 @@ impl Engine {
             is_client,
             counters: Counters::default(),
             on_change,
+            on_unknown: Mutex::new(None),
+            last_look: Mutex::new(Instant::now() - LOOK_AGAIN),
         }))
+    }
+
+    /// Sets what looks for new peers (see `on_unknown`); it may call [`Engine::add_peer`].
+    pub fn on_unknown_key(&self, look: Box<dyn Fn() + Send + Sync>) {
+        *lock(&self.on_unknown) = Some(look);
     }
 
     pub fn secret(&self) -> &StaticSecret {
@@ -305,7 +319,10 @@ impl Engine {
     /// One datagram from the network: a handshake to answer, or a packet for the TUN.
     fn receive(&self, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
         let mut tun = &self.tun;
-        let Some(peer) = self.peer_of(datagram) else {
+        let Some(peer) = self
+            .peer_of(datagram)
+            .or_else(|| self.look_again(datagram))
+        else {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -354,6 +371,23 @@ impl Engine {
                 *lock(&peer.endpoint) = Some(from);
             }
         }
+    }
+
+    /// A handshake from no known peer: once the bound allows, looks for new peers and tries
+    /// again, so a client issued a credential a moment ago is answered at its first try.
+    fn look_again(&self, datagram: &[u8]) -> Option<Arc<Peer>> {
+        if datagram.first() != Some(&HANDSHAKE_INITIATION) {
+            return None;
+        }
+        {
+            let mut last = lock(&self.last_look);
+            if last.elapsed() < LOOK_AGAIN {
+                return None;
+            }
+            *last = Instant::now();
+        }
+        (lock(&self.on_unknown).as_ref()?)();
+        self.peer_of(datagram)
     }
 
     fn tun_to_network(&self) {

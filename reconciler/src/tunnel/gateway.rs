@@ -141,6 +141,13 @@ impl TunnelGateway {
                 }
             }
         });
+        // A handshake from a key not yet loaded: load the store now, not at the next second.
+        let weak = Arc::downgrade(&gateway);
+        gateway.engine.on_unknown_key(Box::new(move || {
+            if let Some(g) = weak.upgrade() {
+                g.reload();
+            }
+        }));
         let reloader = gateway.clone();
         tokio::spawn(async move {
             loop {
