@@ -274,16 +274,16 @@ fn main() {
 
     let direct_viewer = format!("c3.cli.result.ovn-vote.{DIRECT_NS}");
     let viewer = find(&direct_endpoints, &direct_viewer);
-    let direct_ns = b
-        .sb
-        .add_endpoint(
+    let direct_ns =
+        b.sb.add_endpoint(
             &viewer.port,
             &viewer.mac,
             &format!("{}/{}", viewer.ip, viewer.prefix),
             &viewer.gateway.to_string(),
         )
         .unwrap();
-    b.sb.wait_port_up(&viewer.port, Duration::from_secs(30)).unwrap();
+    b.sb.wait_port_up(&viewer.port, Duration::from_secs(30))
+        .unwrap();
     in_netns(&direct_ns.netns, move || {
         traffic::until_echo(direct_vip, Duration::from_secs(30))
     })
@@ -304,15 +304,17 @@ fn main() {
     };
     b.in_ovs_netns(&vxlan(floor_chassis, floor_ip, FLOOR_NETDEV));
     b.run(
-        Command::new("ip").args(["netns", "exec", &floor_host.netns, "sh", "-euc"]).arg(format!(
-            "{} && ip link set wqf0 address {} && ip addr add {}/{} dev wqf0 && \
+        Command::new("ip")
+            .args(["netns", "exec", &floor_host.netns, "sh", "-euc"])
+            .arg(format!(
+                "{} && ip link set wqf0 address {} && ip addr add {}/{} dev wqf0 && \
              ip route add default via {} dev wqf0",
-            vxlan(floor_ip, floor_chassis, "wqf0"),
-            floor.mac,
-            floor.ip,
-            floor.prefix,
-            floor.gateway
-        )),
+                vxlan(floor_ip, floor_chassis, "wqf0"),
+                floor.mac,
+                floor.ip,
+                floor.prefix,
+                floor.gateway
+            )),
         "the floor's client end",
     );
 
@@ -326,7 +328,10 @@ fn main() {
         .arg(b.sb.ovs_netns().unwrap())
         .arg("--run-dir")
         .arg(b.dir.join("run"))
-        .args(["--only-label", &format!("wepoq.net/bench={}", std::process::id())])
+        .args([
+            "--only-label",
+            &format!("wepoq.net/bench={}", std::process::id()),
+        ])
         .args([
             "--gateway-access",
             &format!("{FLOOR_NETDEV}={}", floor.fqdn),
@@ -334,8 +339,7 @@ fn main() {
     b.spawn_logged(agent, "agent.log");
     let trunk = floor.external.as_ref().unwrap().trunk.clone();
     for port in [trunk.as_str(), FLOOR_CLIENT, VIEWER] {
-        b.sb
-            .wait_port_up(port, Duration::from_secs(30))
+        b.sb.wait_port_up(port, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{port}: {e}\n{}", b.log("agent.log")));
     }
     in_netns(&floor_host.netns, move || {
@@ -366,16 +370,31 @@ fn main() {
     in_netns(&host.netns, move || {
         traffic::until_echo(vip, Duration::from_secs(30))
     })
-    .unwrap_or_else(|e| panic!("wepoq connect: {e}\n{}\n{}", b.log("connect.log"), b.log("agent.log")));
+    .unwrap_or_else(|e| {
+        panic!(
+            "wepoq connect: {e}\n{}\n{}",
+            b.log("connect.log"),
+            b.log("agent.log")
+        )
+    });
     let connect_ms = connect_started.elapsed().as_secs_f64() * 1e3;
-    step(&format!("wepoq connect: first answer through the VIP after {connect_ms:.0} ms"));
+    step(&format!(
+        "wepoq connect: first answer through the VIP after {connect_ms:.0} ms"
+    ));
     let paths = [
-        ("direct (veth on br-int)", direct_ns.netns.clone(), direct_vip),
+        (
+            "direct (veth on br-int)",
+            direct_ns.netns.clone(),
+            direct_vip,
+        ),
         ("wepoq connect (WireGuard + VXLAN)", host.netns.clone(), vip),
         ("plain VXLAN (floor)", floor_host.netns.clone(), vip),
     ];
     let [direct, tunnel, floor] = measure_in_turns(&paths, &s);
-    println!("\nexternal client vs direct, result's VIP {vip}, 64-byte TCP round trips x{}, {} x {} s of one TCP stream", s.samples, s.rounds, s.seconds);
+    println!(
+        "\nexternal client vs direct, result's VIP {vip}, 64-byte TCP round trips x{}, {} x {} s of one TCP stream",
+        s.samples, s.rounds, s.seconds
+    );
     println!(
         "{:<36} {:>12} {:>12} {:>14} {:>10}",
         "path", "rtt p50 µs", "rtt p99 µs", "Mbit/s", "of direct"
@@ -407,7 +426,9 @@ fn main() {
         floor.mbits / direct.mbits * 100.0,
         tunnel.mbits / floor.mbits * 100.0
     );
-    println!("connect time: {connect_ms:.0} ms from starting `wepoq connect` to the first answered round trip");
+    println!(
+        "connect time: {connect_ms:.0} ms from starting `wepoq connect` to the first answered round trip"
+    );
     if let Some(line) = b.log("connect.log").lines().find(|l| l.contains("up (")) {
         println!("  wepoq connect says: {}", line.trim());
     }

@@ -220,29 +220,38 @@ pub struct Attacher {
     host: NsLink,
 }
 
+/// The local OVS database and netlink where ovs-vswitchd's ports live: what every user of
+/// the chassis' OVS (the attacher, the gateway) starts from.
+pub(crate) async fn connect_host(
+    cfg: &AttachConfig,
+) -> Result<(ovsdb::Client, NsLink), AttachError> {
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        request: Duration::from_secs(10),
+        ..Timeouts::default()
+    };
+    let client = ovsdb::Client::connect(&cfg.ovs_db, timeouts)
+        .await
+        .map_err(|source| AttachError::Ovsdb {
+            at: cfg.ovs_db.clone(),
+            source,
+        })?;
+    let host_ns = match &cfg.ovs_netns {
+        Some(path) => {
+            Some(Netns::open(path).map_err(AttachError::io(format!("open {}", path.display())))?)
+        }
+        None => None,
+    };
+    let host = NsLink::open(host_ns.as_ref())
+        .await
+        .map_err(AttachError::io("netlink in the OVS network namespace"))?;
+    Ok((client, host))
+}
+
 impl Attacher {
     /// Connects to the OVS database and opens netlink in `ovs_netns`.
     pub async fn connect(cfg: AttachConfig) -> Result<Attacher, AttachError> {
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(5),
-            request: Duration::from_secs(10),
-            ..Timeouts::default()
-        };
-        let client = ovsdb::Client::connect(&cfg.ovs_db, timeouts)
-            .await
-            .map_err(|source| AttachError::Ovsdb {
-                at: cfg.ovs_db.clone(),
-                source,
-            })?;
-        let host_ns = match &cfg.ovs_netns {
-            Some(path) => Some(
-                Netns::open(path).map_err(AttachError::io(format!("open {}", path.display())))?,
-            ),
-            None => None,
-        };
-        let host = NsLink::open(host_ns.as_ref())
-            .await
-            .map_err(AttachError::io("netlink in the OVS network namespace"))?;
+        let (client, host) = connect_host(&cfg).await?;
         Ok(Attacher {
             ovs: ovs::Ovs::new(client, cfg.ovs_db, cfg.bridge),
             host,

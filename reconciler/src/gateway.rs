@@ -32,9 +32,9 @@ use std::time::Duration;
 pub use bridge::{OWNER_KEY, OWNER_VALUE, ROLE_KEY};
 pub use clients::{ExternalClient, Trunk, external_clients};
 
-use crate::attach::netns::{Netns, NsLink};
+use crate::attach::netns::NsLink;
 use crate::attach::{AttachConfig, AttachError};
-use crate::ovsdb::{self, Timeouts};
+use crate::ovsdb;
 use bridge::{Bridges, WantedPort};
 
 /// What a gateway agent serves.
@@ -91,26 +91,7 @@ impl Gateway {
         attach: &AttachConfig,
         cfg: GatewayConfig,
     ) -> Result<Gateway, AttachError> {
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(5),
-            request: Duration::from_secs(10),
-            ..Timeouts::default()
-        };
-        let client = ovsdb::Client::connect(&attach.ovs_db, timeouts)
-            .await
-            .map_err(|source| AttachError::Ovsdb {
-                at: attach.ovs_db.clone(),
-                source,
-            })?;
-        let ns_path = attach
-            .ovs_netns
-            .clone()
-            .unwrap_or_else(|| "/proc/self/ns/net".into());
-        let host_ns = Netns::open(&ns_path)
-            .map_err(AttachError::io(format!("open {}", ns_path.display())))?;
-        let host = NsLink::open(attach.ovs_netns.as_ref().map(|_| &host_ns))
-            .await
-            .map_err(AttachError::io("netlink in the OVS network namespace"))?;
+        let (client, host) = crate::attach::connect_host(attach).await?;
         Ok(Gateway {
             cfg,
             integration: attach.bridge.clone(),

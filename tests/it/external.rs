@@ -470,58 +470,18 @@ fn external_clients_through_the_gateway_tunnel() {
     lab.step("a forged key is refused, the genuine one admitted");
 
     // Spoofing, by a client that did authenticate: the other viewer's IP, then its MAC.
-    lab.exec(&host1, &["ip", "addr", "flush", "dev", "wq0"]);
-    lab.exec(
-        &host1,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/{}", other.ip, other.prefix),
-            "dev",
-            "wq0",
-        ],
-    );
-    lab.exec(
-        &host1,
-        &[
-            "ip",
-            "route",
-            "replace",
-            &format!("{}/32", vip),
-            "via",
-            &viewer.gateway.to_string(),
-            "dev",
-            "wq0",
-        ],
-    );
+    let readdress = |ip: Ipv4Addr| {
+        lab.exec(&host1, &["ip", "addr", "flush", "dev", "wq0"]);
+        let cidr = format!("{ip}/{}", viewer.prefix);
+        lab.exec(&host1, &["ip", "addr", "add", &cidr, "dev", "wq0"]);
+        let (to, via) = (format!("{vip}/32"), viewer.gateway.to_string());
+        let route = ["ip", "route", "replace", &to, "via", &via, "dev", "wq0"];
+        lab.exec(&host1, &route);
+    };
+    readdress(other.ip);
     lab.assert_unreached(&host1, vip, 80, "c3 claiming c1's IP");
-    lab.exec(&host1, &["ip", "addr", "flush", "dev", "wq0"]);
     lab.exec(&host1, &["ip", "link", "set", "wq0", "address", &other.mac]);
-    lab.exec(
-        &host1,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/{}", viewer.ip, viewer.prefix),
-            "dev",
-            "wq0",
-        ],
-    );
-    lab.exec(
-        &host1,
-        &[
-            "ip",
-            "route",
-            "replace",
-            &format!("{}/32", vip),
-            "via",
-            &viewer.gateway.to_string(),
-            "dev",
-            "wq0",
-        ],
-    );
+    readdress(viewer.ip);
     lab.assert_unreached(&host1, vip, 80, "c3 claiming c1's MAC");
     lab.until_reached(&host2, vip, Duration::from_secs(5), "c1 itself, meanwhile");
     lab.step("spoofed IP and MAC dropped by port security");

@@ -100,21 +100,9 @@ fn mutated_inputs_never_panic() {
 fn mutated_credentials_and_inner_packets_never_panic() {
     use std::net::Ipv4Addr;
     use wepoq_reconciler::tunnel::credential::Credential;
-    use wepoq_reconciler::tunnel::{inner, keys};
+    use wepoq_reconciler::tunnel::inner;
 
-    let credential = Credential {
-        fqdn: "c3.cli.result.ovn-vote.ns.wepoq.net".into(),
-        private_key: keys::generate(),
-        gateway_key: keys::public_of(&keys::generate()),
-        endpoint: "192.0.2.1:51820".parse().unwrap(),
-        tag: 3,
-        mac: "0a:58:0a:40:00:65".into(),
-        ip: Ipv4Addr::new(10, 64, 0, 101),
-        prefix: 28,
-        gateway: Ipv4Addr::new(10, 64, 0, 97),
-        routes: vec![(Ipv4Addr::new(10, 64, 0, 0), 16)],
-    }
-    .render();
+    let credential = Credential::example().render();
     // A VXLAN datagram from 100.65.0.3 with VNI 3.
     let mut packet = vec![
         0x45, 0, 0, 58, 0, 0, 0x40, 0, 64, 17, 0, 0, 100, 65, 0, 3, 100, 64, 0, 1,

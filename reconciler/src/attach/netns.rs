@@ -205,19 +205,56 @@ impl NsLink {
         Ok(index)
     }
 
-    /// The container end: address, up, `lo` up, routes via the gateway.
-    pub async fn configure(&self, name: &str, vif: &Vif) -> Result<(), AttachError> {
-        let index = self.bring_up_offloadless(name).await?;
+    /// Puts `ip/prefix` on link `index` (`name`, for errors); replaces what is there.
+    pub async fn add_address(
+        &self,
+        index: u32,
+        name: &str,
+        ip: std::net::Ipv4Addr,
+        prefix: u8,
+    ) -> Result<(), AttachError> {
         self.handle
             .address()
-            .add(index, IpAddr::V4(vif.ip), vif.prefix)
+            .add(index, IpAddr::V4(ip), prefix)
             .replace()
             .execute()
             .await
-            .map_err(AttachError::netlink(format!(
-                "add {}/{} to {name}",
-                vif.ip, vif.prefix
-            )))?;
+            .map_err(AttachError::netlink(format!("add {ip}/{prefix} to {name}")))
+    }
+
+    /// Routes `net/prefix` out of link `index`: via `gateway`, or on-link without one.
+    pub async fn add_route(
+        &self,
+        index: u32,
+        net: std::net::Ipv4Addr,
+        prefix: u8,
+        gateway: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), AttachError> {
+        let builder = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(net, prefix)
+            .output_interface(index);
+        let route = match gateway {
+            Some(via) => builder.gateway(via).build(),
+            None => builder
+                .scope(rtnetlink::packet_route::route::RouteScope::Link)
+                .build(),
+        };
+        self.handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(AttachError::netlink(match gateway {
+                Some(via) => format!("route {net}/{prefix} via {via}"),
+                None => format!("route {net}/{prefix} on link {index}"),
+            }))
+    }
+
+    /// The container end: address, up, `lo` up, routes via the gateway.
+    pub async fn configure(&self, name: &str, vif: &Vif) -> Result<(), AttachError> {
+        let index = self.bring_up_offloadless(name).await?;
+        self.add_address(index, name, vif.ip, vif.prefix).await?;
         if let Some(lo) = self.link_index("lo").await? {
             self.handle
                 .link()
@@ -230,21 +267,8 @@ impl NsLink {
             .default_route
             .then_some((std::net::Ipv4Addr::UNSPECIFIED, 0));
         for (net, prefix) in vif.routes.iter().copied().chain(default) {
-            let route = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                .destination_prefix(net, prefix)
-                .gateway(vif.gateway)
-                .output_interface(index)
-                .build();
-            self.handle
-                .route()
-                .add(route)
-                .replace()
-                .execute()
-                .await
-                .map_err(AttachError::netlink(format!(
-                    "route {net}/{prefix} via {}",
-                    vif.gateway
-                )))?;
+            self.add_route(index, net, prefix, Some(vif.gateway))
+                .await?;
         }
         Ok(())
     }

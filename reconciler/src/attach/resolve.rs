@@ -11,7 +11,10 @@ use crate::ovsdb::{self, Condition, NB_DB, OpResult, Operation, Row, Value};
 
 use super::{AttachError, Vif};
 
-pub(crate) async fn select(nb: &ovsdb::Client, ops: &[Operation]) -> Result<Vec<Vec<Row>>, AttachError> {
+pub(crate) async fn select(
+    nb: &ovsdb::Client,
+    ops: &[Operation],
+) -> Result<Vec<Vec<Row>>, AttachError> {
     let results = nb.transact(NB_DB, ops).await.map_err(AttachError::Nb)?;
     Ok(results
         .into_iter()

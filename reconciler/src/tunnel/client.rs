@@ -6,7 +6,6 @@ use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use super::credential::Credential;
 use super::engine::{self, Engine, Peer};
@@ -33,18 +32,6 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Waits until the gateway answered the handshake (or `timeout`).
-    pub fn wait_up(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.up() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-
     /// The WireGuard session with the gateway is established.
     pub fn up(&self) -> bool {
         self.is_up.load(std::sync::atomic::Ordering::SeqCst)

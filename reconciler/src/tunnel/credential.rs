@@ -58,6 +58,23 @@ fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
 }
 
 impl Credential {
+    /// A made-up credential for `c3.cli.result.ovn-vote.ns.wepoq.net` with fresh keys: the
+    /// seed of the tests and of the fuzz smoke run.
+    pub fn example() -> Credential {
+        Credential {
+            fqdn: "c3.cli.result.ovn-vote.ns.wepoq.net".into(),
+            private_key: keys::generate(),
+            gateway_key: keys::public_of(&keys::generate()),
+            endpoint: "192.0.2.1:51820".parse().expect("an address"),
+            tag: 3,
+            mac: "0a:58:0a:40:00:65".into(),
+            ip: Ipv4Addr::new(10, 64, 0, 101),
+            prefix: 28,
+            gateway: Ipv4Addr::new(10, 64, 0, 97),
+            routes: vec![(Ipv4Addr::new(10, 64, 0, 0), 16)],
+        }
+    }
+
     pub fn render(&self) -> String {
         let routes: Vec<String> = self.routes.iter().copied().map(cidr).collect();
         format!(
@@ -177,24 +194,9 @@ impl Credential {
 mod tests {
     use super::*;
 
-    fn sample() -> Credential {
-        Credential {
-            fqdn: "c3.cli.result.ovn-vote.ns.wepoq.net".into(),
-            private_key: keys::generate(),
-            gateway_key: keys::public_of(&keys::generate()),
-            endpoint: "192.0.2.1:51820".parse().unwrap(),
-            tag: 3,
-            mac: "0a:58:0a:40:00:65".into(),
-            ip: Ipv4Addr::new(10, 64, 0, 101),
-            prefix: 28,
-            gateway: Ipv4Addr::new(10, 64, 0, 97),
-            routes: vec![(Ipv4Addr::new(10, 64, 0, 0), 16)],
-        }
-    }
-
     #[test]
     fn a_credential_round_trips_and_debug_hides_the_key() {
-        let c = sample();
+        let c = Credential::example();
         let text = c.render();
         let back = Credential::parse(&text).unwrap();
         assert_eq!(back.private_key.to_bytes(), c.private_key.to_bytes());
@@ -206,12 +208,14 @@ mod tests {
 
     #[test]
     fn bad_credentials_say_which_line() {
-        let text = sample().render().replace("tag = 3", "tag = 4095");
+        let text = Credential::example()
+            .render()
+            .replace("tag = 3", "tag = 4095");
         let err = Credential::parse(&text).unwrap_err();
         assert!(err.contains("line") && err.contains("VLAN"), "{err}");
         let err = Credential::parse("fqdn = x\nbogus\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
-        let text = sample().render() + "extra = 1\n";
+        let text = Credential::example().render() + "extra = 1\n";
         assert!(
             Credential::parse(&text)
                 .unwrap_err()

@@ -156,7 +156,9 @@ impl Engine {
         // SAFETY: F_GETFL/F_SETFL on a file descriptor this File owns.
         unsafe {
             let flags = libc::fcntl(tun.as_raw_fd(), libc::F_GETFL);
-            if flags < 0 || libc::fcntl(tun.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            if flags < 0
+                || libc::fcntl(tun.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
         }
@@ -319,10 +321,7 @@ impl Engine {
     /// One datagram from the network: a handshake to answer, or a packet for the TUN.
     fn receive(&self, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
         let mut tun = &self.tun;
-        let Some(peer) = self
-            .peer_of(datagram)
-            .or_else(|| self.look_again(datagram))
-        else {
+        let Some(peer) = self.peer_of(datagram).or_else(|| self.look_again(datagram)) else {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -346,7 +345,8 @@ impl Engine {
                 }
             }
             TunnResult::WriteToTunnelV4(packet, src) => {
-                if src == peer.inner && inner::check(packet, peer.inner, u32::from(peer.tag)).is_ok()
+                if src == peer.inner
+                    && inner::check(packet, peer.inner, u32::from(peer.tag)).is_ok()
                 {
                     let _ = tun.write(packet);
                     self.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
@@ -425,7 +425,9 @@ impl Engine {
                     .and_then(|t| self.by_tag(t))
             };
             let Some(peer) = peer else { continue };
-            let Some(endpoint) = peer.endpoint() else { continue };
+            let Some(endpoint) = peer.endpoint() else {
+                continue;
+            };
             let mut tunn = lock(&peer.tunn);
             batch.push_with(|slot| match tunn.encapsulate(&packet[..n], slot) {
                 TunnResult::WriteToNetwork(datagram) => {

@@ -2,10 +2,9 @@
 //! the private namespace, and the VXLAN device created from there straight into the host's
 //! namespace (its UDP socket stays in the private one, on the inner addresses).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
-use rtnetlink::packet_route::route::RouteScope;
-use rtnetlink::{LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{LinkUnspec, LinkVxlan};
 
 use super::inner::VXLAN_PORT;
 use crate::attach::AttachError;
@@ -37,28 +36,9 @@ pub async fn configure_tun(
         .execute()
         .await
         .map_err(AttachError::netlink(format!("set {name} up")))?;
-    link.handle
-        .address()
-        .add(index, IpAddr::V4(ip), 32)
-        .replace()
-        .execute()
-        .await
-        .map_err(AttachError::netlink(format!("address {ip} on {name}")))?;
+    link.add_address(index, name, ip, 32).await?;
     for &(net, prefix) in routes {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(net, prefix)
-            .output_interface(index)
-            .scope(RouteScope::Link)
-            .build();
-        link.handle
-            .route()
-            .add(route)
-            .replace()
-            .execute()
-            .await
-            .map_err(AttachError::netlink(format!(
-                "route {net}/{prefix} via {name}"
-            )))?;
+        link.add_route(index, net, prefix, None).await?;
     }
     Ok(())
 }
@@ -113,30 +93,9 @@ pub async fn address_and_routes(
     gateway: Ipv4Addr,
     routes: &[(Ipv4Addr, u8)],
 ) -> Result<(), AttachError> {
-    host.handle
-        .address()
-        .add(index, IpAddr::V4(ip), prefix)
-        .replace()
-        .execute()
-        .await
-        .map_err(AttachError::netlink(format!(
-            "address {ip}/{prefix} on {name}"
-        )))?;
+    host.add_address(index, name, ip, prefix).await?;
     for &(net, len) in routes {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(net, len)
-            .gateway(gateway)
-            .output_interface(index)
-            .build();
-        host.handle
-            .route()
-            .add(route)
-            .replace()
-            .execute()
-            .await
-            .map_err(AttachError::netlink(format!(
-                "route {net}/{len} via {gateway}"
-            )))?;
+        host.add_route(index, net, len, Some(gateway)).await?;
     }
     Ok(())
 }

@@ -156,7 +156,10 @@ fn external_clients_through_the_gateway_trunk() {
             ["patch", peer.as_str()],
             "{end} is a patch port to {peer}"
         );
-        assert!(!link_exists(&w, end), "{end} is a netdev, not only a patch port");
+        assert!(
+            !link_exists(&w, end),
+            "{end} is a netdev, not only a patch port"
+        );
     }
     assert_eq!(
         w.sb.vsctl(&["get", "Port", &h1.netdev, "tag"])
