@@ -335,30 +335,17 @@ fn external_clients_through_the_gateway_tunnel() {
         }
     }
     lab.step("result's servers answer");
-    let vip: Ipv4Addr = lab
-        .sb
-        .nbctl(&["get", "Load_Balancer", "lb.tcp.result.ovn-vote.ns", "vips"])
-        .unwrap()
-        .split('"')
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let db_vip: Ipv4Addr = lab
-        .sb
-        .nbctl(&["get", "Load_Balancer", "lb.tcp.db.ovn-vote.ns", "vips"])
-        .unwrap()
-        .split('"')
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let vip_of = |service: &str| -> Ipv4Addr {
+        let lb = format!("lb.tcp.{service}.ovn-vote.ns");
+        let vips = lab
+            .sb
+            .nbctl(&["get", "Load_Balancer", &lb, "vips"])
+            .unwrap();
+        let vip = vips.split('"').nth(1).and_then(|v| v.split(':').next());
+        vip.and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{lb}'s VIP from {vips}"))
+    };
+    let (vip, db_vip) = (vip_of("result"), vip_of("db"));
 
     // The gateway agent binds the trunk port on this chassis.
     lab.start_agent("agent.log");

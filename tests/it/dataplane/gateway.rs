@@ -233,32 +233,17 @@ fn external_clients_through_the_gateway_trunk() {
         format!("{}/{}", e1.ip, e1.prefix),
         format!("{}/{}", e2.ip, e2.prefix),
     );
-    ip_link(&c2, &["addr", "del", &cidr2, "dev", "eth0"]);
-    ip_link(&c2, &["addr", "add", &cidr1, "dev", "eth0"]);
-    ip_link(
-        &c2,
-        &[
-            "route",
-            "replace",
-            "default",
-            "via",
-            &e2.gateway.to_string(),
-        ],
-    );
+    // Readdresses c2's eth0 from one address to the other, its default route kept.
+    let readdress = |from: &str, to: &str| {
+        ip_link(&c2, &["addr", "del", from, "dev", "eth0"]);
+        ip_link(&c2, &["addr", "add", to, "dev", "eth0"]);
+        let via = e2.gateway.to_string();
+        ip_link(&c2, &["route", "replace", "default", "via", &via]);
+    };
+    readdress(&cidr2, &cidr1);
     ip_link(&c2, &["neigh", "flush", "all"]);
     w.assert_blocked(&c2, result_vip, 80, "c2 with c1's address");
-    ip_link(&c2, &["addr", "del", &cidr1, "dev", "eth0"]);
-    ip_link(&c2, &["addr", "add", &cidr2, "dev", "eth0"]);
-    ip_link(
-        &c2,
-        &[
-            "route",
-            "replace",
-            "default",
-            "via",
-            &e2.gateway.to_string(),
-        ],
-    );
+    readdress(&cidr1, &cidr2);
     // c1 was never disturbed, and c2 is back once it is itself again.
     w.reaches(&c1, result_vip, 80);
     w.reaches(&c2, result_vip, 80);
