@@ -48,7 +48,19 @@ pub struct GatewayConfig {
     pub interval: Duration,
 }
 
-/// The two patch ports of a trunk port: on br-int (`…i`) and on br-wepoq (`…w`).
+/// The bridge of a trunk port's clients: `<base>-<4 hex digits of the trunk's name>`, e.g.
+/// `br-wepoq-3fa2`. One per trunk, so each namespace's external clients have a VLAN space
+/// of their own: tags are allocated per namespace, and two namespaces served by one gateway
+/// host may well use the same ones.
+pub fn trunk_bridge(base: &str, trunk_port: &str) -> String {
+    format!("{base}-{}", &short_hash(trunk_port)[..4])
+}
+
+/// The longest `--gateway-bridge` base: with `-` and 4 hex digits, a bridge name (also the
+/// name of its internal netdev) fits the kernel's 15 bytes.
+pub const MAX_BRIDGE_BASE: usize = 10;
+
+/// The two patch ports of a trunk port: on br-int (`…i`) and on its bridge (`…w`).
 pub fn trunk_ifnames(trunk_port: &str) -> (String, String) {
     let h = short_hash(trunk_port);
     (format!("wqt{h}i"), format!("wqt{h}w"))
@@ -148,12 +160,19 @@ impl Gateway {
         let (trunks, clients) = external_clients(nb, &self.cfg.name).await?;
         let tags: BTreeMap<String, u16> = clients.iter().map(|c| (c.fqdn.clone(), c.tag)).collect();
         *self.tags.lock().unwrap_or_else(|p| p.into_inner()) = tags.clone();
-        self.bridges
-            .ensure_bridge(&self.cfg.bridge, &self.integration)
-            .await?;
+        let bridge_of_client: BTreeMap<&str, String> = clients
+            .iter()
+            .map(|c| (c.fqdn.as_str(), trunk_bridge(&self.cfg.bridge, &c.trunk)))
+            .collect();
 
         let mut wanted: BTreeMap<String, WantedPort> = BTreeMap::new();
+        let mut wanted_bridges = std::collections::BTreeSet::new();
         for trunk in &trunks {
+            let bridge = trunk_bridge(&self.cfg.bridge, &trunk.port);
+            self.bridges
+                .ensure_bridge(&bridge, &self.integration)
+                .await?;
+            wanted_bridges.insert(bridge.clone());
             let (on_int, on_wepoq) = trunk_ifnames(&trunk.port);
             // An agent before patch ports made a veth pair of these names: gone with it.
             if let Some(index) = self.host.link_index(&on_int).await? {
@@ -172,7 +191,7 @@ impl Gateway {
                 on_int.clone(),
                 end(&self.integration, &on_wepoq, Some(trunk.port.clone())),
             );
-            wanted.insert(on_wepoq.clone(), end(&self.cfg.bridge, &on_int, None));
+            wanted.insert(on_wepoq.clone(), end(&bridge, &on_int, None));
         }
         let access = self
             .access
@@ -181,7 +200,10 @@ impl Gateway {
             .clone();
         for (netdev, fqdn) in &access {
             // A client the NB no longer names, or whose netdev is gone, gets no port.
-            let Some(&tag) = tags.get(fqdn) else { continue };
+            let (Some(&tag), Some(bridge)) = (tags.get(fqdn), bridge_of_client.get(fqdn.as_str()))
+            else {
+                continue;
+            };
             if self.host.link_index(netdev).await?.is_none() {
                 continue;
             }
@@ -189,7 +211,7 @@ impl Gateway {
             wanted.insert(
                 netdev.clone(),
                 WantedPort {
-                    bridge: self.cfg.bridge.clone(),
+                    bridge: bridge.clone(),
                     tag: Some(tag),
                     role: format!("client:{fqdn}"),
                     iface_id: None,
@@ -227,6 +249,15 @@ impl Gateway {
             if !kept.contains(name) {
                 self.bridges.add(name, want).await?;
                 report.added.push(name.clone());
+            }
+        }
+        // Bridges of trunks that are gone (or the one br-wepoq of an agent before bridges per
+        // trunk), once nothing but ours is left on them.
+        for bridge in self.bridges.owned_bridges().await? {
+            if !wanted_bridges.contains(&bridge)
+                && self.bridges.remove_bridge_if_ours(&bridge).await?
+            {
+                report.removed.push(bridge);
             }
         }
         Ok(report)

@@ -40,11 +40,12 @@ pub struct AgentArgs {
     #[arg(long, value_name = "PATH")]
     pub shim_binary: Option<std::path::PathBuf>,
     /// This host is gateway NAME for external clients: it binds the trunk ports marked
-    /// `wepoq-trunk=NAME` and keeps --gateway-bridge
+    /// `wepoq-trunk=NAME` and keeps a --gateway-bridge per trunk
     #[arg(long, value_name = "NAME")]
     pub gateway: Option<String>,
-    /// The bridge of external clients' access ports
-    #[arg(long, default_value = "br-wepoq", value_name = "BRIDGE")]
+    /// The bridges of external clients' access ports are named BASE-<4 hex digits>, one per
+    /// trunk (namespace)
+    #[arg(long, default_value = "br-wepoq", value_name = "BASE", value_parser = bridge_base)]
     pub gateway_bridge: String,
     /// How often the gateway compares the NB with its bridge
     #[arg(long, default_value = "2s", value_parser = live::parse_duration)]
@@ -58,6 +59,17 @@ pub struct AgentArgs {
     /// (repeatable; clients on a plain link rather than a tunnel, and tests)
     #[arg(long, value_name = "NETDEV=FQDN", value_parser = netdev_for_client, requires = "gateway")]
     pub gateway_access: Vec<(String, String)>,
+}
+
+fn bridge_base(text: &str) -> Result<String, String> {
+    let max = wepoq_reconciler::gateway::MAX_BRIDGE_BASE;
+    if text.is_empty() || text.len() > max {
+        return Err(format!(
+            "`{text}`: a bridge base name has 1 to {max} bytes (with `-` and 4 hex digits, \
+             the bridge's name must fit the kernel's 15)"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn netdev_for_client(text: &str) -> Result<(String, String), String> {

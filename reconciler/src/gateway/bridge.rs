@@ -137,6 +137,75 @@ impl Bridges {
         Ok(())
     }
 
+    /// The bridges of ours (marked when made by [`Bridges::ensure_bridge`]).
+    pub async fn owned_bridges(&self) -> Result<Vec<String>, AttachError> {
+        let found = self
+            .transact(&[Operation::select_columns(
+                "Bridge",
+                vec![Condition::includes(
+                    "external_ids",
+                    Value::map([(OWNER_KEY, OWNER_VALUE)]),
+                )],
+                &["name"],
+            )])
+            .await?;
+        Ok(found[0]
+            .rows()
+            .iter()
+            .filter_map(|r| r.str("name").map(str::to_owned))
+            .collect())
+    }
+
+    /// Deletes our bridge `name` if every port left on it is ours or its own internal
+    /// port; a bridge holding someone else's port is kept. Whether it was deleted.
+    pub async fn remove_bridge_if_ours(&self, name: &str) -> Result<bool, AttachError> {
+        let found = self
+            .transact(&[
+                Operation::select_columns(
+                    "Bridge",
+                    vec![
+                        Condition::eq("name", name),
+                        Condition::includes("external_ids", Value::map([(OWNER_KEY, OWNER_VALUE)])),
+                    ],
+                    &["_uuid", "ports"],
+                ),
+                Operation::select_columns("Port", vec![], &["_uuid", "name", "external_ids"]),
+            ])
+            .await?;
+        let Some(bridge) = found[0].rows().first() else {
+            return Ok(false);
+        };
+        let ports: Vec<&Uuid> = bridge
+            .get("ports")
+            .and_then(Value::as_set)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_uuid())
+            .collect();
+        let foreign = found[1].rows().iter().any(|p| {
+            p.uuid().is_some_and(|u| ports.contains(&u))
+                && p.str("name") != Some(name)
+                && p.get("external_ids")
+                    .and_then(|ids| ids.get(OWNER_KEY))
+                    .and_then(|v| v.as_str())
+                    != Some(OWNER_VALUE)
+        });
+        if foreign {
+            return Ok(false);
+        }
+        let uuid = bridge
+            .uuid()
+            .cloned()
+            .ok_or_else(|| AttachError::NoBridge(name.to_owned()))?;
+        self.transact(&[Operation::mutate(
+            "Open_vSwitch",
+            vec![],
+            vec![Mutation::delete("bridges", Value::uuid(uuid))],
+        )])
+        .await?;
+        Ok(true)
+    }
+
     /// Every port of ours, on any bridge.
     pub async fn owned(&self) -> Result<Vec<OwnedPort>, AttachError> {
         let results = self

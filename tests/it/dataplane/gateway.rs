@@ -11,14 +11,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wepoq_compiler::emit::TrunkChild;
-use wepoq_reconciler::gateway::{OWNER_KEY, OWNER_VALUE, ROLE_KEY, trunk_ifnames};
+use wepoq_reconciler::gateway::{OWNER_KEY, OWNER_VALUE, ROLE_KEY, trunk_bridge, trunk_ifnames};
 use wepoq_reconciler::sandbox::access_host::AccessHost;
 use wepoq_reconciler::sandbox::spec_edit::with_external_clients;
 
 use super::{World, fqdn, port, serial};
 
 const GATEWAY: &str = "gw";
-const BRIDGE: &str = "br-wepoq";
+/// `--gateway-bridge`'s default: each trunk's clients are on `br-wepoq-<hash>`.
+const BRIDGE_BASE: &str = "br-wepoq";
 
 /// `wepoq agent --gateway gw` for the sandbox; killed (SIGTERM, then waited) when dropped.
 struct Agent {
@@ -103,7 +104,7 @@ fn external_host(w: &mut World, client: &str, plug: bool) -> (AccessHost, TrunkC
             &e.mac,
             &format!("{}/{}", e.ip, e.prefix),
             &e.gateway.to_string(),
-            plug.then_some((BRIDGE, child.tag)),
+            plug.then_some((trunk_bridge(BRIDGE_BASE, &child.trunk).as_str(), child.tag)),
         )
         .unwrap_or_else(|err| panic!("external host {client}: {err}"));
     w.netns.insert(client.to_owned(), host.endpoint.clone());
@@ -134,12 +135,14 @@ fn external_clients_through_the_gateway_trunk() {
     assert_eq!(t1.gateway, GATEWAY);
     let trunk = t1.trunk.clone();
     let (on_int, on_wepoq) = trunk_ifnames(&trunk);
+    let bridge = trunk_bridge(BRIDGE_BASE, &trunk);
+    let bridge = bridge.as_str();
     let mut agent = Agent::start(&w, &[(h1.netdev.clone(), fqdn("c1.cli.result"))]);
     wait_until(
         "br-wepoq with the trunk's patch port and c1's access port",
         Duration::from_secs(20),
         || {
-            let ports = ports_of(&w, BRIDGE);
+            let ports = ports_of(&w, bridge);
             ports.contains(&on_wepoq) && ports.contains(&h1.netdev)
         },
     );
@@ -169,7 +172,7 @@ fn external_clients_through_the_gateway_trunk() {
         "c1's access port carries c1's tag"
     );
     assert_eq!(
-        w.sb.vsctl(&["get", "Bridge", BRIDGE, "fail_mode"])
+        w.sb.vsctl(&["get", "Bridge", bridge, "fail_mode"])
             .unwrap()
             .trim(),
         "standalone"
@@ -256,7 +259,7 @@ fn external_clients_through_the_gateway_trunk() {
     let stale = "wqcstale0";
     w.sb.vsctl(&[
         "add-port",
-        BRIDGE,
+        bridge,
         stale,
         "tag=99",
         "--",
@@ -276,7 +279,7 @@ fn external_clients_through_the_gateway_trunk() {
     let foreign = "wqforeign0";
     w.sb.vsctl(&[
         "add-port",
-        BRIDGE,
+        bridge,
         foreign,
         "--",
         "set",
@@ -290,13 +293,13 @@ fn external_clients_through_the_gateway_trunk() {
         "the restarted agent's re-sync",
         Duration::from_secs(20),
         || {
-            let ports = ports_of(&w, BRIDGE);
+            let ports = ports_of(&w, bridge);
             ports_of(&w, "br-int").contains(&on_int)
                 && ports.contains(&on_wepoq)
                 && !ports.contains(&stale.to_owned())
         },
     );
-    let ports = ports_of(&w, BRIDGE);
+    let ports = ports_of(&w, bridge);
     assert!(
         ports.contains(&foreign.to_owned()),
         "a foreign port was removed: {ports:?}"
@@ -327,4 +330,98 @@ fn external_clients_through_the_gateway_trunk() {
     w.sync();
     w.reaches(&c1, result_vip, 80);
     w.step("a tag changed in the NB followed");
+
+    // A second namespace served by the same gateway: examples/remote-clients, whose board
+    // viewers use tags that result's viewers use too. Its trunk gets a bridge of its own, so
+    // both namespaces keep their clients, and neither's frames reach the other's.
+    let remote_dir = w.dir.join("remote");
+    std::fs::create_dir_all(&remote_dir).unwrap();
+    let example = crate::support::repo().join("examples/remote-clients");
+    let remote_spec = crate::support::without_containers(
+        &std::fs::read_to_string(example.join("wepoq.yaml")).unwrap(),
+    );
+    let remote_lock = std::fs::read_to_string(example.join("wepoq.lock")).unwrap();
+    std::fs::write(remote_dir.join("wepoq.yaml"), &remote_spec).unwrap();
+    std::fs::write(remote_dir.join("wepoq.lock"), &remote_lock).unwrap();
+    let out = w.wepoq(&["apply", "wepoq.yaml", "remote/wepoq.yaml"]);
+    assert!(out.status.success(), "apply of both namespaces failed");
+    let remote = crate::support::compile_text(&remote_spec, Some(&remote_lock))
+        .unwrap_or_else(|d| panic!("{d:?}"))
+        .namespaces
+        .remove(0)
+        .endpoints;
+    let viewer = remote
+        .iter()
+        .find(|e| {
+            e.external
+                .as_ref()
+                .is_some_and(|x| x.gateway == GATEWAY && x.tag == t2.tag)
+        })
+        .unwrap_or_else(|| panic!("no board viewer shares c2's tag {}", t2.tag))
+        .clone();
+    let remote_trunk = viewer.external.clone().unwrap().trunk;
+    let remote_bridge = trunk_bridge(BRIDGE_BASE, &remote_trunk);
+    assert_ne!(remote_bridge, bridge);
+    let (remote_int, remote_wepoq) = trunk_ifnames(&remote_trunk);
+    wait_until("the second trunk's bridge", Duration::from_secs(20), || {
+        ports_of(&w, &remote_bridge).contains(&remote_wepoq)
+            && ports_of(&w, "br-int").contains(&remote_int)
+    });
+    assert!(
+        !ports_of(&w, bridge).contains(&remote_wepoq),
+        "the second trunk is on the first one's bridge"
+    );
+    w.sb.wait_port_up(&remote_trunk, Duration::from_secs(30))
+        .unwrap();
+    let host =
+        w.sb.add_access_host(
+            &viewer.port,
+            &viewer.mac,
+            &format!("{}/{}", viewer.ip, viewer.prefix),
+            &viewer.gateway.to_string(),
+            Some((remote_bridge.as_str(), t2.tag)),
+        )
+        .unwrap();
+    w.netns.insert(viewer.port.clone(), host.endpoint.clone());
+    w.sb.wait_port_up(&viewer.port, Duration::from_secs(30))
+        .unwrap();
+    w.sync();
+    let board_vip = w.dig(
+        &viewer.port,
+        viewer.gateway,
+        "vip.svr.board.remote.wepoq.net",
+    );
+    assert!(
+        board_vip.parse::<std::net::Ipv4Addr>().is_ok(),
+        "remote's viewer (tag {}) is answered by its own namespace's DNS: {board_vip:?}",
+        t2.tag
+    );
+    let other = w.dig(
+        &viewer.port,
+        viewer.gateway,
+        "vip.svr.result.ovn-vote.ns.wepoq.net",
+    );
+    assert!(
+        !other
+            .lines()
+            .any(|l| l.parse::<std::net::Ipv4Addr>().is_ok()),
+        "remote's viewer resolved a name of ns: {other:?}"
+    );
+    // The same tag on one bridge would be one L2 segment: remote's viewer would reach c2
+    // directly (ARP flooded on the tag, no OVN in between). On bridges of their own, not.
+    w.serve(&c2, 7070);
+    let c2_ip = w.ip(&c2);
+    let onlink = w.exec(
+        &viewer.port,
+        &["ip", "route", "add", &format!("{c2_ip}/32"), "dev", "eth0"],
+    );
+    assert!(onlink.status.success(), "{onlink:?}");
+    w.assert_blocked(
+        &viewer.port,
+        c2_ip,
+        7070,
+        "ns's c2 on the same tag, straight over L2",
+    );
+    w.reaches(&c2, result_vip, 80);
+    w.step("a second namespace on the gateway: its own bridge, same tags, both served");
 }
