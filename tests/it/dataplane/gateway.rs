@@ -15,7 +15,7 @@ use wepoq_reconciler::gateway::{OWNER_KEY, OWNER_VALUE, ROLE_KEY, trunk_bridge, 
 use wepoq_reconciler::sandbox::access_host::AccessHost;
 use wepoq_reconciler::sandbox::spec_edit::with_external_clients;
 
-use super::{World, fqdn, port, serial};
+use super::{World, fqdn, port, serial, text};
 
 const GATEWAY: &str = "gw";
 /// `--gateway-bridge`'s default: each trunk's clients are on `br-wepoq-<hash>`.
@@ -421,6 +421,13 @@ fn external_clients_through_the_gateway_trunk() {
         c2_ip,
         7070,
         "ns's c2 on the same tag, straight over L2",
+    );
+    let c2_mac = w.compiled.endpoint(&c2).mac.clone();
+    let neigh = w.exec(&viewer.port, &["ip", "neigh", "show", &c2_ip.to_string()]);
+    assert!(
+        !text(&neigh.stdout).contains(&c2_mac),
+        "remote's viewer learnt c2's MAC by ARP across namespaces: {}",
+        text(&neigh.stdout)
     );
     w.reaches(&c2, result_vip, 80);
     w.step("a second namespace on the gateway: its own bridge, same tags, both served");
