@@ -1,24 +1,26 @@
 //! The gateway side of external clients (seed 002's logical trunk): on a gateway chassis the
-//! host agent (`wepoq agent --gateway NAME`) keeps the OVS bridge `br-wepoq` and binds the
-//! gateway's trunk ports there.
+//! host agent (`wepoq agent --gateway NAME`) keeps an OVS bridge `br-wepoq-<h>` per trunk port
+//! of that gateway (one per namespace) and binds the trunk there.
 //!
 //! ```text
-//!   br-int ── wqt<h>i ══patch══ wqt<h>w ── br-wepoq ── access port, tag 1 (client c1's netdev)
-//!   (iface-id = trunk.gw.ns)             (trunk: all tags) └─ access port, tag 2 (client c2's)
+//!   br-int ── wqt<h>i ══patch══ wqt<h>w ── br-wepoq-<h> ── access port, tag 1 (c1's netdev)
+//!   (iface-id = trunk.gw.ns)             (trunk: all tags)   └─ access port, tag 2 (c2's)
 //! ```
 //!
 //! Each trunk port in the NB (`external_ids:wepoq-trunk=<gateway>`) gets a pair of OVS patch
-//! ports: one end on br-int bound to the trunk port, the other on br-wepoq as a trunk
-//! (untagged) port. A patch port, not a veth: ovs-vswitchd crosses it within one pass of the
+//! ports: one end on br-int bound to the trunk port, the other on the trunk's own bridge as
+//! a trunk (untagged) port. A bridge per trunk, because tags are allocated per namespace:
+//! two namespaces on one gateway host share tags, and on one bridge a shared tag would be
+//! one L2 segment across them. A patch port, not a veth: ovs-vswitchd crosses it within one pass of the
 //! datapath, where a veth costs a second receive (on the userspace datapath, about 70 µs
 //! more round trip and a sixth of the throughput; docs/external-clients.md). Each
 //! connected client's netdev (a tunnel's device, see [`crate::tunnel`], or any netdev) is an
-//! access port on br-wepoq with the client's tag, so its frames reach br-int tagged, where
+//! access port on its trunk's bridge with the client's tag, so its frames reach br-int tagged, where
 //! ovn-controller hands them to the client's child port (`parent_name` + `tag`): port
 //! security, ACLs, DNS and load balancers then treat it like any client.
 //!
 //! Level-triggered like the rest of the agent: [`Gateway::sync`] reads the NB and OVS and
-//! makes br-wepoq exactly what is wanted, so a restart (or a port removed by hand) is
+//! makes the bridges exactly what is wanted, so a restart (or a port removed by hand) is
 //! repaired by the next sync. Rows are marked `wepoq.net/owner=gateway`.
 
 mod bridge;
