@@ -145,13 +145,29 @@ impl Received {
     }
 }
 
-/// Datagrams gathered to go out in one `sendmmsg`.
+/// Linux's `UDP_SEGMENT` (include/uapi/linux/udp.h): a send of several datagrams of one
+/// size in one buffer, cut by the kernel (UDP GSO, Linux 4.18).
+const UDP_SEGMENT: libc::c_int = 103;
+/// Segments in one GSO send at most (the kernel's limit was 64 before 5.x).
+const MAX_SEGMENTS: usize = 64;
+
+/// Datagrams gathered to go out together: one `sendmmsg`, in which each run of datagrams of
+/// one size to one address is a single GSO send. Everything after the kernel's UDP layer
+/// (routing, the device, the receiver's stack on a veth) then handles a run once.
 pub struct Outgoing {
     slots: Vec<[u8; SLOT]>,
-    to: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
+    to: Vec<(SocketAddr, libc::sockaddr_storage, libc::socklen_t)>,
     lens: Vec<usize>,
     count: usize,
+    /// Sends use GSO until the kernel refuses it once (no checksum offload on the route's
+    /// device, say); then one datagram a message.
+    gso: bool,
 }
+
+/// A control message buffer, aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; 32]);
 
 impl Outgoing {
     pub fn new() -> Outgoing {
@@ -160,6 +176,7 @@ impl Outgoing {
             to: Vec::with_capacity(BATCH),
             lens: vec![0; BATCH],
             count: 0,
+            gso: true,
         }
     }
 
@@ -175,33 +192,81 @@ impl Outgoing {
         }
         if let Some((len, to)) = fill(&mut self.slots[self.count]) {
             self.lens[self.count] = len;
-            self.to.push(to_storage(to));
+            let (storage, socklen) = to_storage(to);
+            self.to.push((to, storage, socklen));
             self.count += 1;
         }
+    }
+
+    /// The runs from datagram `from` on: (first, end) of datagrams to one address, all of
+    /// the first one's size but the last, which may be shorter (what GSO can cut).
+    fn runs(&self, from: usize) -> Vec<(usize, usize)> {
+        let mut runs = Vec::new();
+        let mut i = from;
+        while i < self.count {
+            let mut end = i + 1;
+            if self.gso {
+                while end < self.count
+                    && end - i < MAX_SEGMENTS
+                    && self.to[end].0 == self.to[i].0
+                    && self.lens[end] <= self.lens[i]
+                {
+                    end += 1;
+                    if self.lens[end - 1] < self.lens[i] {
+                        break;
+                    }
+                }
+            }
+            runs.push((i, end));
+            i = end;
+        }
+        runs
     }
 
     /// Sends what was gathered. A datagram the kernel refuses is dropped: losses are
     /// WireGuard's and TCP's to recover, as on any UDP path.
     pub fn flush(&mut self, socket: &UdpSocket) {
-        let mut sent = 0;
-        while sent < self.count {
-            let mut iovs: Vec<libc::iovec> = (sent..self.count)
+        let mut next = 0;
+        while next < self.count {
+            let runs = self.runs(next);
+            let mut iovs: Vec<libc::iovec> = (0..self.count)
                 .map(|i| libc::iovec {
                     iov_base: self.slots[i].as_mut_ptr().cast(),
                     iov_len: self.lens[i],
                 })
                 .collect();
+            let mut controls = vec![Control([0; 32]); runs.len()];
             // SAFETY: plain data; the pointers are filled in below.
             let mut headers: Vec<libc::mmsghdr> =
-                (sent..self.count).map(|_| unsafe { zeroed() }).collect();
-            for (k, h) in headers.iter_mut().enumerate() {
-                let (addr, len) = &mut self.to[sent + k];
-                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = *len;
-                h.msg_hdr.msg_iov = &mut iovs[k];
-                h.msg_hdr.msg_iovlen = 1;
+                runs.iter().map(|_| unsafe { zeroed() }).collect();
+            for (k, &(first, end)) in runs.iter().enumerate() {
+                let h = &mut headers[k].msg_hdr;
+                let (_, addr, len) = &mut self.to[first];
+                h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = *len;
+                h.msg_iov = &mut iovs[first];
+                h.msg_iovlen = end - first;
+                if end - first > 1 {
+                    h.msg_control = controls[k].0.as_mut_ptr().cast();
+                    // SAFETY: CMSG_SPACE of a u16 (24 bytes) fits the 32-byte buffer.
+                    h.msg_controllen =
+                        unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+                    // SAFETY: msg_control/msg_controllen describe a buffer with room for one
+                    // cmsghdr and its u16, aligned for cmsghdr.
+                    unsafe {
+                        let cmsg = libc::CMSG_FIRSTHDR(h);
+                        (*cmsg).cmsg_level = libc::SOL_UDP;
+                        (*cmsg).cmsg_type = UDP_SEGMENT;
+                        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                        std::ptr::write_unaligned(
+                            libc::CMSG_DATA(cmsg).cast::<u16>(),
+                            self.lens[first] as u16,
+                        );
+                    }
+                }
             }
-            // SAFETY: `headers` are valid mmsghdrs whose buffers outlive the call.
+            // SAFETY: `headers` are valid mmsghdrs whose buffers (slots, addresses, iovecs,
+            // control messages) outlive the call.
             let n = unsafe {
                 libc::sendmmsg(
                     socket.as_raw_fd(),
@@ -210,11 +275,18 @@ impl Outgoing {
                     0,
                 )
             };
-            if n <= 0 {
-                // The first one failed (no route, buffer full): skip it, try the rest.
-                sent += 1;
+            if n > 0 {
+                next = runs[n as usize - 1].1;
+                continue;
+            }
+            let error = io::Error::last_os_error().raw_os_error();
+            let (first, end) = runs[0];
+            if self.gso && end - first > 1 && matches!(error, Some(libc::EIO | libc::EINVAL)) {
+                // GSO refused on this path: from now on, one datagram a message.
+                self.gso = false;
             } else {
-                sent += n as usize;
+                // The first run failed (no route, buffer full): skip it, try the rest.
+                next = end;
             }
         }
         self.count = 0;
@@ -240,11 +312,26 @@ mod tests {
                 Some((3, to))
             });
         }
+        // A shorter one ends the run (GSO cuts equal sizes, the last may be short), and one
+        // to another address is a run of its own.
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        out.push_with(|slot| {
+            slot[..2].copy_from_slice(&[9, 9]);
+            Some((2, to))
+        });
+        out.push_with(|slot| {
+            slot[..3].copy_from_slice(&[7, 7, 7]);
+            Some((3, c.local_addr().unwrap()))
+        });
         out.push_with(|_| None);
+        assert_eq!(out.runs(0), vec![(0, 6), (6, 7)]);
         out.flush(&a);
+        let mut buf = [0u8; 16];
+        assert_eq!(c.recv(&mut buf).unwrap(), 3);
         let mut got = Received::new();
         let mut seen = Vec::new();
-        while seen.len() < 5 {
+        while seen.len() < 6 {
             let n = got.recv(&b).unwrap();
             for i in 0..n {
                 let (data, from) = got.get(i).unwrap();
@@ -252,7 +339,9 @@ mod tests {
                 seen.push(data.to_vec());
             }
         }
-        assert_eq!(seen, (0..5u8).map(|i| vec![i, i, i]).collect::<Vec<_>>());
+        let mut want: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i, i, i]).collect();
+        want.push(vec![9, 9]);
+        assert_eq!(seen, want, "each datagram whole, in order");
         // Too long for a slot: received as cut short, and refused.
         a.send_to(&[1u8; SLOT + 10], to).unwrap();
         assert_eq!(got.recv(&b).unwrap(), 1);
