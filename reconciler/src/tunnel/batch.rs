@@ -72,11 +72,40 @@ fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Up to [`BATCH`] received datagrams.
+/// Linux's `UDP_GRO` (include/uapi/linux/udp.h): the socket takes datagrams the kernel
+/// coalesced (a GSO send arriving whole over a veth, or GRO on the receiving device), with
+/// their segment size in a control message.
+const UDP_GRO: libc::c_int = 104;
+/// Room for one received buffer: a coalesced run of datagrams can be up to 64 KiB.
+const RECV_SLOT: usize = 65_536;
+/// Buffers per `recvmmsg` (each may hold a run of datagrams).
+const RECV_BATCH: usize = 16;
+
+/// Asks the kernel to hand `socket` coalesced runs of datagrams ([`Received`] cuts them up
+/// again). A kernel without UDP GRO leaves the socket as it was; that is no error.
+pub fn accept_coalesced(socket: &UdpSocket) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int of the given size from a live local.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// What one `recvmmsg` brought: up to [`RECV_BATCH`] buffers, each one datagram or a run
+/// of datagrams of one size from one sender (cut up by [`Received::get`]).
 pub struct Received {
-    slots: Vec<[u8; SLOT]>,
+    slots: Vec<Vec<u8>>,
     from: Vec<libc::sockaddr_storage>,
+    controls: Vec<Control>,
     lens: Vec<usize>,
+    /// The run's datagram size, when the kernel coalesced the buffer.
+    segment: Vec<Option<usize>>,
     truncated: Vec<bool>,
     count: usize,
 }
@@ -84,41 +113,46 @@ pub struct Received {
 impl Received {
     pub fn new() -> Received {
         Received {
-            slots: vec![[0u8; SLOT]; BATCH],
+            slots: vec![vec![0u8; RECV_SLOT]; RECV_BATCH],
             // SAFETY: plain data, all zeroes valid.
-            from: vec![unsafe { zeroed() }; BATCH],
-            lens: vec![0; BATCH],
-            truncated: vec![false; BATCH],
+            from: vec![unsafe { zeroed() }; RECV_BATCH],
+            controls: vec![Control([0; 32]); RECV_BATCH],
+            lens: vec![0; RECV_BATCH],
+            segment: vec![None; RECV_BATCH],
+            truncated: vec![false; RECV_BATCH],
             count: 0,
         }
     }
 
-    /// Waits for one datagram (the socket's read timeout applies), then takes what else is
-    /// queued, up to [`BATCH`]. Returns how many.
+    /// Waits for one buffer (the socket's read timeout applies), then takes what else is
+    /// queued, up to [`RECV_BATCH`]. Returns how many buffers.
     pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         let mut iovs: Vec<libc::iovec> = self
             .slots
             .iter_mut()
             .map(|s| libc::iovec {
                 iov_base: s.as_mut_ptr().cast(),
-                iov_len: SLOT,
+                iov_len: RECV_SLOT,
             })
             .collect();
         // SAFETY: mmsghdr is plain data; the pointers are filled in below.
-        let mut headers: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+        let mut headers: Vec<libc::mmsghdr> =
+            (0..RECV_BATCH).map(|_| unsafe { zeroed() }).collect();
         for (i, h) in headers.iter_mut().enumerate() {
             h.msg_hdr.msg_name = (&mut self.from[i] as *mut libc::sockaddr_storage).cast();
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut iovs[i];
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.controls[i].0.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = self.controls[i].0.len();
         }
-        // SAFETY: `headers` holds BATCH valid mmsghdrs whose buffers (slots, addresses,
-        // iovecs) outlive the call.
+        // SAFETY: `headers` holds RECV_BATCH valid mmsghdrs whose buffers (slots,
+        // addresses, iovecs, control buffers) outlive the call.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
                 headers.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                RECV_BATCH as libc::c_uint,
                 libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
@@ -131,18 +165,38 @@ impl Received {
         for (i, h) in headers.iter().take(self.count).enumerate() {
             self.lens[i] = h.msg_len as usize;
             self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.segment[i] = segment_size(&h.msg_hdr);
         }
         Ok(self.count)
     }
 
-    /// Datagram `i` of the last batch and its sender; `None` if it was cut short or came
-    /// from no IP address.
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+    /// The datagrams of buffer `i` of the last batch and their sender; `None` if the
+    /// buffer was cut short or came from no IP address.
+    pub fn get(&self, i: usize) -> Option<(std::slice::Chunks<'_, u8>, SocketAddr)> {
         if i >= self.count || self.truncated[i] {
             return None;
         }
-        Some((&self.slots[i][..self.lens[i]], from_storage(&self.from[i])?))
+        let data = &self.slots[i][..self.lens[i]];
+        let size = self.segment[i].unwrap_or(data.len()).max(1);
+        Some((data.chunks(size), from_storage(&self.from[i])?))
     }
+}
+
+/// The segment size of a coalesced buffer, from its `UDP_GRO` control message.
+fn segment_size(header: &libc::msghdr) -> Option<usize> {
+    // SAFETY: the kernel filled msg_control up to msg_controllen; CMSG_FIRSTHDR/NXTHDR
+    // stay within it.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(size).ok().filter(|&s| s > 0);
+            }
+            cmsg = libc::CMSG_NXTHDR(header, cmsg);
+        }
+    }
+    None
 }
 
 /// Linux's `UDP_SEGMENT` (include/uapi/linux/udp.h): a send of several datagrams of one
@@ -299,12 +353,20 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn a_batch_goes_out_and_comes_back_in_order() {
+    /// Sends five 3-byte datagrams, a 2-byte one (all to `to`) and one to `other`, in one
+    /// flush; returns what `to`'s socket received, datagram by datagram, and how many
+    /// buffers that took.
+    fn round(coalesce: bool) -> (Vec<Vec<u8>>, usize) {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
-        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let to = b.local_addr().unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&b, &c] {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        }
+        if coalesce {
+            accept_coalesced(&b);
+        }
+        let (to, other) = (b.local_addr().unwrap(), c.local_addr().unwrap());
         let mut out = Outgoing::new();
         for i in 0..5u8 {
             out.push_with(|slot| {
@@ -314,15 +376,13 @@ mod tests {
         }
         // A shorter one ends the run (GSO cuts equal sizes, the last may be short), and one
         // to another address is a run of its own.
-        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         out.push_with(|slot| {
             slot[..2].copy_from_slice(&[9, 9]);
             Some((2, to))
         });
         out.push_with(|slot| {
             slot[..3].copy_from_slice(&[7, 7, 7]);
-            Some((3, c.local_addr().unwrap()))
+            Some((3, other))
         });
         out.push_with(|_| None);
         assert_eq!(out.runs(0), vec![(0, 6), (6, 7)]);
@@ -330,21 +390,31 @@ mod tests {
         let mut buf = [0u8; 16];
         assert_eq!(c.recv(&mut buf).unwrap(), 3);
         let mut got = Received::new();
-        let mut seen = Vec::new();
+        let (mut seen, mut buffers) = (Vec::new(), 0);
         while seen.len() < 6 {
             let n = got.recv(&b).unwrap();
+            buffers += n;
             for i in 0..n {
-                let (data, from) = got.get(i).unwrap();
+                let (datagrams, from) = got.get(i).unwrap();
                 assert_eq!(from, a.local_addr().unwrap());
-                seen.push(data.to_vec());
+                seen.extend(datagrams.map(<[u8]>::to_vec));
             }
         }
+        (seen, buffers)
+    }
+
+    #[test]
+    fn a_batch_goes_out_and_comes_back_whole_and_in_order() {
         let mut want: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i, i, i]).collect();
         want.push(vec![9, 9]);
-        assert_eq!(seen, want, "each datagram whole, in order");
-        // Too long for a slot: received as cut short, and refused.
-        a.send_to(&[1u8; SLOT + 10], to).unwrap();
-        assert_eq!(got.recv(&b).unwrap(), 1);
-        assert!(got.get(0).is_none());
+        let (plain, buffers) = round(false);
+        assert_eq!(plain, want, "each datagram whole, in order");
+        assert_eq!(buffers, 6, "one datagram a buffer without coalescing");
+        let (coalesced, buffers) = round(true);
+        assert_eq!(coalesced, want, "cut up again from the coalesced run");
+        assert!(
+            buffers < 6,
+            "the GSO run arrived coalesced ({buffers} buffers)"
+        );
     }
 }

@@ -24,7 +24,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
-use super::batch::{Outgoing, Received, SLOT};
+use super::batch::{self, Outgoing, Received, SLOT};
 use super::inner;
 
 /// The gateway's inner address; a client's is [`client_inner`] of its tag.
@@ -151,6 +151,7 @@ impl Engine {
         on_change: Box<dyn Fn(Change) + Send + Sync>,
     ) -> std::io::Result<Arc<Engine>> {
         socket.set_read_timeout(Some(POLL))?;
+        batch::accept_coalesced(&socket);
         // The TUN is drained until it has nothing (EAGAIN), then polled: one wake-up per
         // burst rather than per packet.
         // SAFETY: F_GETFL/F_SETFL on a file descriptor this File owns.
@@ -309,7 +310,11 @@ impl Engine {
             };
             for i in 0..count {
                 match batch.get(i) {
-                    Some((datagram, from)) => self.receive(datagram, from, &mut out),
+                    Some((datagrams, from)) => {
+                        for datagram in datagrams {
+                            self.receive(datagram, from, &mut out);
+                        }
+                    }
                     None => {
                         self.counters.refused.fetch_add(1, Ordering::Relaxed);
                     }
