@@ -6,9 +6,9 @@
 //!   (the anchor);
 //! - **wepoq connect**: the same client on an external host (a namespace that reaches the
 //!   chassis only through a routed veth), its frames in VXLAN inside WireGuard to the gateway
-//!   agent, then br-wepoq, the trunk and br-int;
+//!   agent, then the trunk's bridge (br-wepoq-<h>), its patch port and br-int;
 //! - **plain VXLAN** (the floor): another client on a second external host, its kernel VXLAN
-//!   straight over the routed link to an access port on br-wepoq, no WireGuard and no
+//!   straight over the routed link to an access port on that bridge, no WireGuard and no
 //!   userspace. The same bridges, trunk and encapsulation: what any tunnel through this
 //!   gateway path could reach at best.
 //!
@@ -290,11 +290,11 @@ fn main() {
     .unwrap();
     step(&format!("direct viewer reaches result's VIP {direct_vip}"));
 
-    // The viewer of `ns` is external: its port is a child of the gateway's trunk.
+    // In `ns` result's viewers are external: child ports of the gateway's trunk. The floor
+    // is viewer c1: kernel VXLAN over a routed link, straight onto the trunk's bridge.
     let floor = find(&external_endpoints, FLOOR_CLIENT);
     let floor_tag = floor.external.as_ref().expect("external").tag;
     let (floor_host, floor_ip, floor_chassis) = b.sb.add_external_host().unwrap();
-    // The floor: kernel VXLAN over the routed link, straight onto br-wepoq.
     let vxlan = |local: Ipv4Addr, remote: Ipv4Addr, name: &str| {
         format!(
             "ip link add {name} type vxlan id {floor_tag} local {local} remote {remote} \
