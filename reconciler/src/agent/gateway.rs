@@ -1,6 +1,7 @@
-//! The agent on a gateway chassis (`--gateway NAME`): keeps br-wepoq and the trunk veths in
-//! line with the NB ([`crate::gateway::Gateway::sync`], every `interval` and after each
-//! tunnel event), and with `--tunnel-listen` runs the tunnel gateway whose client netdevs
+//! The agent on a gateway chassis (`--gateway NAME`): keeps the trunks' bridges and patch
+//! ports in line with the NB ([`crate::gateway::Gateway::sync`]: as soon as the NB's trunk
+//! or child ports change, seen through a monitor; after each tunnel event; and every
+//! `interval` as the safety net), and with `--tunnel-listen` runs the tunnel gateway whose client netdevs
 //! become access ports. Errors are logged and retried at the next sync; nothing stops it.
 
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::attach::AttachConfig;
 use crate::gateway::{Gateway, GatewayConfig};
-use crate::ovsdb;
+use crate::ovsdb::{self, Condition, Monitor, MonitorSpec, NB_DB, Value};
 use crate::tunnel::gateway::{TunnelEvent, TunnelGateway, TunnelGatewayConfig};
 use crate::tunnel::store::Store;
 
@@ -61,6 +62,37 @@ pub async fn start(cfg: &GatewayAgentConfig, attach: &AttachConfig) -> Result<St
     })
 }
 
+/// A monitor of this gateway's trunk ports and of every child port (`parent_name` set):
+/// whatever the gateway derives from the NB. `None` if the NB refused it (the interval
+/// then carries on alone, and it is asked again at the next tick).
+async fn watch_trunks(nb: &ovsdb::Client, gateway: &str) -> Option<Monitor> {
+    let spec = MonitorSpec::new().table_where(
+        "Logical_Switch_Port",
+        &[
+            "name",
+            "parent_name",
+            "tag",
+            "tag_request",
+            "addresses",
+            "external_ids",
+        ],
+        vec![
+            Condition::includes(
+                "external_ids",
+                Value::map([(wepoq_compiler::emit::TRUNK_KEY, gateway)]),
+            ),
+            Condition::ne("parent_name", Value::empty()),
+        ],
+    );
+    match nb.monitor(NB_DB, spec).await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            eprintln!("wepoq agent: gateway: watching the NB: {e} (syncing every interval)");
+            None
+        }
+    }
+}
+
 pub async fn run(started: Started, nb: ovsdb::Client) {
     let Started {
         gateway,
@@ -78,11 +110,23 @@ pub async fn run(started: Started, nb: ovsdb::Client) {
         Some((t, e)) => (Some(t), Some(e)),
         None => (None, None),
     };
+    let mut watch = watch_trunks(&nb, &gateway.config().name).await;
     let mut every = tokio::time::interval(gateway.config().interval);
     let mut last_error = String::new();
     loop {
         let result = tokio::select! {
-            _ = every.tick() => gateway.sync(&nb).await,
+            _ = every.tick() => {
+                if watch.is_none() {
+                    watch = watch_trunks(&nb, &gateway.config().name).await;
+                }
+                gateway.sync(&nb).await
+            }
+            changed = async { match watch.as_mut() { Some(m) => m.changed().await, None => std::future::pending().await } } => {
+                if changed.is_err() {
+                    watch = None;
+                }
+                gateway.sync(&nb).await
+            }
             Some(event) = async { match events.as_mut() { Some(e) => e.recv().await, None => None } } => {
                 eprintln!("wepoq agent: gateway: {event:?}");
                 match event {

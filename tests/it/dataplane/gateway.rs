@@ -31,7 +31,8 @@ impl Agent {
         let nb = w.sb.nb_unix_url();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wepoq"));
         cmd.args(["agent", "--db", &nb, "--gateway", GATEWAY])
-            .args(["--gateway-interval", "300ms"])
+            // No periodic sync to lean on: the NB watch, at start and on changes, does it all.
+            .args(["--gateway-interval", "1h"])
             // No container of this test carries the label: the agent attaches nothing.
             .args(["--only-label", "wepoq.net/test=gateway-none"])
             .env("WEPOQ_OVS_DB", w.sb.ovs_db_url())
