@@ -450,8 +450,13 @@ impl Engine {
 
     fn timers(&self) {
         let mut out = vec![0u8; BUFFER];
+        // The first round at once: a client's first handshake goes out as it starts.
+        let mut first = true;
         while !self.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
+            if !first {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            first = false;
             let peers: Vec<Arc<Peer>> = self
                 .peers
                 .read()
