@@ -157,7 +157,7 @@ impl Gateway {
         self.sync(nb).await
     }
 
-    /// Makes br-wepoq and the trunk patch ports what the NB and the access ports ask for.
+    /// Makes the trunks' bridges and patch ports what the NB and the access ports ask for.
     pub async fn sync(&self, nb: &ovsdb::Client) -> Result<SyncReport, AttachError> {
         let (trunks, clients) = external_clients(nb, &self.cfg.name).await?;
         let tags: BTreeMap<String, u16> = clients.iter().map(|c| (c.fqdn.clone(), c.tag)).collect();
