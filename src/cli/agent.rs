@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
 use wepoq_reconciler::agent::{self, AgentConfig, Metrics};
-use wepoq_reconciler::ovsdb::Timeouts;
 use wepoq_runtime::stub::admin;
 
 use super::containers::{AttachArgs, DockerArgs};
@@ -97,11 +95,7 @@ pub fn run(args: &AgentArgs) -> ExitCode {
         docker: args.docker.docker.clone(),
         nb,
         nb_tls,
-        nb_timeouts: Timeouts {
-            connect: args.db.timeout.min(Duration::from_secs(10)),
-            request: args.db.timeout,
-            ..Timeouts::default()
-        },
+        nb_timeouts: args.db.timeouts(),
         attach: args.attach.config(),
         parallel: args.parallel,
         only_label: args.only_label.clone(),
@@ -146,18 +140,9 @@ pub fn run(args: &AgentArgs) -> ExitCode {
                 }),
             ));
         }
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let Some(shutdown) = live::stop_signal() else {
             eprintln!("error: cannot install signal handlers");
             return ExitCode::FAILURE;
-        };
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
         };
         eprintln!("wepoq agent: started");
         match agent::run(cfg, metrics, shutdown).await {

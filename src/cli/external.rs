@@ -7,9 +7,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use tokio::signal::unix::{SignalKind, signal};
 use wepoq_reconciler::attach::resolve_vif;
-use wepoq_reconciler::ovsdb::{self, Condition, NB_DB, Operation, Remotes, Timeouts, Value};
+use wepoq_reconciler::ovsdb::{self, Condition, NB_DB, Operation, Value};
 use wepoq_reconciler::tunnel::client::{self, ConnectOptions};
 use wepoq_reconciler::tunnel::credential::Credential;
 use wepoq_reconciler::tunnel::store::Store;
@@ -89,22 +88,6 @@ pub fn credentials(command: &CredentialsCommand) -> ExitCode {
     }
 }
 
-async fn nb_client(db: &DbArgs) -> Result<ovsdb::Client, String> {
-    let text = db.remotes_text().ok_or(
-        "the NB is needed to look the client up: pass --db URL or set WEPOQ_DB (or OVN_NB_DB)",
-    )?;
-    let remotes = Remotes::parse(&text).map_err(|e| e.to_string())?;
-    let tls = db.tls(&remotes).map_err(|e| e.to_string())?;
-    let timeouts = Timeouts {
-        connect: db.timeout.min(Duration::from_secs(10)),
-        request: db.timeout,
-        ..Timeouts::default()
-    };
-    ovsdb::Client::connect_with(&remotes, tls.as_ref(), timeouts)
-        .await
-        .map_err(|e| format!("NB {text}: {e}"))
-}
-
 /// The client's tag on its trunk; an error when the endpoint is not external.
 async fn tag_of(nb: &ovsdb::Client, port: &str, fqdn: &str) -> Result<u16, String> {
     let results = nb
@@ -141,7 +124,7 @@ async fn issue(args: &IssueArgs) -> Result<(), String> {
             args.out.display()
         ));
     }
-    let nb = nb_client(&args.db).await?;
+    let nb = args.db.client("to look the client up").await?;
     let vif = resolve_vif(&nb, &args.fqdn)
         .await
         .map_err(|e| e.to_string())?
@@ -209,10 +192,11 @@ pub fn connect(args: &ConnectArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let Some(stop) = live::stop_signal() else {
             eprintln!("error: cannot install signal handlers");
             return ExitCode::FAILURE;
         };
+        tokio::pin!(stop);
         println!(
             "wepoq connect: {} is {} {}/{} on {} (nameserver {}); tunnel to {}",
             args.fqdn, credential.mac, credential.ip, credential.prefix, args.ifname, credential.gateway, credential.endpoint
@@ -221,8 +205,7 @@ pub fn connect(args: &ConnectArgs) -> ExitCode {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         loop {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = &mut stop => break,
                 _ = tick.tick() => {
                     let up = connection.up();
                     if up != reported {

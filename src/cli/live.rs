@@ -73,16 +73,52 @@ impl DbArgs {
         }
         TlsConfig::load(&files).map(Some)
     }
+
+    /// `--timeout` for requests; connecting gives up sooner (at most 10 s).
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.timeout.min(Duration::from_secs(10)),
+            request: self.timeout,
+            ..Timeouts::default()
+        }
+    }
+
+    /// A plain OVSDB client of the NB (no reconciler), for commands that only look rows up;
+    /// `why` says what the NB is needed for when no remote is given.
+    pub async fn client(&self, why: &str) -> Result<ovsdb::Client, String> {
+        let text = self.remotes_text().ok_or_else(|| {
+            format!("the NB is needed {why}: pass --db URL or set WEPOQ_DB (or OVN_NB_DB)")
+        })?;
+        let remotes = Remotes::parse(&text).map_err(|e| e.to_string())?;
+        let tls = self.tls(&remotes).map_err(|e| e.to_string())?;
+        ovsdb::Client::connect_with(&remotes, tls.as_ref(), self.timeouts())
+            .await
+            .map_err(|e| format!("NB {text}: {e}"))
+    }
+}
+
+/// Resolves at the first SIGINT or SIGTERM: how the long-running commands stop. `None`
+/// when the handlers cannot be installed.
+pub fn stop_signal() -> Option<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return None;
+    };
+    Some(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 pub async fn connect(db: &DbArgs) -> Result<Reconciler, ReconcileError> {
     let remotes = Remotes::parse(&db.remotes_text().unwrap_or_default())?;
     let tls = db.tls(&remotes)?;
-    let timeouts = Timeouts {
-        connect: db.timeout.min(Duration::from_secs(10)),
-        request: db.timeout,
-        ..Timeouts::default()
-    };
+    let timeouts = db.timeouts();
     let cache_dir = if db.no_cache {
         None
     } else {

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::signal::unix::{SignalKind, signal};
 use wepoq_compiler::render;
 use wepoq_reconciler::cached::CachedReconciler;
 use wepoq_reconciler::reconcile::{Desired, Options};
@@ -75,10 +74,11 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let Some(stop) = live::stop_signal() else {
             eprintln!("error: cannot install signal handlers");
             return ExitCode::FAILURE;
         };
+        tokio::pin!(stop);
         println!(
             "Watching {} and {} ({} owned rows read in {} ms); Ctrl-C stops.",
             args.spec.specs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
@@ -99,8 +99,7 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
                 failed = containers::watch_round(&compiled, &args.docker, &args.attach, cached.client(), &compiled.spec_hash, args.adopt).await;
             }
             let next = tokio::select! {
-                _ = interrupt.recv() => None,
-                _ = terminate.recv() => None,
+                _ = &mut stop => None,
                 changed = cached.changed() => match changed {
                     Ok(()) => {
                         tokio::time::sleep(SETTLE).await;
