@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+
+use boringtun::x25519::PublicKey;
 
 use tokio::sync::mpsc;
 
@@ -43,11 +45,16 @@ pub enum TunnelEvent {
     },
 }
 
+/// The store is read in full at least this often, whatever its change stamp says.
+const REREAD: Duration = Duration::from_secs(10);
+
 pub struct TunnelGateway {
     engine: Arc<Engine>,
     store: Store,
     /// Client FQDN → tag, from the NB ([`TunnelGateway::set_clients`]).
     tags: Mutex<BTreeMap<String, u16>>,
+    /// The store's client keys as last read, with the store's change stamp then.
+    keys: Mutex<Option<(SystemTime, Instant, BTreeMap<String, PublicKey>)>>,
     listen: SocketAddr,
 }
 
@@ -102,6 +109,7 @@ impl TunnelGateway {
             engine,
             store: cfg.store.clone(),
             tags: Mutex::new(BTreeMap::new()),
+            keys: Mutex::new(None),
             listen,
         });
 
@@ -168,12 +176,35 @@ impl TunnelGateway {
         self.reload();
     }
 
-    /// Peers = clients with both a key in the store and a tag in the NB.
-    pub fn reload(&self) {
+    /// The store's client keys, read again only when its clients directory changed (or
+    /// every [`REREAD`]): reload runs every second and after every sync, and a store of
+    /// thousands of clients should not be read that often (nor a broken file logged).
+    fn client_keys(&self) -> BTreeMap<String, PublicKey> {
+        let stamp = self.store.clients_changed();
+        let mut cache = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(stamp), Some((seen, read_at, keys))) = (stamp, cache.as_ref())
+            && stamp == *seen
+            && read_at.elapsed() < REREAD
+        {
+            return keys.clone();
+        }
         let (keys, problems) = self.store.clients();
         for p in problems {
             eprintln!("wepoq gateway: {p}");
         }
+        // A stamp from the last moments may yet be shared by a change still to come (file
+        // times tick coarsely): such a read is not trusted to stand, as git does with
+        // racily clean files.
+        let settled = |s: SystemTime| s.elapsed().is_ok_and(|age| age > Duration::from_secs(2));
+        *cache = stamp
+            .filter(|s| settled(*s))
+            .map(|s| (s, Instant::now(), keys.clone()));
+        keys
+    }
+
+    /// Peers = clients with both a key in the store and a tag in the NB.
+    pub fn reload(&self) {
+        let keys = self.client_keys();
         let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let wanted: BTreeMap<u16, (String, [u8; 32])> = keys
             .iter()
@@ -190,7 +221,7 @@ impl TunnelGateway {
                 .iter()
                 .any(|(f, t, k)| *t == tag && *f == fqdn && *k == key)
             {
-                let public = boringtun::x25519::PublicKey::from(key);
+                let public = PublicKey::from(key);
                 self.engine.add_peer(Peer::new(
                     &fqdn,
                     tag,

@@ -94,6 +94,15 @@ impl Store {
         }
     }
 
+    /// When the set of accepted clients last changed: the clients directory's mtime, which
+    /// every [`Store::authorize`] (a rename into it) and [`Store::revoke`] (an unlink)
+    /// moves. `None` when there is no such directory yet.
+    pub fn clients_changed(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.clients_dir())
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Every accepted client's public key. Unreadable entries are skipped and reported.
     pub fn clients(&self) -> (BTreeMap<String, PublicKey>, Vec<String>) {
         let mut found = BTreeMap::new();
@@ -136,7 +145,11 @@ mod tests {
             secret.to_bytes()
         );
         let public = keys::public_of(&keys::generate());
+        assert_eq!(store.clients_changed(), None, "no client yet");
         store.authorize("c1.cli.a.ns.wepoq.net", &public).unwrap();
+        let stamp = store
+            .clients_changed()
+            .expect("a stamp once a client is accepted");
         assert!(store.authorize("../x", &public).is_err());
         for path in [
             dir.join("gateway.key"),
@@ -148,7 +161,14 @@ mod tests {
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         assert_eq!(store.clients().0.len(), 1);
+        // File times tick coarsely: the revoke must come later than the stamp to move it.
+        std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(store.revoke("c1.cli.a.ns.wepoq.net").unwrap());
+        assert_ne!(
+            store.clients_changed(),
+            Some(stamp),
+            "revoke moves the stamp"
+        );
         assert!(store.clients().0.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
