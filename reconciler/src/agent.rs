@@ -127,12 +127,15 @@ pub async fn run(
         .map_err(nb_error)?;
     let attacher = Attacher::connect(cfg.attach.clone()).await?;
     let gateway = match &cfg.gateway {
-        Some(g) => Some(tokio::spawn(gateway::run(
-            gateway::start(g, &cfg.attach)
+        Some(g) => {
+            let started = gateway::start(g, &cfg.attach)
                 .await
-                .map_err(AgentError::Gateway)?,
-            nb.clone(),
-        ))),
+                .map_err(AgentError::Gateway)?;
+            if let Some(counters) = started.tunnel_counters() {
+                let _ = metrics.tunnel.set(counters);
+            }
+            Some(tokio::spawn(gateway::run(started, nb.clone())))
+        }
         None => None,
     };
     metrics

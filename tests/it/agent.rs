@@ -2,12 +2,13 @@
 //! OVS is missing; once running, /healthz and /metrics on --admin, and SIGTERM stops it
 //! with exit 0.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wepoq_reconciler::sandbox::{Component, Sandbox, require};
+
+use crate::support::{free_loopback_addr, http_get};
 
 fn agent(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wepoq"));
@@ -34,14 +35,6 @@ fn the_agent_refuses_to_start_without_its_databases() {
     assert!(err.contains("NB unix:/nonexistent/nb.sock"), "{err}");
 }
 
-fn get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text)
-}
-
 #[test]
 fn the_agent_reports_health_and_metrics_and_stops_on_sigterm() {
     if require(Component::Docker).is_none() {
@@ -60,12 +53,7 @@ fn the_agent_reports_health_and_metrics_and_stops_on_sigterm() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("OVS database"));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = format!("127.0.0.1:{port}");
+    let admin = free_loopback_addr();
     let mut child = agent(&[
         "--db",
         &nb,
@@ -81,16 +69,20 @@ fn the_agent_reports_health_and_metrics_and_stops_on_sigterm() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if get(&admin, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        if http_get(&admin, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
             break;
         }
         assert!(Instant::now() < deadline, "never healthy");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let metrics = get(&admin, "/metrics").unwrap();
+    let metrics = http_get(&admin, "/metrics").unwrap();
     assert!(metrics.contains("wepoq_agent_attached 0\n"), "{metrics}");
     assert!(metrics.contains("wepoq_agent_docker_up 1\n"), "{metrics}");
-    assert!(get(&admin, "/nope").unwrap().starts_with("HTTP/1.1 404"));
+    assert!(
+        http_get(&admin, "/nope")
+            .unwrap()
+            .starts_with("HTTP/1.1 404")
+    );
 
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

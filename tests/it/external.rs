@@ -40,6 +40,8 @@ struct Lab {
     agent: Option<Child>,
     connections: Vec<(String, Child)>,
     started: Instant,
+    /// The agent's --admin address (/metrics).
+    admin: String,
 }
 
 impl Drop for Lab {
@@ -104,6 +106,7 @@ impl Lab {
                 "500ms",
             ])
             .args(["--tunnel-listen", &format!("0.0.0.0:{TUNNEL_PORT}")])
+            .args(["--admin", &self.admin])
             .args(["--ovs-db", &self.sb.ovs_db_url()])
             .arg("--ovs-netns")
             .arg(self.sb.ovs_netns().unwrap())
@@ -183,6 +186,14 @@ impl Lab {
         // SIGTERM: the clean way out (the interface and resolver are put back).
         let _ = Command::new("kill").arg(child.id().to_string()).status();
         let _ = child.wait();
+    }
+
+    /// The agent's counter `name` from /metrics.
+    fn metric(&self, name: &str) -> u64 {
+        let page = crate::support::http_get(&self.admin, "/metrics").unwrap_or_default();
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the agent's /metrics:\n{page}"))
     }
 
     fn log(&self, name: &str) -> String {
@@ -275,6 +286,7 @@ fn lab() -> Option<Lab> {
         agent: None,
         connections: Vec::new(),
         started,
+        admin: crate::support::free_loopback_addr(),
     })
 }
 
@@ -445,6 +457,14 @@ fn external_clients_through_the_gateway_tunnel() {
         !lab.log("forger").contains("up ("),
         "the forger's handshake completed:\n{}",
         lab.log("forger")
+    );
+    assert!(
+        lab.metric("wepoq_gateway_tunnel_refused_total") > 0,
+        "the forger's handshakes are counted as refused"
+    );
+    assert!(
+        lab.metric("wepoq_gateway_tunnel_rx_total") > 0,
+        "the viewer's packets are counted"
     );
     lab.disconnect("forger");
     lab.connect("other", &host2, OTHER_VIEWER, &genuine);

@@ -187,3 +187,23 @@ pub fn wepoq_nb_only() -> Command {
     cmd.env("WEPOQ_NO_CONTAINERS", "1");
     cmd
 }
+
+/// A loopback address with a port nobody listens on just now (for a child's --admin).
+pub fn free_loopback_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// `GET path` over HTTP/1.0 from `addr`: the whole response, or `None` if nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}

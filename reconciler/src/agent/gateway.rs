@@ -93,6 +93,13 @@ async fn watch_trunks(nb: &ovsdb::Client, gateway: &str) -> Option<Monitor> {
     }
 }
 
+impl Started {
+    /// The tunnel's packet counters, when this gateway serves tunnels.
+    pub fn tunnel_counters(&self) -> Option<Arc<crate::tunnel::engine::Counters>> {
+        self.tunnel.as_ref().map(|(t, _)| t.counters())
+    }
+}
+
 pub async fn run(started: Started, nb: ovsdb::Client) {
     let Started {
         gateway,

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub unpause_latency: Histogram,
     pub docker_up: AtomicBool,
     pub ovs_up: AtomicBool,
+    /// A gateway's tunnel (`--tunnel-listen`), once started.
+    pub tunnel: std::sync::OnceLock<std::sync::Arc<crate::tunnel::engine::Counters>>,
 }
 
 impl Metrics {
@@ -119,6 +121,33 @@ impl Metrics {
             "1 while the OVS database answers",
             u64::from(self.ovs_up.load(Relaxed)),
         );
+        if let Some(t) = self.tunnel.get() {
+            for (name, help, counter) in [
+                (
+                    "rx",
+                    "packets from clients' tunnels, decrypted and passed",
+                    &t.rx_packets,
+                ),
+                ("tx", "packets sent into clients' tunnels", &t.tx_packets),
+                (
+                    "refused",
+                    "datagrams from no known peer or failing authentication",
+                    &t.refused,
+                ),
+                (
+                    "filtered",
+                    "authentic packets the inner filter dropped (not the peer's own VXLAN)",
+                    &t.filtered,
+                ),
+            ] {
+                line(
+                    &format!("wepoq_gateway_tunnel_{name}_total"),
+                    "counter",
+                    help,
+                    counter.load(Relaxed),
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP wepoq_agent_errors_total failures by kind\n# TYPE wepoq_agent_errors_total counter"

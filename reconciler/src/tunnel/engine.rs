@@ -109,7 +109,8 @@ pub enum Change {
     Down { fqdn: String, tag: u16 },
 }
 
-#[derive(Default)]
+/// What the packet threads count; the agent exports them (`/metrics`).
+#[derive(Debug, Default)]
 pub struct Counters {
     pub rx_packets: AtomicU64,
     pub tx_packets: AtomicU64,
@@ -134,7 +135,7 @@ pub struct Engine {
     stop: AtomicBool,
     /// At a client: the one peer takes every packet, and keeps its handshake fresh.
     is_client: bool,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     on_change: Box<dyn Fn(Change) + Send + Sync>,
     /// Asked to look for new peers when a handshake comes from an unknown key (a client
     /// whose credential was issued since the last look), at most every [`LOOK_AGAIN`].
@@ -172,7 +173,7 @@ impl Engine {
             peers: RwLock::new(Peers::default()),
             stop: AtomicBool::new(false),
             is_client,
-            counters: Counters::default(),
+            counters: Arc::default(),
             on_change,
             on_unknown: Mutex::new(None),
             last_look: Mutex::new(Instant::now() - LOOK_AGAIN),

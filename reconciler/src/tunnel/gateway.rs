@@ -234,8 +234,8 @@ impl TunnelGateway {
         }
     }
 
-    pub fn counters(&self) -> &engine::Counters {
-        &self.engine.counters
+    pub fn counters(&self) -> Arc<engine::Counters> {
+        self.engine.counters.clone()
     }
 }
 
