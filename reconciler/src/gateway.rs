@@ -11,13 +11,13 @@
 //! ports: one end on br-int bound to the trunk port, the other on the trunk's own bridge as
 //! a trunk (untagged) port. A bridge per trunk, because tags are allocated per namespace:
 //! two namespaces on one gateway host share tags, and on one bridge a shared tag would be
-//! one L2 segment across them. A patch port, not a veth: ovs-vswitchd crosses it within one pass of the
-//! datapath, where a veth costs a second receive (on the userspace datapath, about 70 µs
-//! more round trip and a sixth of the throughput; docs/external-clients.md). Each
-//! connected client's netdev (a tunnel's device, see [`crate::tunnel`], or any netdev) is an
-//! access port on its trunk's bridge with the client's tag, so its frames reach br-int tagged, where
-//! ovn-controller hands them to the client's child port (`parent_name` + `tag`): port
-//! security, ACLs, DNS and load balancers then treat it like any client.
+//! one L2 segment across them. A patch port, not a veth: ovs-vswitchd crosses it within one
+//! pass of the datapath, where a veth costs a second receive (benches/external_client.rs:
+//! an access port's round trip is a direct port's). Each connected client's netdev (a
+//! tunnel's device, see [`crate::tunnel`], or any netdev) is an access port on its trunk's
+//! bridge with the client's tag, so its frames reach br-int tagged, where ovn-controller
+//! hands them to the client's child port (`parent_name` + `tag`): port security, ACLs, DNS
+//! and load balancers then treat it like any client.
 //!
 //! Level-triggered like the rest of the agent: [`Gateway::sync`] reads the NB and OVS and
 //! makes the bridges exactly what is wanted, so a restart (or a port removed by hand) is

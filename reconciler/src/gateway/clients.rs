@@ -9,7 +9,7 @@ use crate::attach::AttachError;
 use crate::attach::resolve::select;
 use crate::ovsdb::{self, Atom, Condition, Operation, Row, Value};
 
-/// A trunk port of this gateway: the logical port a veth from `br-wepoq` binds.
+/// A trunk port of this gateway: the logical port its patch port on br-int binds.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Trunk {
     pub port: String,

@@ -104,7 +104,7 @@ impl Credential {
 
     /// Parses a credential; errors name the line. Untrusted input: fuzzed.
     pub fn parse(text: &str) -> Result<Credential, String> {
-        let mut fields = std::collections::BTreeMap::new();
+        let mut fields = Fields::default();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -114,65 +114,42 @@ impl Credential {
                 .split_once('=')
                 .ok_or_else(|| format!("line {}: expected `key = value`", n + 1))?;
             if fields
+                .0
                 .insert(key.trim().to_owned(), (n + 1, value.trim().to_owned()))
                 .is_some()
             {
                 return Err(format!("line {}: `{}` given twice", n + 1, key.trim()));
             }
         }
-        let mut take = |key: &str| fields.remove(key).ok_or_else(|| format!("no `{key}` line"));
-        fn field<T>(
-            (n, v): (usize, String),
-            what: &str,
-            r: Result<T, String>,
-        ) -> Result<T, String> {
-            r.map_err(|e| format!("line {n} ({what} `{v}`): {e}"))
-        }
-        let fqdn = take("fqdn")?.1;
-        let f = take("private-key")?;
+        let text = |v: &str| Ok(v.to_owned());
+        let ipv4 = |v: &str| {
+            v.parse()
+                .map_err(|e: std::net::AddrParseError| e.to_string())
+        };
+        let fqdn = fields.take("fqdn", text)?;
         // Its text is secret: never echoed in an error.
-        let private_key = keys::secret_from(&f.1)
-            .map_err(|_| format!("line {}: private-key is not a base64 32-byte key", f.0))?;
-        let f = take("gateway-key")?;
-        let gateway_key = field(f.clone(), "gateway-key", keys::public_from(&f.1))?;
-        let f = take("endpoint")?;
-        let endpoint = field(
-            f.clone(),
-            "endpoint",
-            f.1.parse().map_err(|e| format!("{e}")),
-        )?;
-        let f = take("tag")?;
-        let tag = field(
-            f.clone(),
-            "tag",
-            f.1.parse::<u16>()
+        let (n, secret) = fields.remove("private-key")?;
+        let private_key = keys::secret_from(&secret)
+            .map_err(|_| format!("line {n}: private-key is not a base64 32-byte key"))?;
+        let gateway_key = fields.take("gateway-key", keys::public_from)?;
+        let endpoint = fields.take("endpoint", |v| {
+            v.parse()
+                .map_err(|e: std::net::AddrParseError| e.to_string())
+        })?;
+        let tag = fields.take("tag", |v| {
+            v.parse::<u16>()
                 .ok()
                 .filter(|t| (1..=4094).contains(t))
-                .ok_or_else(|| "not a VLAN tag (1 to 4094)".to_owned()),
-        )?;
-        let mac = take("mac")?.1;
-        if mac.len() != 17
-            || mac
-                .split(':')
-                .any(|b| u8::from_str_radix(b, 16).is_err() || b.len() != 2)
-        {
-            return Err(format!("mac `{mac}` is not six hex octets"));
-        }
-        let f = take("address")?;
-        let (ip, prefix) = field(f.clone(), "address", parse_cidr(&f.1))?;
-        let f = take("gateway")?;
-        let gateway = field(
-            f.clone(),
-            "gateway",
-            f.1.parse().map_err(|e| format!("{e}")),
-        )?;
-        let f = take("routes")?;
-        let routes =
-            f.1.split_whitespace()
-                .map(parse_cidr)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("line {} (routes): {e}", f.0))?;
-        if let Some((key, (n, _))) = fields.into_iter().next() {
+                .ok_or_else(|| "not a VLAN tag (1 to 4094)".to_owned())
+        })?;
+        let mac = fields.take("mac", |v| match super::links::parse_mac(v) {
+            Some(_) if v.len() == 17 => Ok(v.to_owned()),
+            _ => Err("not six hex octets".to_owned()),
+        })?;
+        let (ip, prefix) = fields.take("address", parse_cidr)?;
+        let gateway = fields.take("gateway", ipv4)?;
+        let routes = fields.take("routes", |v| v.split_whitespace().map(parse_cidr).collect())?;
+        if let Some((key, (n, _))) = fields.0.into_iter().next() {
             return Err(format!("line {n}: unknown key `{key}`"));
         }
         Ok(Credential {
@@ -187,6 +164,26 @@ impl Credential {
             gateway,
             routes,
         })
+    }
+}
+
+/// A credential's `key = value` lines: key → (line number, value).
+#[derive(Default)]
+struct Fields(std::collections::BTreeMap<String, (usize, String)>);
+
+impl Fields {
+    fn remove(&mut self, key: &str) -> Result<(usize, String), String> {
+        self.0.remove(key).ok_or_else(|| format!("no `{key}` line"))
+    }
+
+    /// `key`'s value, parsed; an error names its line and value.
+    fn take<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let (n, v) = self.remove(key)?;
+        parse(&v).map_err(|e| format!("line {n} ({key} `{v}`): {e}"))
     }
 }
 
