@@ -176,10 +176,6 @@ impl Gateway {
                 .await?;
             wanted_bridges.insert(bridge.clone());
             let (on_int, on_wepoq) = trunk_ifnames(&trunk.port);
-            // An agent before patch ports made a veth pair of these names: gone with it.
-            if let Some(index) = self.host.link_index(&on_int).await? {
-                self.host.delete_link(index).await?;
-            }
             let role = format!("trunk:{}", trunk.port);
             let end = |bridge: &str, peer: &str, iface_id: Option<String>| WantedPort {
                 bridge: bridge.to_owned(),
@@ -249,6 +245,13 @@ impl Gateway {
         }
         for (name, want) in &wanted {
             if !kept.contains(name) {
+                // An agent before patch ports made a veth pair of a trunk's names: gone
+                // with it (looked for only when the patch port is being made).
+                if want.patch_peer.is_some()
+                    && let Some(index) = self.host.link_index(name).await?
+                {
+                    self.host.delete_link(index).await?;
+                }
                 self.bridges.add(name, want).await?;
                 report.added.push(name.clone());
             }

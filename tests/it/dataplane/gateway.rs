@@ -138,6 +138,24 @@ fn external_clients_through_the_gateway_trunk() {
     let (on_int, on_wepoq) = trunk_ifnames(&trunk);
     let bridge = trunk_bridge(BRIDGE_BASE, &trunk);
     let bridge = bridge.as_str();
+    // What an agent from before patch ports and bridges per trunk left: the trunk's veth
+    // pair and one br-wepoq of its own. The first sync replaces both.
+    w.sb.ip_in_ovs_netns(&[
+        "link", "add", &on_int, "type", "veth", "peer", "name", &on_wepoq,
+    ])
+    .unwrap();
+    w.sb.vsctl(&[
+        "add-br",
+        BRIDGE_BASE,
+        "--",
+        "set",
+        "Bridge",
+        BRIDGE_BASE,
+        "datapath_type=netdev",
+        &format!("external_ids:\"{OWNER_KEY}\"={OWNER_VALUE}"),
+        &format!("external_ids:\"{ROLE_KEY}\"=bridge"),
+    ])
+    .unwrap();
     let mut agent = Agent::start(&w, &[(h1.netdev.clone(), fqdn("c1.cli.result"))]);
     wait_until(
         "br-wepoq with the trunk's patch port and c1's access port",
@@ -165,6 +183,13 @@ fn external_clients_through_the_gateway_trunk() {
             "{end} is a netdev, not only a patch port"
         );
     }
+    wait_until("the old br-wepoq removed", Duration::from_secs(10), || {
+        !w.sb
+            .vsctl(&["list-br"])
+            .unwrap()
+            .lines()
+            .any(|b| b == BRIDGE_BASE)
+    });
     assert_eq!(
         w.sb.vsctl(&["get", "Port", &h1.netdev, "tag"])
             .unwrap()
