@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 use wepoq_compiler::emit::Endpoint;
 use wepoq_compiler::{Input, Sources, compile};
 use wepoq_reconciler::sandbox::spec_edit::with_external_clients;
-use wepoq_reconciler::sandbox::traffic::{self, in_netns, quantile};
+use wepoq_reconciler::sandbox::traffic::{self, in_netns};
 use wepoq_reconciler::sandbox::{Component, Sandbox, require, without_blocks};
+use wepoq_runtime::bench::loopback::percentile;
 
 const TUNNEL_PORT: u16 = 51820;
 const VIEWER: &str = "c3.cli.result.ovn-vote.ns";
@@ -68,7 +69,7 @@ fn measure_in_turns<const N: usize>(
     paths: &[(&'static str, String, SocketAddr); N],
     s: &Settings,
 ) -> [Figures; N] {
-    let mut rtts: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    let mut rtts: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
     let mut mbits: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
     let per_round = (s.samples / s.rounds as usize).max(1);
     for round in 0..s.rounds {
@@ -86,14 +87,15 @@ fn measure_in_turns<const N: usize>(
         }
     }
     std::array::from_fn(|i| {
-        rtts[i].sort_by(f64::total_cmp);
+        rtts[i].sort();
+        let micros = |q: f64| percentile(&rtts[i], q).as_secs_f64() * 1e6;
         let mut sorted = mbits[i].clone();
         sorted.sort_by(f64::total_cmp);
         Figures {
             name: paths[i].0,
-            rtt_p50: quantile(&rtts[i], 0.5),
-            rtt_p99: quantile(&rtts[i], 0.99),
-            mbits: quantile(&sorted, 0.5),
+            rtt_p50: micros(0.5),
+            rtt_p99: micros(0.99),
+            mbits: sorted[sorted.len() / 2],
             all_mbits: mbits[i].clone(),
         }
     })

@@ -450,21 +450,6 @@ impl Sandbox {
         })
     }
 
-    /// Takes `lsp`'s endpoint off br-int and deletes its veth (its namespace stays, empty):
-    /// the logical port is then free to be bound elsewhere, e.g. as an external client.
-    pub fn unplug_endpoint(&self, lsp: &str) -> io::Result<()> {
-        let endpoints = std::fs::read_to_string(self.dir.join("endpoints"))?;
-        let host = endpoints
-            .lines()
-            .find_map(|l| {
-                let mut words = l.split_whitespace();
-                (words.next() == Some(lsp)).then(|| words.nth(1)).flatten()
-            })
-            .ok_or_else(|| io::Error::other(format!("no endpoint {lsp} in this sandbox")))?;
-        self.vsctl(&["--if-exists", "del-port", "br-int", host])?;
-        self.ip_in_ovs_netns(&["link", "del", host]).map(drop)
-    }
-
     /// An external host: a namespace that reaches the chassis (ovs-vswitchd's namespace)
     /// only through a routed veth, with no OVN on it. Returns it (as an [`Endpoint`] with no
     /// logical port), its address and the chassis' address on that link.

@@ -101,8 +101,8 @@ pub fn until_echo(to: SocketAddr, limit: Duration) -> io::Result<Duration> {
 }
 
 /// `count` round trips of `size` bytes on one connection (after `count / 10` unmeasured
-/// ones), each in µs, sorted.
-pub fn round_trips(to: SocketAddr, size: usize, count: usize) -> io::Result<Vec<f64>> {
+/// ones), sorted (for `wepoq_runtime::bench::loopback::percentile`).
+pub fn round_trips(to: SocketAddr, size: usize, count: usize) -> io::Result<Vec<Duration>> {
     let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -115,10 +115,10 @@ pub fn round_trips(to: SocketAddr, size: usize, count: usize) -> io::Result<Vec<
         stream.write_all(&message)?;
         stream.read_exact(&mut back)?;
         if i >= count / 10 {
-            samples.push(start.elapsed().as_secs_f64() * 1e6);
+            samples.push(start.elapsed());
         }
     }
-    samples.sort_by(f64::total_cmp);
+    samples.sort();
     Ok(samples)
 }
 
@@ -140,15 +140,6 @@ pub fn bulk(to: SocketAddr, duration: Duration) -> io::Result<f64> {
     Ok(bytes as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e6)
 }
 
-/// The `q` quantile (0..=1) of sorted `samples`.
-pub fn quantile(samples: &[f64], q: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((samples.len() - 1) as f64 * q).round() as usize;
-    samples[i]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +155,5 @@ mod tests {
         assert!(rtts.windows(2).all(|w| w[0] <= w[1]), "sorted");
         let mbits = bulk(to, Duration::from_millis(100)).unwrap();
         assert!(mbits > 1.0, "loopback moved {mbits} Mbit/s");
-        assert_eq!(quantile(&[1.0, 2.0, 3.0], 0.5), 2.0);
     }
 }
