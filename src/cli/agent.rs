@@ -141,7 +141,6 @@ pub fn run(args: &AgentArgs) -> ExitCode {
             ));
         }
         let Some(shutdown) = live::stop_signal() else {
-            eprintln!("error: cannot install signal handlers");
             return ExitCode::FAILURE;
         };
         eprintln!("wepoq agent: started");

@@ -193,7 +193,6 @@ pub fn connect(args: &ConnectArgs) -> ExitCode {
             }
         };
         let Some(stop) = live::stop_signal() else {
-            eprintln!("error: cannot install signal handlers");
             return ExitCode::FAILURE;
         };
         tokio::pin!(stop);

@@ -98,7 +98,7 @@ impl DbArgs {
 }
 
 /// Resolves at the first SIGINT or SIGTERM: how the long-running commands stop. `None`
-/// when the handlers cannot be installed.
+/// (the error printed) when the handlers cannot be installed.
 pub fn stop_signal() -> Option<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (

@@ -75,7 +75,6 @@ pub fn run(args: &ApplyArgs) -> ExitCode {
             }
         };
         let Some(stop) = live::stop_signal() else {
-            eprintln!("error: cannot install signal handlers");
             return ExitCode::FAILURE;
         };
         tokio::pin!(stop);

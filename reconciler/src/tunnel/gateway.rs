@@ -45,6 +45,9 @@ pub enum TunnelEvent {
     },
 }
 
+/// The store's client keys as read: its change stamp then, when, and the keys.
+type KeysRead = (SystemTime, Instant, BTreeMap<String, PublicKey>);
+
 /// The store is read in full at least this often, whatever its change stamp says.
 const REREAD: Duration = Duration::from_secs(10);
 
@@ -54,7 +57,7 @@ pub struct TunnelGateway {
     /// Client FQDN → tag, from the NB ([`TunnelGateway::set_clients`]).
     tags: Mutex<BTreeMap<String, u16>>,
     /// The store's client keys as last read, with the store's change stamp then.
-    keys: Mutex<Option<(SystemTime, Instant, BTreeMap<String, PublicKey>)>>,
+    keys: Mutex<Option<KeysRead>>,
     listen: SocketAddr,
 }
 
