@@ -20,7 +20,7 @@
 
 mod ethtool;
 pub(crate) mod netns;
-mod ovs;
+pub(crate) mod ovs;
 pub(crate) mod resolve;
 
 use std::net::Ipv4Addr;

@@ -132,6 +132,8 @@ impl Gateway {
 
     /// Puts the existing netdev `netdev` on br-wepoq for client `fqdn` (with its tag from
     /// the NB); kept until [`Gateway::remove_access_port`]. Idempotent.
+    /// Keeps `netdev` on its client's trunk bridge from now on; returns once ovs-vswitchd
+    /// has it (so that the client's first frames pass).
     pub async fn ensure_access_port(
         &self,
         nb: &ovsdb::Client,
@@ -142,7 +144,11 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(netdev.to_owned(), fqdn.to_owned());
-        self.sync(nb).await
+        let report = self.sync(nb).await?;
+        if report.added.iter().any(|name| name == netdev) {
+            self.bridges.applied().await?;
+        }
+        Ok(report)
     }
 
     pub async fn remove_access_port(

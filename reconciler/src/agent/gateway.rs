@@ -137,7 +137,14 @@ pub async fn run(started: Started, nb: ovsdb::Client) {
             Some(event) = async { match events.as_mut() { Some(e) => e.recv().await, None => None } } => {
                 eprintln!("wepoq agent: gateway: {event:?}");
                 match event {
-                    TunnelEvent::Up { netdev, fqdn, .. } => gateway.ensure_access_port(&nb, &netdev, &fqdn).await,
+                    TunnelEvent::Up { netdev, fqdn, tag } => {
+                        let made = gateway.ensure_access_port(&nb, &netdev, &fqdn).await;
+                        // Answered now, so that its first frames find the port there.
+                        if let Some(t) = &tunnel {
+                            t.release(tag);
+                        }
+                        made
+                    }
                     TunnelEvent::Down { netdev, .. } => gateway.remove_access_port(&nb, &netdev).await,
                 }
             }

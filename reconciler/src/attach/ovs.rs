@@ -17,6 +17,58 @@ pub const NETNS_KEY: &str = "wepoq.net/netns";
 /// [`Vif::fingerprint`] of what was configured.
 pub const VIF_KEY: &str = "wepoq.net/vif";
 
+/// The last two operations of a transaction after which ovs-vswitchd is to be waited for,
+/// as `ovs-vsctl --wait` does: they bump `next_cfg` and read it back ([`wait_applied`]).
+pub(crate) fn bump_cfg() -> [Operation; 2] {
+    [
+        Operation::mutate("Open_vSwitch", vec![], vec![Mutation::add("next_cfg", 1)]),
+        Operation::select_columns("Open_vSwitch", vec![], &["next_cfg"]),
+    ]
+}
+
+/// Waits (5 s at most) until ovs-vswitchd reports applied the configuration asked for by the
+/// transaction whose `results` end with [`bump_cfg`]'s. Without a vswitchd that reports (or
+/// past the bound) it goes on: the caller's changes are in the database either way.
+pub(crate) async fn wait_applied(
+    client: &ovsdb::Client,
+    at: &str,
+    results: &[OpResult],
+) -> Result<(), AttachError> {
+    let Some(next) = results
+        .last()
+        .and_then(|r| r.rows().first())
+        .and_then(|row| row.get("next_cfg").and_then(Value::as_i64))
+    else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let found = client
+            .transact(
+                DB,
+                &[Operation::select_columns(
+                    "Open_vSwitch",
+                    vec![],
+                    &["cur_cfg"],
+                )],
+            )
+            .await
+            .map_err(|source| AttachError::Ovsdb {
+                at: at.to_owned(),
+                source,
+            })?;
+        let cur = found
+            .first()
+            .and_then(|r| r.rows().first())
+            .and_then(|row| row.get("cur_cfg").and_then(Value::as_i64));
+        if cur.is_none_or(|c| c >= next) || std::time::Instant::now() > deadline {
+            return Ok(());
+        }
+        // It usually takes a few milliseconds: a client's first frames wait for it.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 pub(crate) struct Ovs {
     pub client: ovsdb::Client,
     at: String,
@@ -203,47 +255,19 @@ impl Ovs {
         // ovs-vswitchd to have let go of the port: a port of the same name added before it
         // has (a re-attach after a restart) would keep the old device's socket and carry
         // nothing.
+        let [bump, asked] = bump_cfg();
         let ops = [
             Operation::mutate(
                 "Bridge",
                 vec![Condition::includes("ports", Value::uuid(uuid.clone()))],
                 vec![Mutation::delete("ports", Value::uuid(uuid))],
             ),
-            Operation::mutate("Open_vSwitch", vec![], vec![Mutation::add("next_cfg", 1)]),
-            Operation::select_columns("Open_vSwitch", vec![], &["next_cfg"]),
+            bump,
+            asked,
         ];
         let results = self.transact(&ops).await?;
-        let next = results
-            .get(2)
-            .and_then(|r| r.rows().first())
-            .and_then(|row| row.get("next_cfg").and_then(Value::as_i64));
-        if let Some(next) = next {
-            self.wait_cur_cfg(next).await?;
-        }
+        wait_applied(&self.client, &self.at, &results).await?;
         Ok(true)
-    }
-
-    /// Waits (a few seconds at most) until ovs-vswitchd reports configuration `next` applied.
-    async fn wait_cur_cfg(&self, next: i64) -> Result<(), AttachError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let ops = [Operation::select_columns(
-                "Open_vSwitch",
-                vec![],
-                &["cur_cfg"],
-            )];
-            let results = self.transact(&ops).await?;
-            let cur = results
-                .first()
-                .and_then(|r| r.rows().first())
-                .and_then(|row| row.get("cur_cfg").and_then(Value::as_i64))
-                .unwrap_or(i64::MAX);
-            // No vswitchd to wait for (or one that never reports): go on after the bound.
-            if cur >= next || std::time::Instant::now() > deadline {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
     }
 
     pub async fn attached(&self) -> Result<Vec<Attachment>, AttachError> {

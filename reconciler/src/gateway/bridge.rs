@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::attach::AttachError;
+use crate::attach::ovs::{bump_cfg, wait_applied};
 use crate::ovsdb::{self, Condition, Mutation, OpResult, Operation, Row, Uuid, Value};
 
 const DB: &str = "Open_vSwitch";
@@ -349,40 +350,8 @@ impl Bridges {
     /// removed and added again under one name before it looked would keep the old netdev
     /// open: it compares ports by name.
     pub async fn applied(&self) -> Result<(), AttachError> {
-        let bumped = self
-            .transact(&[
-                Operation::mutate("Open_vSwitch", vec![], vec![Mutation::add("next_cfg", 1)]),
-                Operation::select_columns("Open_vSwitch", vec![], &["next_cfg"]),
-            ])
-            .await?;
-        let Some(next) = bumped[1]
-            .rows()
-            .first()
-            .and_then(|r| r.get("next_cfg"))
-            .and_then(Value::as_i64)
-        else {
-            return Ok(());
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            let found = self
-                .transact(&[Operation::select_columns(
-                    "Open_vSwitch",
-                    vec![],
-                    &["cur_cfg"],
-                )])
-                .await?;
-            let cur = found[0]
-                .rows()
-                .first()
-                .and_then(|r| r.get("cur_cfg"))
-                .and_then(Value::as_i64);
-            if cur.is_some_and(|c| c >= next) {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        Ok(())
+        let results = self.transact(&bump_cfg()).await?;
+        wait_applied(&self.client, &self.at, &results).await
     }
 
     /// Sets the tag of our port `name`.

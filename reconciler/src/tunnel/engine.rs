@@ -43,6 +43,9 @@ const POLL: Duration = Duration::from_millis(200);
 /// How often an unknown key's handshake may make the engine look for new peers: bounded, as
 /// anyone can send handshakes.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
+/// How long a gateway that holds answers (see [`Engine::hold_answers`]) waits for a new
+/// client's device and port before it answers anyway.
+const HOLD_AT_MOST: Duration = Duration::from_millis(500);
 
 pub fn client_inner(tag: u16) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(CLIENTS_INNER.0) | u32::from(tag))
@@ -60,6 +63,17 @@ pub struct Peer {
     last_rx: Mutex<Instant>,
     last_forced: Mutex<Instant>,
     up: AtomicBool,
+    /// At a gateway that holds answers: whether this client's port carries frames
+    /// ([`Engine::release`]). Until then the answer to its latest handshake (and what was
+    /// queued behind it) is held.
+    ready: AtomicBool,
+    held: Mutex<Option<Held>>,
+}
+
+struct Held {
+    datagrams: Vec<Vec<u8>>,
+    to: SocketAddr,
+    since: Instant,
 }
 
 impl Peer {
@@ -90,6 +104,8 @@ impl Peer {
             last_rx: Mutex::new(long_ago),
             last_forced: Mutex::new(long_ago),
             up: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            held: Mutex::new(None),
         }
     }
 
@@ -141,6 +157,8 @@ pub struct Engine {
     /// whose credential was issued since the last look), at most every [`LOOK_AGAIN`].
     on_unknown: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     last_look: Mutex<Instant>,
+    /// See [`Engine::hold_answers`].
+    hold_answers: AtomicBool,
 }
 
 impl Engine {
@@ -177,12 +195,45 @@ impl Engine {
             on_change,
             on_unknown: Mutex::new(None),
             last_look: Mutex::new(Instant::now() - LOOK_AGAIN),
+            hold_answers: AtomicBool::new(false),
         }))
     }
 
     /// Sets what looks for new peers (see `on_unknown`); it may call [`Engine::add_peer`].
     pub fn on_unknown_key(&self, look: Box<dyn Fn() + Send + Sync>) {
         *lock(&self.on_unknown) = Some(look);
+    }
+
+    /// From now on a client that comes up is answered only once [`Engine::release`] says
+    /// its device and port are made (or after [`HOLD_AT_MOST`]), and is sent nothing before:
+    /// a client sends its first frames the moment it has the answer, and frames that arrive
+    /// before the port exists are lost (its first ARP, so everything waited for the retry).
+    pub fn hold_answers(&self) {
+        self.hold_answers.store(true, Ordering::SeqCst);
+    }
+
+    /// The client with `tag` can be answered from now on (until its session goes away);
+    /// sends its held answer, if any.
+    pub fn release(&self, tag: u16) {
+        if let Some(peer) = self.by_tag(tag) {
+            self.send_held(&peer);
+        }
+    }
+
+    /// Whether answers to `peer` are held (a gateway's client whose port is not ready).
+    fn holds_for(&self, peer: &Peer) -> bool {
+        !self.is_client
+            && self.hold_answers.load(Ordering::SeqCst)
+            && !peer.ready.load(Ordering::SeqCst)
+    }
+
+    fn send_held(&self, peer: &Peer) {
+        peer.ready.store(true, Ordering::SeqCst);
+        if let Some(held) = lock(&peer.held).take() {
+            for datagram in &held.datagrams {
+                let _ = self.socket.send_to(datagram, held.to);
+            }
+        }
     }
 
     pub fn secret(&self) -> &StaticSecret {
@@ -336,18 +387,37 @@ impl Engine {
         let initiation = datagram[0] == HANDSHAKE_INITIATION;
         match tunn.decapsulate(Some(from.ip()), datagram, out) {
             TunnResult::WriteToNetwork(reply) => {
-                let _ = self.socket.send_to(reply, from);
-                if initiation && !self.is_client && !peer.up.swap(true, Ordering::SeqCst) {
-                    // Answered: the client is connected. Its device is made now, before
-                    // its first frame arrives (which would otherwise be lost).
+                // Answered: the client is connected. Its device and port are made now.
+                let first = initiation && !self.is_client && !peer.up.swap(true, Ordering::SeqCst);
+                if self.holds_for(&peer) {
+                    // A client may send a second handshake before the first is answered
+                    // (its timers and its first packet both start one): only the answer to
+                    // the latest is any use to it, held from the time the first came.
+                    let mut datagrams = vec![reply.to_vec()];
+                    while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], out)
+                    {
+                        datagrams.push(queued.to_vec());
+                    }
+                    let mut held = lock(&peer.held);
+                    let since = held.as_ref().map_or_else(Instant::now, |h| h.since);
+                    *held = Some(Held {
+                        datagrams,
+                        to: from,
+                        since,
+                    });
+                } else {
+                    let _ = self.socket.send_to(reply, from);
+                    // Packets queued while the handshake was on go out now.
+                    while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], out)
+                    {
+                        let _ = self.socket.send_to(queued, from);
+                    }
+                }
+                if first {
                     (self.on_change)(Change::Up {
                         fqdn: peer.fqdn.clone(),
                         tag: peer.tag,
                     });
-                }
-                // Packets queued while the handshake was on go out now.
-                while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], out) {
-                    let _ = self.socket.send_to(queued, from);
                 }
             }
             TunnResult::WriteToTunnelV4(packet, src) => {
@@ -434,6 +504,12 @@ impl Engine {
             let Some(endpoint) = peer.endpoint() else {
                 continue;
             };
+            // Nothing goes to a client whose port is not ready yet: a packet would make the
+            // gateway start a handshake of its own, and that session would let the client
+            // send before its port exists.
+            if self.holds_for(&peer) {
+                continue;
+            }
             let mut tunn = lock(&peer.tunn);
             batch.push_with(|slot| match tunn.encapsulate(&packet[..n], slot) {
                 TunnResult::WriteToNetwork(datagram) => {
@@ -452,12 +528,11 @@ impl Engine {
     fn timers(&self) {
         let mut out = vec![0u8; BUFFER];
         // The first round at once: a client's first handshake goes out as it starts.
-        let mut first = true;
+        let mut first_round = true;
         while !self.stop.load(Ordering::Relaxed) {
-            if !first {
+            if !first_round {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            first = false;
             let peers: Vec<Arc<Peer>> = self
                 .peers
                 .read()
@@ -467,6 +542,12 @@ impl Engine {
                 .cloned()
                 .collect();
             for peer in peers {
+                if lock(&peer.held)
+                    .as_ref()
+                    .is_some_and(|h| h.since.elapsed() > HOLD_AT_MOST)
+                {
+                    self.send_held(&peer);
+                }
                 let endpoint = peer.endpoint();
                 let mut tunn = lock(&peer.tunn);
                 if let TunnResult::WriteToNetwork(datagram) = tunn.update_timers(&mut out) {
@@ -486,8 +567,10 @@ impl Engine {
                     let mut forced = lock(&peer.last_forced);
                     if silent && forced.elapsed() > every {
                         *forced = Instant::now();
+                        // In the first round a handshake its first packet started is fresh:
+                        // not sent twice.
                         if let TunnResult::WriteToNetwork(init) =
-                            tunn.format_handshake_initiation(&mut out, true)
+                            tunn.format_handshake_initiation(&mut out, !first_round)
                         {
                             self.send(init, endpoint);
                         }
@@ -504,6 +587,10 @@ impl Engine {
                 drop(tunn);
                 if established != peer.up.load(Ordering::SeqCst) {
                     peer.up.store(established, Ordering::SeqCst);
+                    if !established {
+                        // Its port goes with it: a new session waits for a new one.
+                        peer.ready.store(false, Ordering::SeqCst);
+                    }
                     let (fqdn, tag) = (peer.fqdn.clone(), peer.tag);
                     (self.on_change)(if established {
                         Change::Up { fqdn, tag }
@@ -512,6 +599,7 @@ impl Engine {
                     });
                 }
             }
+            first_round = false;
         }
     }
 }
@@ -521,5 +609,133 @@ pub fn unspecified_for(endpoint: SocketAddr) -> SocketAddr {
     match endpoint.ip() {
         IpAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::tunnel::keys;
+
+    /// A gateway engine on loopback that holds answers, its changes, and its "TUN": one end
+    /// of a datagram socket pair (packet boundaries kept, as a TUN keeps them).
+    fn gateway() -> (Arc<Engine>, mpsc::Receiver<Change>, UnixDatagram) {
+        let (tun, other_end) = UnixDatagram::pair().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let engine = Engine::new(
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            File::from(OwnedFd::from(tun)),
+            keys::generate(),
+            false,
+            Box::new(move |c| {
+                let _ = tx.send(c);
+            }),
+        )
+        .unwrap();
+        engine.hold_answers();
+        (engine, rx, other_end)
+    }
+
+    /// A client of `gateway` with `tag`: boringtun's own `Tunn`, driven by hand, and its
+    /// socket. Its first handshake is sent `times` times (a client's timers and its first
+    /// packet may each start one); returns once the gateway reports it up.
+    fn client(
+        gateway: &Engine,
+        changes: &mpsc::Receiver<Change>,
+        tag: u16,
+        times: usize,
+    ) -> (Tunn, UdpSocket) {
+        let secret = keys::generate();
+        gateway.add_peer(Peer::new(
+            "c",
+            tag,
+            client_inner(tag),
+            PublicKey::from(&secret),
+            gateway.secret(),
+            None,
+        ));
+        let mut tunn = Tunn::new(
+            secret,
+            PublicKey::from(gateway.secret()),
+            None,
+            None,
+            1,
+            None,
+        );
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = vec![0u8; 2048];
+        for _ in 0..times {
+            match tunn.format_handshake_initiation(&mut buf, true) {
+                TunnResult::WriteToNetwork(init) => {
+                    socket.send_to(init, gateway.local_addr().unwrap()).unwrap();
+                }
+                other => panic!("no handshake: {other:?}"),
+            }
+            // Its timestamp must be newer than the last one's to be taken.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let change = changes.recv_timeout(Duration::from_secs(5)).expect("Up");
+        assert_eq!(
+            change,
+            Change::Up {
+                fqdn: "c".into(),
+                tag
+            }
+        );
+        (tunn, socket)
+    }
+
+    /// Waits for the gateway's answer; true if it completes `tunn`'s latest handshake.
+    fn answered(tunn: &mut Tunn, socket: &UdpSocket, within: Duration) -> bool {
+        let mut buf = vec![0u8; 2048];
+        let mut out = vec![0u8; 2048];
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(n) = socket.recv(&mut buf) {
+                let _ = tunn.decapsulate(None, &buf[..n], &mut out);
+                if tunn.time_since_last_handshake().is_some() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_new_client_is_answered_once_its_port_is_released_and_to_its_latest_handshake() {
+        let (gateway, changes, _tun) = gateway();
+        let threads = gateway.spawn().unwrap();
+        let (mut tunn, socket) = client(&gateway, &changes, 7, 2);
+        let mut buf = vec![0u8; 2048];
+        assert!(
+            socket.recv(&mut buf).is_err(),
+            "answered before its port was released"
+        );
+        gateway.release(7);
+        assert!(
+            answered(&mut tunn, &socket, Duration::from_millis(300)),
+            "released, but its latest handshake was not answered"
+        );
+
+        // Never released (its port could not be made): answered anyway, after the bound.
+        let (mut tunn, socket) = client(&gateway, &changes, 8, 1);
+        let held = Instant::now();
+        assert!(answered(&mut tunn, &socket, Duration::from_secs(3)));
+        assert!(
+            held.elapsed() >= HOLD_AT_MOST - Duration::from_millis(50),
+            "answered after {:?}, before the bound",
+            held.elapsed()
+        );
+        gateway.stop();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! port for every client; a client whose credential the store accepts and whose FQDN the
 //! NB gives a tag on this gateway becomes a WireGuard peer; once its handshake completes it
 //! gets a VXLAN netdev (VNI = its tag) in the host's (ovs-vswitchd's) namespace, reported as
-//! [`TunnelEvent::Up`] for the caller to put on br-wepoq with that tag. Revocation (its key
-//! deleted from the store) is picked up within a second and ends the session.
+//! [`TunnelEvent::Up`] for the caller to put on its trunk's bridge with that tag; the
+//! handshake's answer waits for the caller's [`TunnelGateway::release`] (see
+//! [`Engine::hold_answers`]). Revocation (its key deleted from the store) is picked up within
+//! a second and ends the session.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -31,7 +33,8 @@ pub struct TunnelGatewayConfig {
     pub host_netns: Option<PathBuf>,
 }
 
-/// A client's netdev appeared or went away.
+/// A client's netdev appeared (put it on the bridge, then [`TunnelGateway::release`] the
+/// client) or went away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TunnelEvent {
     Up {
@@ -107,6 +110,7 @@ impl TunnelGateway {
             }),
         )
         .map_err(|e| e.to_string())?;
+        engine.hold_answers();
         engine.spawn().map_err(|e| e.to_string())?;
         let gateway = Arc::new(TunnelGateway {
             engine,
@@ -167,6 +171,11 @@ impl TunnelGateway {
             }
         });
         Ok((gateway, events))
+    }
+
+    /// The client with `tag` can be answered: its port carries frames.
+    pub fn release(&self, tag: u16) {
+        self.engine.release(tag);
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
