@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use wepoq_reconciler::attach::resolve_vif;
@@ -200,16 +200,19 @@ pub fn connect(args: &ConnectArgs) -> ExitCode {
             "wepoq connect: {} is {} {}/{} on {} (nameserver {}); tunnel to {}",
             args.fqdn, credential.mac, credential.ip, credential.prefix, args.ifname, credential.gateway, credential.endpoint
         );
+        let mut up = connection.up();
         let mut reported = false;
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                _ = tick.tick() => {
-                    let up = connection.up();
-                    if up != reported {
-                        reported = up;
-                        if up {
+                changed = up.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let now = *up.borrow_and_update();
+                    if now != reported {
+                        reported = now;
+                        if now {
                             println!("wepoq connect: up ({} ms after start)", started.elapsed().as_millis());
                         } else {
                             println!("wepoq connect: the gateway is silent; reconnecting");

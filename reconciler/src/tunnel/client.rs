@@ -28,13 +28,13 @@ pub struct Connection {
     ifname: String,
     _private: Netns,
     resolv: Option<(PathBuf, Option<Vec<u8>>)>,
-    is_up: Arc<std::sync::atomic::AtomicBool>,
+    up: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Connection {
-    /// The WireGuard session with the gateway is established.
-    pub fn up(&self) -> bool {
-        self.is_up.load(std::sync::atomic::Ordering::SeqCst)
+    /// Whether the WireGuard session with the gateway is established, as it changes.
+    pub fn up(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.up.clone()
     }
 
     pub fn ifname(&self) -> &str {
@@ -121,18 +121,14 @@ pub async fn connect(cred: &Credential, opts: &ConnectOptions) -> Result<Connect
 
     let socket =
         UdpSocket::bind(engine::unspecified_for(cred.endpoint)).map_err(|e| e.to_string())?;
-    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = up.clone();
+    let (report, up) = tokio::sync::watch::channel(false);
     let engine = Engine::new(
         socket,
         tun_file,
         cred.private_key.clone(),
         true,
         Box::new(move |c| {
-            flag.store(
-                matches!(c, engine::Change::Up { .. }),
-                std::sync::atomic::Ordering::SeqCst,
-            );
+            let _ = report.send(matches!(c, engine::Change::Up { .. }));
         }),
     )
     .map_err(|e| e.to_string())?;
@@ -151,6 +147,6 @@ pub async fn connect(cred: &Credential, opts: &ConnectOptions) -> Result<Connect
         ifname: opts.ifname.clone(),
         _private: private_ns,
         resolv,
-        is_up: up,
+        up,
     })
 }

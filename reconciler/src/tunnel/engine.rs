@@ -38,6 +38,7 @@ const SILENCE: Duration = Duration::from_secs(7);
 /// A gateway forgets a client's device after this long without an authentic packet.
 const GONE: Duration = Duration::from_secs(180);
 const HANDSHAKE_INITIATION: u8 = 1;
+const HANDSHAKE_RESPONSE: u8 = 2;
 const BUFFER: usize = 65_536;
 const POLL: Duration = Duration::from_millis(200);
 /// How often an unknown key's handshake may make the engine look for new peers: bounded, as
@@ -440,6 +441,17 @@ impl Engine {
             }
         }
         drop(tunn);
+        if authentic
+            && self.is_client
+            && datagram[0] == HANDSHAKE_RESPONSE
+            && !peer.up.swap(true, Ordering::SeqCst)
+        {
+            // Up as it happens, not at the timers' next round (up to 100 ms later).
+            (self.on_change)(Change::Up {
+                fqdn: peer.fqdn.clone(),
+                tag: peer.tag,
+            });
+        }
         if authentic {
             *lock(&peer.last_rx) = Instant::now();
             if !self.is_client {
