@@ -19,6 +19,7 @@
 //! [`CONTAINER_KEY`]=container id. Ports without the mark are never changed or removed.
 
 mod ethtool;
+mod lock;
 pub(crate) mod netns;
 pub(crate) mod ovs;
 pub(crate) mod resolve;
@@ -266,8 +267,11 @@ impl Attacher {
     /// Attaches `container_id` (whose process is `pid`) as `vif`. Idempotent: an existing
     /// correct attachment is left as is; a stale one (another network namespace after a
     /// restart, other addresses) is replaced. On failure nothing made by this call remains.
+    /// Another attach or detach of the same container, from this process or another, is
+    /// waited for.
     pub async fn attach(&self, container_id: &str, pid: u32, vif: &Vif) -> Result<(), AttachError> {
         let name = host_ifname(container_id);
+        let _one_at_a_time = lock::exclusive(&name).await?;
         let mac = vif.mac_bytes()?;
         let gone = || AttachError::ContainerGone {
             container: container_id.to_owned(),
@@ -337,7 +341,9 @@ impl Attacher {
     /// Removes the OVS port and host veth of `container_id` (no-op when absent; a port that
     /// is not wepoq's is left alone).
     pub async fn detach(&self, container_id: &str) -> Result<(), AttachError> {
-        self.detach_named(&host_ifname(container_id)).await
+        let name = host_ifname(container_id);
+        let _one_at_a_time = lock::exclusive(&name).await?;
+        self.detach_named(&name).await
     }
 
     async fn detach_named(&self, name: &str) -> Result<(), AttachError> {

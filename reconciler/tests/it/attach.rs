@@ -167,6 +167,36 @@ async fn a_container_gets_the_ports_addresses_and_traffic_flows() {
     assert!(matches!(err, AttachError::ContainerGone { .. }), "{err}");
     assert!(!bridge_ports(&sb).contains(&host_ifname(&other)));
 
+    // Two attachers at once on one new container, as apply and the host agent both attach
+    // the containers they see made: one makes it, the other waits and finds it made, and
+    // neither undoes the other's work.
+    let racer = attacher(&sb).await;
+    let third = containers.run(&[]).unwrap();
+    let pid3 = containers.pid(&third).unwrap();
+    let (first, second) = tokio::join!(
+        at.attach(&third, pid3, &vif2),
+        racer.attach(&third, pid3, &vif2)
+    );
+    first.unwrap();
+    second.unwrap();
+    let name3 = host_ifname(&third);
+    assert!(host_links(&sb).contains(&name3), "the host end is gone");
+    let inside3 = std::process::Command::new("nsenter")
+        .args(["-t", &pid3.to_string(), "-n", "ip", "-o", "link", "show"])
+        .output()
+        .unwrap();
+    let inside3 = String::from_utf8_lossy(&inside3.stdout).into_owned();
+    assert!(
+        inside3.contains(CONTAINER_IFNAME) && inside3.contains(&vif2.mac),
+        "no {CONTAINER_IFNAME} with {} inside: {inside3}",
+        vif2.mac
+    );
+    // Whole and current: attaching again changes nothing.
+    let uuid3 = vsctl(&sb, &["get", "Interface", &name3, "_uuid"]);
+    racer.attach(&third, pid3, &vif2).await.unwrap();
+    assert_eq!(vsctl(&sb, &["get", "Interface", &name3, "_uuid"]), uuid3);
+    racer.detach(&third).await.unwrap();
+
     // Restart: a new network namespace; the old attachment is stale and replaced.
     docker(&["restart", "-t", "0", &id]).unwrap();
     let pid = containers.pid(&id).unwrap();
