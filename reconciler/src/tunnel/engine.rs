@@ -39,6 +39,9 @@ const SILENCE: Duration = Duration::from_secs(7);
 const GONE: Duration = Duration::from_secs(180);
 const HANDSHAKE_INITIATION: u8 = 1;
 const HANDSHAKE_RESPONSE: u8 = 2;
+const DATA: u8 = 4;
+/// How often a gateway may start a handshake with a client whose session it does not have.
+const ASK_AGAIN: Duration = Duration::from_secs(1);
 const BUFFER: usize = 65_536;
 const POLL: Duration = Duration::from_millis(200);
 /// How often an unknown key's handshake may make the engine look for new peers: bounded, as
@@ -385,11 +388,13 @@ impl Engine {
         };
         let mut tunn = lock(&peer.tunn);
         let mut authentic = true;
-        let initiation = datagram[0] == HANDSHAKE_INITIATION;
+        // A session begins with an initiation the gateway answers, or (after a restart of
+        // the gateway, see below) with the client's response to the gateway's own.
+        let handshake = matches!(datagram[0], HANDSHAKE_INITIATION | HANDSHAKE_RESPONSE);
         match tunn.decapsulate(Some(from.ip()), datagram, out) {
             TunnResult::WriteToNetwork(reply) => {
-                // Answered: the client is connected. Its device and port are made now.
-                let first = initiation && !self.is_client && !peer.up.swap(true, Ordering::SeqCst);
+                // The client is connected. Its device and port are made now.
+                let first = handshake && !self.is_client && !peer.up.swap(true, Ordering::SeqCst);
                 if self.holds_for(&peer) {
                     // A client may send a second handshake before the first is answered
                     // (its timers and its first packet both start one): only the answer to
@@ -438,6 +443,9 @@ impl Engine {
             TunnResult::Err(_) => {
                 authentic = false;
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                if datagram[0] == DATA && !self.is_client {
+                    self.ask_for_handshake(&peer, &mut tunn, from, out);
+                }
             }
         }
         drop(tunn);
@@ -458,6 +466,28 @@ impl Engine {
                 // Roaming: a client is wherever its last authentic datagram came from.
                 *lock(&peer.endpoint) = Some(from);
             }
+        }
+    }
+
+    /// A data packet for a client the gateway knows (its index names the tag) but has no
+    /// session with: the gateway restarted, and the client still uses the session it had.
+    /// Rather than leave it until its silence makes it start again (seconds), the gateway
+    /// starts a handshake with wherever the packet came from. The packet proves nothing (it
+    /// cannot be decrypted), so this costs at most one handshake a second per client, the
+    /// endpoint is not learnt from it, and only the holder of the client's key can answer.
+    fn ask_for_handshake(&self, peer: &Peer, tunn: &mut Tunn, from: SocketAddr, out: &mut [u8]) {
+        if tunn.time_since_last_handshake().is_some() {
+            return;
+        }
+        {
+            let mut last = lock(&peer.last_forced);
+            if last.elapsed() < ASK_AGAIN {
+                return;
+            }
+            *last = Instant::now();
+        }
+        if let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(out, false) {
+            let _ = self.socket.send_to(init, from);
         }
     }
 
@@ -633,23 +663,52 @@ mod tests {
     use super::*;
     use crate::tunnel::keys;
 
-    /// A gateway engine on loopback that holds answers, its changes, and its "TUN": one end
-    /// of a datagram socket pair (packet boundaries kept, as a TUN keeps them).
-    fn gateway() -> (Arc<Engine>, mpsc::Receiver<Change>, UnixDatagram) {
+    /// An engine on `at` (a gateway holds answers), its changes, and its "TUN": one end of
+    /// a datagram socket pair (packet boundaries kept, as a TUN keeps them).
+    fn engine_at(
+        is_client: bool,
+        secret: StaticSecret,
+        at: SocketAddr,
+    ) -> (Arc<Engine>, mpsc::Receiver<Change>, UnixDatagram) {
         let (tun, other_end) = UnixDatagram::pair().unwrap();
         let (tx, rx) = mpsc::channel();
         let engine = Engine::new(
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind(at).unwrap(),
             File::from(OwnedFd::from(tun)),
-            keys::generate(),
-            false,
+            secret,
+            is_client,
             Box::new(move |c| {
                 let _ = tx.send(c);
             }),
         )
         .unwrap();
-        engine.hold_answers();
+        if !is_client {
+            engine.hold_answers();
+        }
         (engine, rx, other_end)
+    }
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+    }
+
+    fn gateway() -> (Arc<Engine>, mpsc::Receiver<Change>, UnixDatagram) {
+        engine_at(false, keys::generate(), loopback())
+    }
+
+    /// A packet as the client's TUN gives one (an IPv4 header to the gateway, no more).
+    fn packet() -> [u8; 28] {
+        let mut packet = [0u8; 28];
+        packet[0] = 0x45;
+        packet[16..20].copy_from_slice(&GATEWAY_INNER.octets());
+        packet
+    }
+
+    fn stop(engine: &Engine, threads: Vec<JoinHandle<()>>) {
+        engine.stop();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 
     /// A client of `gateway` with `tag`: boringtun's own `Tunn`, driven by hand, and its
@@ -745,9 +804,82 @@ mod tests {
             "answered after {:?}, before the bound",
             held.elapsed()
         );
-        gateway.stop();
-        for t in threads {
-            t.join().unwrap();
+        stop(&gateway, threads);
+    }
+
+    #[test]
+    fn a_restarted_gateway_asks_a_client_still_on_the_old_session_for_a_new_one() {
+        let wait = Duration::from_secs(5);
+        let secret = keys::generate();
+        let (old, old_changes, _old_tun) = engine_at(false, secret.clone(), loopback());
+        let at = old.local_addr().unwrap();
+        let (client, client_changes, client_tun) = engine_at(true, keys::generate(), loopback());
+        let tag = 9;
+        let the_client = |gateway: &Engine| {
+            gateway.add_peer(Peer::new(
+                "c",
+                tag,
+                client_inner(tag),
+                PublicKey::from(client.secret()),
+                gateway.secret(),
+                None,
+            ))
+        };
+        the_client(&old);
+        client.add_peer(Peer::new(
+            "gateway",
+            tag,
+            GATEWAY_INNER,
+            PublicKey::from(&secret),
+            client.secret(),
+            Some(at),
+        ));
+        let old_threads = old.spawn().unwrap();
+        let client_threads = client.spawn().unwrap();
+        old_changes.recv_timeout(wait).expect("Up at the gateway");
+        old.release(tag);
+        client_changes.recv_timeout(wait).expect("Up at the client");
+
+        // The gateway restarts: the same key and port, no session.
+        stop(&old, old_threads);
+        drop(old);
+        let (new, new_changes, _new_tun) = engine_at(false, secret, at);
+        the_client(&new);
+        let new_threads = new.spawn().unwrap();
+        // The client sends on the session it had; the new gateway cannot read it, and asks.
+        let sent = Instant::now();
+        client_tun.send(&packet()).unwrap();
+        let change = new_changes
+            .recv_timeout(wait)
+            .expect("Up at the new gateway");
+        assert_eq!(
+            change,
+            Change::Up {
+                fqdn: "c".into(),
+                tag
+            }
+        );
+        assert!(
+            sent.elapsed() < SILENCE / 2,
+            "a new session only after {:?}: the client's silence started it, not the gateway",
+            sent.elapsed()
+        );
+        // Released, the client moves to the new session: its packets are read there.
+        new.release(tag);
+        let read = || {
+            new.counters.rx_packets.load(Ordering::Relaxed)
+                + new.counters.filtered.load(Ordering::Relaxed)
+        };
+        let deadline = Instant::now() + wait;
+        while read() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the client never used the new session"
+            );
+            client_tun.send(&packet()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
         }
+        stop(&new, new_threads);
+        stop(&client, client_threads);
     }
 }
