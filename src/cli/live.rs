@@ -101,11 +101,14 @@ impl DbArgs {
 /// (the error printed) when the handlers cannot be installed.
 pub fn stop_signal() -> Option<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return None;
+    let handlers =
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+    let (mut interrupt, mut terminate) = match handlers {
+        Ok(both) => both,
+        Err(e) => {
+            eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {e}");
+            return None;
+        }
     };
     Some(async move {
         tokio::select! {
