@@ -130,10 +130,9 @@ impl Gateway {
         self.tags.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Puts the existing netdev `netdev` on br-wepoq for client `fqdn` (with its tag from
-    /// the NB); kept until [`Gateway::remove_access_port`]. Idempotent.
-    /// Keeps `netdev` on its client's trunk bridge from now on; returns once ovs-vswitchd
-    /// has it (so that the client's first frames pass).
+    /// Puts the existing netdev `netdev` on client `fqdn`'s trunk bridge (with its tag from
+    /// the NB), kept there until [`Gateway::remove_access_port`]; returns once ovs-vswitchd
+    /// has it, so that the client's first frames pass. Idempotent.
     pub async fn ensure_access_port(
         &self,
         nb: &ovsdb::Client,

@@ -97,8 +97,9 @@ pub async fn connect(cred: &Credential, opts: &ConnectOptions) -> Result<Connect
     )
     .await
     .map_err(|e| e.to_string())?;
-    // ARP for the router is asked again every 100 ms rather than every second: the first
-    // request can go out before the gateway has put this client's port on br-wepoq.
+    // ARP for the router is asked again every 100 ms rather than every second, should a
+    // request be lost (the gateway answers only once this client's port exists, so the
+    // first one normally is not).
     let _ = std::fs::write(
         format!("/proc/sys/net/ipv4/neigh/{}/retrans_time_ms", opts.ifname),
         "100",

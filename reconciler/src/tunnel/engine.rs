@@ -47,8 +47,8 @@ const POLL: Duration = Duration::from_millis(200);
 /// How often an unknown key's handshake may make the engine look for new peers: bounded, as
 /// anyone can send handshakes.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
-/// How long a gateway that holds answers (see [`Engine::hold_answers`]) waits for a new
-/// client's device and port before it answers anyway.
+/// How long a gateway holds a new client's answer (see [`Engine::release`]) waiting for its
+/// device and port before it answers anyway.
 const HOLD_AT_MOST: Duration = Duration::from_millis(500);
 
 pub fn client_inner(tag: u16) -> Ipv4Addr {
@@ -67,8 +67,7 @@ pub struct Peer {
     last_rx: Mutex<Instant>,
     last_forced: Mutex<Instant>,
     up: AtomicBool,
-    /// At a gateway that holds answers: whether this client's port carries frames
-    /// ([`Engine::release`]). Until then the answer to its latest handshake (and what was
+    /// At a gateway: whether this client's port carries frames ([`Engine::release`]). Until then the answer to its latest handshake (and what was
     /// queued behind it) is held.
     ready: AtomicBool,
     held: Mutex<Option<Held>>,
@@ -161,8 +160,6 @@ pub struct Engine {
     /// whose credential was issued since the last look), at most every [`LOOK_AGAIN`].
     on_unknown: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     last_look: Mutex<Instant>,
-    /// See [`Engine::hold_answers`].
-    hold_answers: AtomicBool,
 }
 
 impl Engine {
@@ -199,7 +196,6 @@ impl Engine {
             on_change,
             on_unknown: Mutex::new(None),
             last_look: Mutex::new(Instant::now() - LOOK_AGAIN),
-            hold_answers: AtomicBool::new(false),
         }))
     }
 
@@ -208,16 +204,12 @@ impl Engine {
         *lock(&self.on_unknown) = Some(look);
     }
 
-    /// From now on a client that comes up is answered only once [`Engine::release`] says
-    /// its device and port are made (or after [`HOLD_AT_MOST`]), and is sent nothing before:
-    /// a client sends its first frames the moment it has the answer, and frames that arrive
-    /// before the port exists are lost (its first ARP, so everything waited for the retry).
-    pub fn hold_answers(&self) {
-        self.hold_answers.store(true, Ordering::SeqCst);
-    }
-
-    /// The client with `tag` can be answered from now on (until its session goes away);
-    /// sends its held answer, if any.
+    /// At a gateway, the client with `tag` can be answered from now on (until its session
+    /// goes away); sends its held answer, if any. A client that comes up is answered only
+    /// once this says its device and port are made (or after [`HOLD_AT_MOST`]), and is sent
+    /// nothing before: a client sends its first frames the moment it has the answer, and
+    /// frames that arrive before the port exists are lost (its first ARP, so everything
+    /// waited for the retry).
     pub fn release(&self, tag: u16) {
         if let Some(peer) = self.by_tag(tag) {
             self.send_held(&peer);
@@ -226,9 +218,7 @@ impl Engine {
 
     /// Whether answers to `peer` are held (a gateway's client whose port is not ready).
     fn holds_for(&self, peer: &Peer) -> bool {
-        !self.is_client
-            && self.hold_answers.load(Ordering::SeqCst)
-            && !peer.ready.load(Ordering::SeqCst)
+        !self.is_client && !peer.ready.load(Ordering::SeqCst)
     }
 
     fn send_held(&self, peer: &Peer) {
@@ -663,8 +653,8 @@ mod tests {
     use super::*;
     use crate::tunnel::keys;
 
-    /// An engine on `at` (a gateway holds answers), its changes, and its "TUN": one end of
-    /// a datagram socket pair (packet boundaries kept, as a TUN keeps them).
+    /// An engine on `at`, its changes, and its "TUN": one end of a datagram socket pair
+    /// (packet boundaries kept, as a TUN keeps them).
     fn engine_at(
         is_client: bool,
         secret: StaticSecret,
@@ -682,9 +672,6 @@ mod tests {
             }),
         )
         .unwrap();
-        if !is_client {
-            engine.hold_answers();
-        }
         (engine, rx, other_end)
     }
 

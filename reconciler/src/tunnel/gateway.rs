@@ -4,7 +4,7 @@
 //! gets a VXLAN netdev (VNI = its tag) in the host's (ovs-vswitchd's) namespace, reported as
 //! [`TunnelEvent::Up`] for the caller to put on its trunk's bridge with that tag; the
 //! handshake's answer waits for the caller's [`TunnelGateway::release`] (see
-//! [`Engine::hold_answers`]). Revocation (its key deleted from the store) is picked up within
+//! [`Engine::release`]). Revocation (its key deleted from the store) is picked up within
 //! a second and ends the session.
 
 use std::collections::BTreeMap;
@@ -110,7 +110,6 @@ impl TunnelGateway {
             }),
         )
         .map_err(|e| e.to_string())?;
-        engine.hold_answers();
         engine.spawn().map_err(|e| e.to_string())?;
         let gateway = Arc::new(TunnelGateway {
             engine,
