@@ -325,9 +325,7 @@ fn main() {
         .args(["agent", "--db", &b.sb.nb_unix_url(), "--gateway", "gw"])
         .args(["--gateway-interval", "500ms"])
         .args(["--tunnel-listen", &format!("0.0.0.0:{TUNNEL_PORT}")])
-        .args(["--ovs-db", &b.sb.ovs_db_url()])
-        .arg("--ovs-netns")
-        .arg(b.sb.ovs_netns().unwrap())
+        .envs(b.sb.ovs_env().unwrap())
         .arg("--run-dir")
         .arg(b.dir.join("run"))
         .args([

@@ -383,6 +383,15 @@ impl Sandbox {
         format!("unix:{}", self.dir.join("vs.sock").display())
     }
 
+    /// What points a `wepoq` command (agent, apply) at this sandbox's OVS: its database and
+    /// the network namespace ovs-vswitchd runs in. For `Command::envs`.
+    pub fn ovs_env(&self) -> io::Result<[(&'static str, std::ffi::OsString); 2]> {
+        Ok([
+            ("WEPOQ_OVS_DB", self.ovs_db_url().into()),
+            ("WEPOQ_OVS_NETNS", self.ovs_netns()?.into()),
+        ])
+    }
+
     /// The network namespace ovs-vswitchd runs in (`/run/netns/wqID-h`), where the host
     /// ends of veths go.
     pub fn ovs_netns(&self) -> io::Result<PathBuf> {

@@ -44,7 +44,6 @@ fn the_agent_reports_health_and_metrics_and_stops_on_sigterm() {
         return;
     };
     let nb = sb.nb_unix_url();
-    let netns = sb.ovs_netns().unwrap();
 
     // OVS missing: refused, naming it.
     let out = agent(&["--db", &nb, "--ovs-db", "unix:/nonexistent/db.sock"])
@@ -62,8 +61,7 @@ fn the_agent_reports_health_and_metrics_and_stops_on_sigterm() {
         "--only-label",
         "wepoq.net/test=none",
     ])
-    .env("WEPOQ_OVS_DB", sb.ovs_db_url())
-    .env("WEPOQ_OVS_NETNS", &netns)
+    .envs(sb.ovs_env().unwrap())
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();

@@ -107,9 +107,7 @@ impl Lab {
             ])
             .args(["--tunnel-listen", &format!("0.0.0.0:{TUNNEL_PORT}")])
             .args(["--admin", &self.admin])
-            .args(["--ovs-db", &self.sb.ovs_db_url()])
-            .arg("--ovs-netns")
-            .arg(self.sb.ovs_netns().unwrap())
+            .envs(self.sb.ovs_env().unwrap())
             .arg("--run-dir")
             .arg(self.dir.join("run"))
             // No container of this test exists: the agent attaches none of anyone else's.

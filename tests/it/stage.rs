@@ -83,8 +83,7 @@ impl Stage {
 
     pub fn env(&self, cmd: &mut Command) {
         cmd.env("WEPOQ_DB", self.sb.nb_unix_url())
-            .env("WEPOQ_OVS_DB", self.sb.ovs_db_url())
-            .env("WEPOQ_OVS_NETNS", self.sb.ovs_netns().unwrap())
+            .envs(self.sb.ovs_env().unwrap())
             .env("WEPOQ_RUN_DIR", &self.run_dir)
             .env("NO_COLOR", "1")
             .current_dir(&self.dir);

@@ -35,8 +35,7 @@ impl Agent {
             .args(["--gateway-interval", "1h"])
             // No container of this test carries the label: the agent attaches nothing.
             .args(["--only-label", "wepoq.net/test=gateway-none"])
-            .env("WEPOQ_OVS_DB", w.sb.ovs_db_url())
-            .env("WEPOQ_OVS_NETNS", w.sb.ovs_netns().unwrap())
+            .envs(w.sb.ovs_env().unwrap())
             .env_remove("WEPOQ_DB")
             .env_remove("OVN_NB_DB")
             .stdout(Stdio::null())
