@@ -172,13 +172,17 @@ impl Gateway {
             .map(|c| (c.fqdn.as_str(), trunk_bridge(&self.cfg.bridge, &c.trunk)))
             .collect();
 
+        // One read of what is there: bridges made below start empty, so it stays true.
+        let owned = self.bridges.owned().await?;
         let mut wanted: BTreeMap<String, WantedPort> = BTreeMap::new();
         let mut wanted_bridges = std::collections::BTreeSet::new();
         for trunk in &trunks {
             let bridge = trunk_bridge(&self.cfg.bridge, &trunk.port);
-            self.bridges
-                .ensure_bridge(&bridge, &self.integration)
-                .await?;
+            if !owned.bridges.contains_key(&bridge) {
+                self.bridges
+                    .ensure_bridge(&bridge, &self.integration)
+                    .await?;
+            }
             wanted_bridges.insert(bridge.clone());
             let (on_int, on_wepoq) = trunk_ifnames(&trunk.port);
             let role = format!("trunk:{}", trunk.port);
@@ -229,9 +233,8 @@ impl Gateway {
             clients: clients.len(),
             ..SyncReport::default()
         };
-        let owned = self.bridges.owned().await?;
         let mut kept = std::collections::BTreeSet::new();
-        for port in &owned {
+        for port in &owned.ports {
             match wanted.get(&port.name) {
                 Some(w) if w.is(port) => {
                     if let (Some(tag), true) = (w.tag, w.tag != port.tag) {
@@ -263,8 +266,9 @@ impl Gateway {
         }
         // Bridges of trunks that are gone (or the one br-wepoq of an agent before bridges per
         // trunk), once nothing but ours is left on them.
-        for bridge in self.bridges.owned_bridges().await? {
-            if !wanted_bridges.contains(&bridge)
+        for (bridge, ours) in owned.bridges {
+            if ours
+                && !wanted_bridges.contains(&bridge)
                 && self.bridges.remove_bridge_if_ours(&bridge).await?
             {
                 report.removed.push(bridge);

@@ -31,6 +31,14 @@ pub struct OwnedPort {
     pub patch_peer: Option<String>,
 }
 
+/// What the database holds of ours, read in one transaction.
+pub struct Owned {
+    /// Our ports, on any bridge.
+    pub ports: Vec<OwnedPort>,
+    /// Every bridge by name, and whether it is ours (marked by [`Bridges::ensure_bridge`]).
+    pub bridges: BTreeMap<String, bool>,
+}
+
 /// A port as it must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WantedPort {
@@ -62,6 +70,14 @@ pub struct Bridges {
 
 fn owner_ids(role: &str) -> Value {
     Value::map([(OWNER_KEY, OWNER_VALUE), (ROLE_KEY, role)])
+}
+
+/// Whether `row` carries our owner mark.
+fn marked_ours(row: &Row) -> bool {
+    row.get("external_ids")
+        .and_then(|ids| ids.get(OWNER_KEY))
+        .and_then(|v| v.as_str())
+        == Some(OWNER_VALUE)
 }
 
 impl Bridges {
@@ -138,25 +154,6 @@ impl Bridges {
         Ok(())
     }
 
-    /// The bridges of ours (marked when made by [`Bridges::ensure_bridge`]).
-    pub async fn owned_bridges(&self) -> Result<Vec<String>, AttachError> {
-        let found = self
-            .transact(&[Operation::select_columns(
-                "Bridge",
-                vec![Condition::includes(
-                    "external_ids",
-                    Value::map([(OWNER_KEY, OWNER_VALUE)]),
-                )],
-                &["name"],
-            )])
-            .await?;
-        Ok(found[0]
-            .rows()
-            .iter()
-            .filter_map(|r| r.str("name").map(str::to_owned))
-            .collect())
-    }
-
     /// Deletes our bridge `name` if every port left on it is ours or its own internal
     /// port; a bridge holding someone else's port is kept. Whether it was deleted.
     pub async fn remove_bridge_if_ours(&self, name: &str) -> Result<bool, AttachError> {
@@ -186,10 +183,7 @@ impl Bridges {
         let foreign = found[1].rows().iter().any(|p| {
             p.uuid().is_some_and(|u| ports.contains(&u))
                 && p.str("name") != Some(name)
-                && p.get("external_ids")
-                    .and_then(|ids| ids.get(OWNER_KEY))
-                    .and_then(|v| v.as_str())
-                    != Some(OWNER_VALUE)
+                && !marked_ours(p)
         });
         if foreign {
             return Ok(false);
@@ -207,8 +201,8 @@ impl Bridges {
         Ok(true)
     }
 
-    /// Every port of ours, on any bridge.
-    pub async fn owned(&self) -> Result<Vec<OwnedPort>, AttachError> {
+    /// Every port of ours, on any bridge, and every bridge.
+    pub async fn owned(&self) -> Result<Owned, AttachError> {
         let results = self
             .transact(&[
                 Operation::select_columns(
@@ -219,7 +213,7 @@ impl Bridges {
                     )],
                     &["_uuid", "name", "tag", "external_ids"],
                 ),
-                Operation::select_columns("Bridge", vec![], &["name", "ports"]),
+                Operation::select_columns("Bridge", vec![], &["name", "ports", "external_ids"]),
                 Operation::select_columns(
                     "Interface",
                     vec![Condition::includes(
@@ -252,15 +246,18 @@ impl Bridges {
             })
             .collect();
         let mut bridge_of: BTreeMap<Uuid, String> = BTreeMap::new();
+        let mut bridges = BTreeMap::new();
         for b in results[1].rows() {
             let name = b.str("name").unwrap_or_default().to_owned();
+            let ours = marked_ours(b);
+            bridges.insert(name.clone(), ours);
             for atom in b.get("ports").and_then(Value::as_set).into_iter().flatten() {
                 if let Some(u) = atom.as_uuid() {
                     bridge_of.insert(u.clone(), name.clone());
                 }
             }
         }
-        Ok(results[0]
+        let ports = results[0]
             .rows()
             .iter()
             .filter_map(|r| {
@@ -281,7 +278,8 @@ impl Bridges {
                     role,
                 })
             })
-            .collect())
+            .collect();
+        Ok(Owned { ports, bridges })
     }
 
     /// Adds port `name` (its netdev exists) as `want` says. Refuses a foreign port of that
