@@ -192,14 +192,7 @@ fn vip(sb: &Sandbox, namespace: &str) -> SocketAddr {
 fn start_servers(sb: &Sandbox, endpoints: &[Endpoint], namespace: &str) {
     for n in 1..=3 {
         let e = find(endpoints, &format!("s{n}.svr.result.ovn-vote.{namespace}"));
-        let ns = sb
-            .add_endpoint(
-                &e.port,
-                &e.mac,
-                &format!("{}/{}", e.ip, e.prefix),
-                &e.gateway.to_string(),
-            )
-            .unwrap();
+        let ns = sb.plug(e).unwrap();
         let listener = in_netns(&ns.netns, || TcpListener::bind("0.0.0.0:80")).unwrap();
         traffic::serve(listener).unwrap();
         sb.wait_port_up(&e.port, Duration::from_secs(30)).unwrap();
@@ -276,14 +269,7 @@ fn main() {
 
     let direct_viewer = format!("c3.cli.result.ovn-vote.{DIRECT_NS}");
     let viewer = find(&direct_endpoints, &direct_viewer);
-    let direct_ns =
-        b.sb.add_endpoint(
-            &viewer.port,
-            &viewer.mac,
-            &format!("{}/{}", viewer.ip, viewer.prefix),
-            &viewer.gateway.to_string(),
-        )
-        .unwrap();
+    let direct_ns = b.sb.plug(viewer).unwrap();
     b.sb.wait_port_up(&viewer.port, Duration::from_secs(30))
         .unwrap();
     in_netns(&direct_ns.netns, move || {

@@ -440,6 +440,17 @@ impl Sandbox {
         self.read_ports(&out.stdout)
     }
 
+    /// [`Sandbox::add_endpoint`] for an endpoint of a compiled spec: its logical port, MAC,
+    /// address and gateway.
+    pub fn plug(&self, e: &wepoq_compiler::emit::Endpoint) -> io::Result<Endpoint> {
+        self.add_endpoint(
+            &e.port,
+            &e.mac,
+            &format!("{}/{}", e.ip, e.prefix),
+            &e.gateway.to_string(),
+        )
+    }
+
     /// Creates a network namespace with a veth pair: `eth0` inside gets `mac`, `ip_cidr`
     /// and a default route via `gateway`; the host end joins br-int with
     /// `external_ids:iface-id=lsp`. TX checksum offload is off on both ends, or TCP fails

@@ -317,12 +317,7 @@ impl World {
             let e = self.compiled.endpoint(p);
             let ns = self
                 .sb
-                .add_endpoint(
-                    &e.port,
-                    &e.mac,
-                    &format!("{}/{}", e.ip, e.prefix),
-                    &e.gateway.to_string(),
-                )
+                .plug(e)
                 .unwrap_or_else(|err| panic!("endpoint {p}: {err}"));
             self.netns.insert(p.clone(), ns);
         }

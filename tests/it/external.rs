@@ -319,15 +319,7 @@ fn external_clients_through_the_gateway_tunnel() {
     for n in 1..=3 {
         let port = format!("s{n}.svr.result.ovn-vote.ns");
         let e = lab.endpoint(&port).clone();
-        let ns = lab
-            .sb
-            .add_endpoint(
-                &port,
-                &e.mac,
-                &format!("{}/{}", e.ip, e.prefix),
-                &e.gateway.to_string(),
-            )
-            .unwrap();
+        let ns = lab.sb.plug(&e).unwrap();
         // wepoq's probe answers HTTP with its host name: s1, s2, s3 (own UTS namespaces).
         let serve = format!(
             "hostname s{n} && exec {} probe serve --port 80",
